@@ -1,0 +1,3 @@
+"""sdmatlas: predict, publish, catalog and serve species distribution maps."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,252 @@
+"""The ``sdmatlas`` command line: thin wrappers over the library's functions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from sdmatlas.errors import SdmAtlasError
+from sdmatlas.settings import Settings
+
+app = typer.Typer(
+    help="Predict, publish and serve species distribution maps.", no_args_is_help=True
+)
+demo_app = typer.Typer(
+    help="The demo: synthetic world, virtual species, demo model.", no_args_is_help=True
+)
+app.add_typer(demo_app, name="demo")
+console = Console(stderr=True)
+
+DEMO_CARD = Path(__file__).resolve().parents[2] / "models" / "demo" / "demo-sdm.card.yaml"
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Print sdmatlas errors as one clear line and exit 2, instead of a traceback."""
+    try:
+        yield
+    except SdmAtlasError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(code=2) from None
+
+
+def _progress_bar(description: str) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("chunks"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def _covariate_paths(directory: Path | None, items: list[str] | None) -> dict[str, Path]:
+    paths: dict[str, Path] = {}
+    if directory is not None:
+        if not directory.is_dir():
+            raise typer.BadParameter(f"{directory} is not a directory", param_hint="--covariates")
+        paths.update({p.stem: p for p in sorted(directory.glob("*.tif"))})
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise typer.BadParameter(f"expected NAME=PATH, got {item!r}", param_hint="--covariate")
+        paths[name] = Path(path)
+    if not paths:
+        raise typer.BadParameter("give --covariates DIR and/or --covariate NAME=PATH")
+    return paths
+
+
+@app.command("predict")
+def predict_cmd(
+    card: Annotated[Path, typer.Option(help="Model card (YAML/JSON).")],
+    territory: Annotated[
+        Path, typer.Option(help="Territory: mask GeoTIFF, or GeoJSON with --res.")
+    ],
+    out: Annotated[Path, typer.Option(help="Output cube (a Zarr v3 directory).")],
+    covariates: Annotated[
+        Path | None, typer.Option(help="Directory of <name>.tif covariates.")
+    ] = None,
+    covariate: Annotated[list[str] | None, typer.Option(help="NAME=PATH, repeatable.")] = None,
+    res: Annotated[
+        float | None, typer.Option(help="Grid resolution for a GeoJSON territory.")
+    ] = None,
+    crs: Annotated[str, typer.Option(help="Grid CRS for a GeoJSON territory.")] = "EPSG:3035",
+    chunk: Annotated[int | None, typer.Option(help="Chunk edge in pixels.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="LocalCluster workers (0: in-process).")
+    ] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Existing Dask scheduler address.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Pixels per model call.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Inference threads per worker.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    framework: Annotated[str | None, typer.Option(help="Run one of the card's alternates.")] = None,
+    halo: Annotated[
+        int | None, typer.Option(help="Halo read around chunks (>= patch // 2).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Finish an interrupted run of this release.")
+    ] = False,
+) -> None:
+    """Run a model over a territory into a Zarr cube of species probabilities."""
+    from sdmatlas.predict.pipeline import PredictOptions, predict
+    from sdmatlas.territory import load_territory
+
+    settings = Settings()
+    with _errors():
+        paths = _covariate_paths(covariates, covariate)
+        terr = load_territory(territory, res=res, crs=crs, chunk=chunk or settings.chunk_size)
+        options = PredictOptions(
+            batch_size=batch_size or settings.batch_size,
+            workers=settings.workers if workers is None else workers,
+            threads_per_worker=threads or settings.threads_per_worker,
+            scheduler=scheduler or settings.scheduler,
+            device=(device or settings.device),  # type: ignore[arg-type]
+            framework=framework,
+            halo=halo,
+            resume=resume,
+        )
+        summary = _run_predict(predict, card, paths, terr, out, options)
+    _print_summary(summary)
+
+
+def _run_predict(
+    predict: Any, card: Path, paths: dict[str, Path], terr: Any, out: Path, options: Any
+) -> Any:
+    with _progress_bar("predict") as bar:
+        task = bar.add_task("predict", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return predict(card, paths, terr, out, options, progress=progress)
+
+
+def _print_summary(s: Any) -> None:
+    console.print(
+        f"cube [bold]{s.cube}[/]: {s.computed} chunks computed, {s.already_done} already done "
+        f"of {s.total_chunks}; {s.pixels:,} pixels x {s.n_species} species in {s.seconds:.1f} s "
+        f"({s.pixel_species_per_s / 1e6:.1f} M pixel-species/s)"
+    )
+
+
+@app.command("info")
+def info_cmd(cube: Annotated[Path, typer.Argument(help="A cube directory.")]) -> None:
+    """Print a cube's status and run metadata as JSON."""
+    from sdmatlas.predict.cube import open_cube
+
+    with _errors():
+        meta = open_cube(cube).meta
+        meta = {k: v for k, v in meta.items() if k != "species_ids"} | {
+            "n_species": len(meta.get("species_ids", [])),
+            "chunks_done": len(open_cube(cube).done_chunks()),
+        }
+    typer.echo(json.dumps(meta, indent=2))
+
+
+@demo_app.command("build")
+def demo_build(
+    out: Annotated[Path | None, typer.Option(help="Directory of the demo inputs.")] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even if present.")] = False,
+) -> None:
+    """Build the demo inputs (covariates, territory, virtual species, surveys)."""
+    from sdmatlas.demo.build import DemoPaths, build_demo
+
+    root = out or Settings().data_dir / "demo"
+    if DemoPaths(root).exists() and not force:
+        console.print(f"demo inputs already in {root} (use --force to rebuild)")
+        return
+    with console.status("building demo inputs"):
+        build_demo(root)
+    console.print(f"demo inputs written to [bold]{root}[/]")
+
+
+@demo_app.command("train")
+def demo_train(
+    out: Annotated[Path, typer.Option(help="Where the model and card go.")] = DEMO_CARD.parent,
+    epochs: Annotated[int, typer.Option()] = 60,
+) -> None:
+    """Train the demo model with PyTorch (needs the [torch] extra)."""
+    from sdmatlas.demo.build import DemoPaths, build_demo
+
+    root = Settings().data_dir / "demo"
+    if not DemoPaths(root).exists():
+        build_demo(root)
+    try:
+        from sdmatlas.demo.train import train_demo_model
+    except ImportError as exc:
+        console.print(
+            f"[bold red]error:[/] training needs PyTorch: pip install -e '.[torch]' ({exc})"
+        )
+        raise typer.Exit(2) from None
+    train_demo_model(DemoPaths(root), out, epochs=epochs)
+
+
+@demo_app.command("run")
+def demo_run(
+    workers: Annotated[int | None, typer.Option(help="LocalCluster workers.")] = None,
+) -> None:
+    """The whole demo: build inputs, predict, and report how well the model recovers the truth."""
+    from sdmatlas.demo.build import DemoPaths, build_demo, load_species
+    from sdmatlas.demo.evaluate import recovery
+    from sdmatlas.models.card import load_card
+    from sdmatlas.predict.cube import is_cube, open_cube
+    from sdmatlas.predict.pipeline import PredictOptions, predict
+    from sdmatlas.territory import load_territory
+
+    settings = Settings()
+    root = settings.data_dir / "demo"
+    with _errors():
+        paths = DemoPaths(root)
+        if not paths.exists():
+            with console.status("building demo inputs"):
+                build_demo(root)
+            console.print(f"demo inputs written to [bold]{root}[/]")
+        card = load_card(DEMO_CARD)
+        terr = load_territory(paths.territory, chunk=settings.chunk_size)
+        out = settings.data_dir / "releases" / f"demo-{card.version}" / "cube.zarr"
+        options = PredictOptions(
+            batch_size=settings.batch_size,
+            workers=settings.workers if workers is None else workers,
+            threads_per_worker=settings.threads_per_worker,
+            scheduler=settings.scheduler,
+            device=settings.device,
+            resume=True,
+        )
+        if is_cube(out) and open_cube(out).is_complete:
+            console.print(f"cube [bold]{out}[/] is already complete")
+        else:
+            _print_summary(
+                _run_predict(predict, DEMO_CARD, paths.covariate_paths(), terr, out, options)
+            )
+        with console.status("comparing with the true probabilities"):
+            rec = recovery(open_cube(out), load_species(paths), terr)
+    m = card.metrics
+    console.print(
+        f"[bold]model[/] {card.name} {card.version}: held-out survey AUC mean "
+        f"{m.get('auc_mean')} (the true probabilities score {m.get('oracle_auc_mean')} "
+        "on the same sites)\n"
+        f"[bold]recovery[/] over {rec.n_species} virtual species: mean |p - p_true| "
+        f"{rec.mean_abs_error:.3f}, Pearson r mean {rec.mean_correlation:.3f} "
+        f"(median {rec.median_correlation:.3f})\n"
+        "publishing and serving arrive with the next issues (see README)."
+    )
+
+
+def main() -> None:  # pragma: no cover
+    app()

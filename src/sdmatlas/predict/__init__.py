@@ -1,0 +1,1 @@
+"""Prediction: run a plugged model over a territory into a Zarr cube, chunk by chunk."""

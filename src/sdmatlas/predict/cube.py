@@ -1,0 +1,237 @@
+"""The species cube of a release: a Zarr v3 group on the release grid.
+
+Layout (``<cube>/``)::
+
+    zarr.json                 group; attrs["sdmatlas"] holds the run metadata
+    probability/              uint8 [species, y, x], chunks [1, chunk, chunk],
+                              fill 255 (nodata), q = rint(p * 254)
+    species/ x/ y/            coordinates (species ids, pixel-centre x and y)
+    spatial_ref/              0-d; CF grid mapping (crs_wkt, GeoTransform) for xarray/GDAL
+    _sdmatlas/done/<iy>.<ix>  one marker per finished spatial chunk (JSON)
+
+A chunk task writes its whole region, then its marker (atomically). The
+group's ``status`` turns from ``running`` to ``complete`` only after every
+chunk has a marker, so a reader that checks it never sees half a release.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import numpy as np
+import numpy.typing as npt
+import zarr
+from pyproj import CRS
+from zarr.codecs import ZstdCodec
+
+from sdmatlas import quantize
+from sdmatlas.errors import IncompleteReleaseError, NotFoundError, ReleaseExistsError
+from sdmatlas.grid import ChunkWindow, Grid
+
+FORMAT_VERSION = 1
+PROBABILITY = "probability"
+MARKERS = "_sdmatlas/done"
+Status = Literal["running", "complete"]
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def fingerprint(parts: dict[str, Any]) -> str:
+    """A stable digest of everything that determines a cube's content."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+class Cube:
+    """A species cube on disk (opened, never held open: safe to pickle to workers)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    # -- metadata ----------------------------------------------------------------------
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        group = zarr.open_group(self.path, mode="r")
+        meta = group.attrs.get("sdmatlas")
+        if not isinstance(meta, dict):
+            raise NotFoundError(f"{self.path} is a Zarr group but not an sdmatlas cube")
+        return meta
+
+    @property
+    def status(self) -> Status:
+        status: Status = self.meta["status"]
+        return status
+
+    @property
+    def is_complete(self) -> bool:
+        return self.status == "complete"
+
+    @property
+    def grid(self) -> Grid:
+        return Grid.model_validate(self.meta["grid"])
+
+    @property
+    def species_ids(self) -> list[int]:
+        return [int(s) for s in self.meta["species_ids"]]
+
+    def _update_meta(self, **changes: Any) -> None:
+        group = zarr.open_group(self.path, mode="r+")
+        meta = dict(cast(dict[str, Any], group.attrs["sdmatlas"]))
+        meta.update(changes)
+        group.attrs["sdmatlas"] = meta
+
+    # -- markers ---------------------------------------------------------------------------
+
+    @property
+    def _marker_dir(self) -> Path:
+        return self.path / MARKERS
+
+    def done_chunks(self) -> set[str]:
+        if not self._marker_dir.exists():
+            return set()
+        return {p.name for p in self._marker_dir.iterdir() if not p.name.startswith(".")}
+
+    def mark_done(self, window: ChunkWindow, info: dict[str, Any]) -> None:
+        """Record a finished chunk (write-then-rename: the marker appears whole or not at all)."""
+        self._marker_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self._marker_dir / f".{window.key}.{uuid.uuid4().hex}"
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, self._marker_dir / window.key)
+
+    # -- data ----------------------------------------------------------------------------------
+
+    def array(self, mode: Literal["r", "r+"] = "r") -> zarr.Array[Any]:
+        return zarr.open_array(self.path / PROBABILITY, mode=mode)
+
+    def write_region(self, window: ChunkWindow, codes: npt.NDArray[np.uint8]) -> None:
+        """Write all species of one spatial chunk (aligned: no other task touches it)."""
+        arr = self.array("r+")
+        arr[:, window.row0 : window.row1, window.col0 : window.col1] = codes
+
+    def read(self, require_complete: bool = True) -> npt.NDArray[np.uint8]:
+        """The whole cube as uint8 codes (small cubes and tests only)."""
+        if require_complete and not self.is_complete:
+            raise IncompleteReleaseError(
+                f"cube {self.path} is {self.status}: resume its prediction run first"
+            )
+        return np.asarray(self.array()[...])
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def add_run(self, run: dict[str, Any], complete: bool) -> None:
+        meta = self.meta
+        self._update_meta(
+            runs=[*meta.get("runs", []), run], status="complete" if complete else "running"
+        )
+
+
+def create_cube(
+    path: Path,
+    grid: Grid,
+    species_ids: list[int],
+    species_names: list[str],
+    meta: dict[str, Any],
+) -> Cube:
+    """Create an empty cube at ``path`` (built beside it, then renamed into place)."""
+    path = Path(path)
+    if path.exists():
+        raise ReleaseExistsError(f"{path} already exists")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.creating-{uuid.uuid4().hex[:8]}")
+    try:
+        group = zarr.open_group(tmp, mode="w", zarr_format=3)
+        s = len(species_ids)
+        prob = group.create_array(
+            PROBABILITY,
+            shape=(s, grid.height, grid.width),
+            chunks=(1, grid.chunk, grid.chunk),
+            dtype="uint8",
+            fill_value=quantize.NODATA,
+            compressors=ZstdCodec(level=3),
+            dimension_names=("species", "y", "x"),
+            attributes={
+                "long_name": "probability of presence",
+                "units": "1",
+                "scale_factor": quantize.SCALE,
+                "add_offset": 0.0,
+                "grid_mapping": "spatial_ref",
+                "encoding": quantize.ENCODING,
+            },
+        )
+        del prob
+        xs, ys = grid.pixel_centres()
+        for name, values, dim in (("x", xs, "x"), ("y", ys, "y")):
+            a = group.create_array(
+                name,
+                shape=values.shape,
+                dtype="float64",
+                dimension_names=(dim,),
+                attributes={
+                    "units": "m",
+                    "standard_name": "projection_x_coordinate"
+                    if dim == "x"
+                    else "projection_y_coordinate",
+                },
+            )
+            a[:] = values
+        sp = group.create_array(
+            "species",
+            shape=(s,),
+            dtype="int64",
+            dimension_names=("species",),
+            attributes={"names": species_names},
+        )
+        sp[:] = np.asarray(species_ids, dtype=np.int64)
+        crs = CRS.from_user_input(grid.crs)
+        t = grid.transform
+        group.create_array(
+            "spatial_ref",
+            shape=(),
+            dtype="int64",
+            attributes={
+                "crs_wkt": crs.to_wkt(),
+                "spatial_ref": crs.to_wkt(),
+                "GeoTransform": f"{t.c} {t.a} {t.b} {t.f} {t.d} {t.e}",
+            },
+        )
+        group.attrs["sdmatlas"] = {
+            "format_version": FORMAT_VERSION,
+            "status": "running",
+            "created": now(),
+            "grid": grid.model_dump(),
+            "encoding": quantize.ENCODING,
+            "species_ids": list(species_ids),
+            "runs": [],
+            **meta,
+        }
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Cube(path)
+
+
+def open_cube(path: Path) -> Cube:
+    path = Path(path)
+    if not (path / "zarr.json").exists():
+        raise NotFoundError(f"no sdmatlas cube at {path}")
+    cube = Cube(path)
+    _ = cube.meta  # validates
+    return cube
+
+
+def is_cube(path: Path) -> bool:
+    with contextlib.suppress(Exception):
+        open_cube(path)
+        return True
+    return False

@@ -1,0 +1,284 @@
+"""``predict``: validate everything, create or resume a cube, run chunk tasks on Dask."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sdmatlas import __version__
+from sdmatlas.errors import ModelMismatchError, NotFoundError, ReleaseExistsError
+from sdmatlas.models.adapters import Device, load_adapter
+from sdmatlas.models.card import load_card
+from sdmatlas.predict.covariates import CovariateStack
+from sdmatlas.predict.cube import (
+    FORMAT_VERSION,
+    Cube,
+    create_cube,
+    fingerprint,
+    now,
+    open_cube,
+)
+from sdmatlas.predict.tasks import ChunkResult, ChunkTask, PredictContext, run_chunk
+from sdmatlas.quantize import ENCODING
+from sdmatlas.territory import Territory
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+"""Called as ``progress(done_chunks, total_chunks)`` after each finished chunk."""
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    batch_size: int = 4096
+    workers: int = 2
+    threads_per_worker: int = 1
+    scheduler: str | None = None
+    device: Device = "auto"
+    framework: str | None = None
+    halo: int | None = None
+    resume: bool = False
+
+
+@dataclass
+class RunSummary:
+    cube: Path
+    total_chunks: int
+    already_done: int
+    computed: int
+    pixels: int
+    n_species: int
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def pixel_species_per_s(self) -> float:
+        return self.pixels * self.n_species / self.seconds if self.seconds else 0.0
+
+
+def plan_tasks(territory: Territory) -> list[ChunkTask]:
+    """One task per spatial chunk holding at least one territory pixel."""
+    tasks = []
+    for w in territory.grid.chunks():
+        m = territory.mask[w.row0 : w.row1, w.col0 : w.col1]
+        if m.any():
+            tasks.append(ChunkTask(w, m.copy()))
+    return tasks
+
+
+def _prepare_cube(
+    output: Path,
+    parts: dict[str, Any],
+    territory: Territory,
+    names: list[str],
+    ids: list[int],
+    meta: dict[str, Any],
+    resume: bool,
+) -> Cube:
+    digest = fingerprint(parts)
+    if not output.exists():
+        return create_cube(output, territory.grid, ids, names, {**meta, "fingerprint": digest})
+    if output.is_dir() and not any(output.iterdir()):
+        output.rmdir()
+        return create_cube(output, territory.grid, ids, names, {**meta, "fingerprint": digest})
+    try:
+        cube = open_cube(output)
+    except NotFoundError as exc:
+        raise ReleaseExistsError(
+            f"{output} exists and is not an sdmatlas cube: choose another output path"
+        ) from exc
+    existing = cube.meta
+    if existing.get("fingerprint") != digest:
+        old = existing.get("inputs", {})
+        diffs = [k for k in parts if old.get(k) != parts[k]]
+        raise ReleaseExistsError(
+            f"{output} holds another release (it differs in: {', '.join(diffs) or 'format'}); "
+            "choose another output path, nothing was changed"
+        )
+    if not resume:
+        state = "is complete" if cube.is_complete else "is an unfinished run of this release"
+        raise ReleaseExistsError(
+            f"{output} {state}; pass --resume to finish it, or choose another output path"
+        )
+    return cube
+
+
+@contextmanager
+def _dask_client(options: PredictOptions) -> Iterator[Any]:
+    from distributed import Client, LocalCluster
+
+    if options.scheduler:
+        with Client(options.scheduler) as client:
+            yield client
+        return
+    with (
+        LocalCluster(
+            n_workers=options.workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def _execute(
+    ctx: PredictContext,
+    tasks: list[ChunkTask],
+    options: PredictOptions,
+    on_done: Callable[[ChunkResult], None],
+) -> None:
+    if not tasks:
+        return
+    if options.scheduler is None and options.workers == 0:
+        for t in tasks:
+            on_done(run_chunk(ctx, t))
+        return
+    from distributed import as_completed
+
+    with _dask_client(options) as client:
+        shared = client.scatter(ctx, broadcast=True)
+        futures = [client.submit(run_chunk, shared, t, pure=False) for t in tasks]
+        try:
+            for fut in as_completed(futures):
+                on_done(fut.result())  # re-raises a task's own exception
+        except BaseException:
+            client.cancel(futures)
+            raise
+
+
+def predict(
+    card_path: Path,
+    covariates: Mapping[str, Path],
+    territory: Territory,
+    output: Path,
+    options: PredictOptions | None = None,
+    progress: Progress | None = None,
+) -> RunSummary:
+    """Predict every species of a model over a territory into a Zarr cube at ``output``.
+
+    Everything is checked before any work starts: the card against its model
+    (input shape, number of outputs), against the covariates (names, CRS,
+    resolution, alignment, coverage) and the halo. With ``resume``, an
+    unfinished cube of the same release is finished, redoing only chunks with
+    no done marker.
+    """
+    options = options or PredictOptions()
+    t_start = time.perf_counter()
+    started = now()
+    card = load_card(card_path)
+    framework = options.framework or card.framework
+    needed = {i.name for i in card.inputs}
+    stack = CovariateStack({k: Path(v) for k, v in covariates.items() if k in needed})
+    stack.check(card, territory.grid)
+    halo = card.halo if options.halo is None else options.halo
+    if halo < card.halo:
+        raise ModelMismatchError(
+            f"patch size {card.patch_size} needs a halo of {card.halo} pixels, got {halo}"
+        )
+    adapter = load_adapter(
+        card, framework=framework, device=options.device, threads=options.threads_per_worker
+    )
+    parts = {
+        "format_version": FORMAT_VERSION,
+        "model": card.digest(),
+        "territory": territory.digest(),
+        "covariates": stack.checksums(),
+        "encoding": ENCODING,
+    }
+    meta = {
+        "inputs": parts,
+        "model": {
+            "name": card.name,
+            "version": card.version,
+            "framework": framework,
+            "card": card.model_dump(mode="json", exclude={"metrics", "training", "species"}),
+        },
+        "territory": territory.name,
+    }
+    output = Path(output)
+    cube = _prepare_cube(
+        output,
+        parts,
+        territory,
+        [s.name for s in card.species],
+        card.species_ids,
+        meta,
+        options.resume,
+    )
+    tasks = plan_tasks(territory)
+    done = cube.done_chunks()
+    todo = [t for t in tasks if t.window.key not in done]
+    total, already = len(tasks), len(tasks) - len(todo)
+    ctx = PredictContext(
+        card=card,
+        framework=framework,
+        covariates=stack,
+        grid=territory.grid,
+        cube_path=cube.path,
+        batch_size=options.batch_size,
+        device=options.device,
+        threads=options.threads_per_worker,
+        halo=halo,
+    )
+    results: list[ChunkResult] = []
+
+    def on_done(r: ChunkResult) -> None:
+        results.append(r)
+        if progress:
+            progress(already + len(results), total)
+
+    if progress:
+        progress(already, total)
+    error: BaseException | None = None
+    try:
+        _execute(ctx, todo, options, on_done)
+    except BaseException as exc:
+        error = exc
+    seconds = time.perf_counter() - t_start
+    timings = {
+        "read_s": round(sum(r.read_s for r in results), 3),
+        "model_s": round(sum(r.model_s for r in results), 3),
+        "write_s": round(sum(r.write_s for r in results), 3),
+    }
+    complete = error is None and len(cube.done_chunks()) >= total
+    run = {
+        "started": started,
+        "finished": now(),
+        "seconds": round(seconds, 3),
+        "chunks_total": total,
+        "chunks_already_done": already,
+        "chunks_computed": len(results),
+        "pixels_computed": sum(r.pixels for r in results),
+        "workers": 0
+        if options.scheduler is None and options.workers == 0
+        else (options.workers if options.scheduler is None else "external"),
+        "scheduler": options.scheduler or ("in-process" if options.workers == 0 else "local"),
+        "device": adapter.device,
+        "batch_size": options.batch_size,
+        "timings": timings,
+        "sdmatlas": __version__,
+        "host": platform.node(),
+        **({"error": f"{type(error).__name__}: {error}"} if error else {}),
+    }
+    cube.add_run(run, complete=complete)
+    if error is not None:
+        raise error
+    return RunSummary(
+        cube=cube.path,
+        total_chunks=total,
+        already_done=already,
+        computed=len(results),
+        pixels=sum(r.pixels for r in results),
+        n_species=card.n_species,
+        seconds=seconds,
+        timings=timings,
+    )

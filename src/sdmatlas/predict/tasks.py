@@ -1,0 +1,120 @@
+"""One chunk task: read covariates (+ halo), encode, run the model in batches, write.
+
+A task is idempotent: it always writes its whole chunk region, then its done
+marker. Running it twice gives the same bytes; a task killed before its marker
+is simply run again on --resume.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from sdmatlas import quantize
+from sdmatlas.grid import ChunkWindow, Grid
+from sdmatlas.models.adapters import Activation, Device, ModelAdapter, adapter_class
+from sdmatlas.models.card import ModelCard
+from sdmatlas.predict.covariates import CovariateStack
+from sdmatlas.predict.cube import Cube
+from sdmatlas.predict.inputs import check_values, encode, patches
+
+
+@dataclass(frozen=True)
+class PredictContext:
+    """What every chunk task of one run shares (sent once to each worker)."""
+
+    card: ModelCard
+    framework: str
+    covariates: CovariateStack
+    grid: Grid
+    cube_path: Path
+    batch_size: int
+    device: Device
+    threads: int
+    halo: int
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    window: ChunkWindow
+    mask: npt.NDArray[np.bool_]  # territory mask of the chunk
+
+    @property
+    def n_pixels(self) -> int:
+        return int(self.mask.sum())
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    key: str
+    pixels: int
+    read_s: float
+    model_s: float
+    write_s: float
+
+
+@lru_cache(maxsize=4)
+def cached_adapter(
+    path: Path, framework: str, activation: Activation, device: Device, threads: int
+) -> ModelAdapter:
+    """One adapter per worker process and model: sessions are costly to create."""
+    return adapter_class(framework)(path, activation, device=device, threads=threads)
+
+
+def chunk_codes(
+    ctx: PredictContext, adapter: ModelAdapter, task: ChunkTask
+) -> tuple[npt.NDArray[np.uint8], float, float]:
+    """uint8 codes ``[S, h, w]`` of one chunk, and the seconds spent reading and in the model."""
+    t0 = time.perf_counter()
+    w, h = task.window, ctx.halo
+    windows = {
+        spec.name: ctx.covariates.read(
+            spec.name, ctx.grid, w.row0 - h, w.row1 + h, w.col0 - h, w.col1 + h
+        )
+        for spec in ctx.card.inputs
+    }
+    inner = {k: v[h : v.shape[0] - h, h : v.shape[1] - h] for k, v in windows.items()}
+    check_values(
+        ctx.card,
+        inner,
+        task.mask,
+        where=f" in chunk {w.key} (grid rows {w.row0}..{w.row1}, cols {w.col0}..{w.col1})",
+    )
+    encoded = encode(ctx.card, windows)
+    # Patches start at the halo's corner: crop any extra halo beyond what the patch needs.
+    extra = h - ctx.card.halo
+    if extra:
+        encoded = encoded[:, extra : encoded.shape[1] - extra, extra : encoded.shape[2] - extra]
+    rows, cols = np.nonzero(task.mask)
+    t1 = time.perf_counter()
+    probs = np.empty((len(rows), ctx.card.n_species), dtype=np.float32)
+    for i in range(0, len(rows), ctx.batch_size):
+        sl = slice(i, i + ctx.batch_size)
+        probs[sl] = adapter.predict(patches(encoded, rows[sl], cols[sl], ctx.card.patch_size))
+    t2 = time.perf_counter()
+    codes = np.full((ctx.card.n_species, *w.shape), quantize.NODATA, dtype=np.uint8)
+    codes[:, rows, cols] = quantize.quantize(probs).T
+    return codes, t1 - t0, t2 - t1
+
+
+def run_chunk(ctx: PredictContext, task: ChunkTask) -> ChunkResult:
+    """Predict one chunk into the cube and record it as done."""
+    adapter = cached_adapter(
+        ctx.card.model_path(ctx.framework),
+        ctx.framework,
+        ctx.card.activation,
+        ctx.device,
+        ctx.threads,
+    )
+    codes, read_s, model_s = chunk_codes(ctx, adapter, task)
+    t0 = time.perf_counter()
+    cube = Cube(ctx.cube_path)
+    cube.write_region(task.window, codes)
+    write_s = time.perf_counter() - t0
+    cube.mark_done(task.window, {"pixels": task.n_pixels, "model_s": round(model_s, 4)})
+    return ChunkResult(task.window.key, task.n_pixels, read_s, model_s, write_s)

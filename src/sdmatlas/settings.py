@@ -1,0 +1,44 @@
+"""Settings in one place, read from ``SDMATLAS_*`` environment variables.
+
+Settings are built by the caller (the CLI, an app factory, a test) and passed
+down; nothing in sdmatlas reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime settings. Every field can be set as ``SDMATLAS_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="SDMATLAS_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("data"), description="Where demo inputs and releases are written."
+    )
+    chunk_size: int = Field(
+        default=256, ge=16, le=4096, description="Spatial chunk edge of cubes (pixels)."
+    )
+    batch_size: int = Field(
+        default=4096, ge=1, le=1_000_000, description="Pixels per model call during prediction."
+    )
+    workers: int = Field(
+        default=2,
+        ge=0,
+        le=512,
+        description="Dask LocalCluster workers for prediction; 0 runs tasks in-process.",
+    )
+    threads_per_worker: int = Field(
+        default=1, ge=1, le=64, description="Inference threads in each prediction worker."
+    )
+    scheduler: str | None = Field(
+        default=None, description="Address of an existing Dask scheduler (tcp://host:8786)."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="Where models run: 'auto' takes a GPU when one is present."
+    )
