@@ -35,6 +35,9 @@ class OnnxAdapter(ModelAdapter):
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # Idle inference threads must not spin: between model calls the same cores
+        # extract patches, quantise and compress (measured in bench/predict.py).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         except Exception as exc:

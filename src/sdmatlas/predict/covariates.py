@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,11 +59,23 @@ def _describe(name: str, path: Path) -> CovariateInfo:
 
 
 class CovariateStack:
-    """Named covariate rasters. Picklable: open file handles stay in each process."""
+    """Named covariate rasters.
+
+    Picklable: open file handles stay in the process that opened them. Handles
+    are per thread (a GDAL dataset must not be read from two threads at once),
+    so one stack serves Dask workers that run several tasks concurrently.
+    """
 
     def __init__(self, paths: Mapping[str, Path | str]) -> None:
         self.infos = {name: _describe(name, Path(p)) for name, p in paths.items()}
-        self._handles: dict[str, Any] = {}
+        self._local = threading.local()
+
+    @property
+    def _handles(self) -> dict[str, Any]:
+        handles: dict[str, Any] | None = getattr(self._local, "handles", None)
+        if handles is None:
+            handles = self._local.handles = {}
+        return handles
 
     @classmethod
     def from_directory(cls, directory: Path, names: list[str]) -> CovariateStack:
@@ -70,7 +83,11 @@ class CovariateStack:
         return cls({n: Path(directory) / f"{n}.tif" for n in names})
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"infos": self.infos, "_handles": {}}
+        return {"infos": self.infos}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.infos = state["infos"]
+        self._local = threading.local()
 
     def close(self) -> None:
         for h in self._handles.values():

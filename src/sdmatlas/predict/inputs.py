@@ -77,8 +77,11 @@ def patches(
     ``patch_size // 2`` pixels of halo on each side.
     """
     views = np.lib.stride_tricks.sliding_window_view(encoded, (patch_size, patch_size), axis=(1, 2))
-    # views[c, r, k] is the patch whose top-left is (r, k), i.e. centred on halo-free (r, k)
-    return np.ascontiguousarray(views[:, rows, cols].transpose(1, 0, 2, 3))
+    # views[c, r, k] is the patch whose top-left is (r, k), i.e. centred on halo-free (r, k).
+    # Moving the channel axis first keeps it a view; the fancy index then makes the one copy,
+    # already contiguous in [N, C, P, P] order.
+    out: npt.NDArray[np.float32] = views.transpose(1, 2, 0, 3, 4)[rows, cols]
+    return out
 
 
 __all__ = ["CATEGORICAL_MISSING", "check_values", "encode", "patches"]

@@ -106,6 +106,7 @@ def _prepare_cube(
         raise ReleaseExistsError(
             f"{output} {state}; pass --resume to finish it, or choose another output path"
         )
+    cube.remove_partials()
     return cube
 
 

@@ -92,13 +92,14 @@ def chunk_codes(
         encoded = encoded[:, extra : encoded.shape[1] - extra, extra : encoded.shape[2] - extra]
     rows, cols = np.nonzero(task.mask)
     t1 = time.perf_counter()
-    probs = np.empty((len(rows), ctx.card.n_species), dtype=np.float32)
-    for i in range(0, len(rows), ctx.batch_size):
-        sl = slice(i, i + ctx.batch_size)
-        probs[sl] = adapter.predict(patches(encoded, rows[sl], cols[sl], ctx.card.patch_size))
-    t2 = time.perf_counter()
+    # Quantised batch by batch: a task never holds float32 for all its pixels and species
+    # (65k pixels x 10,000 species would be 2.6 GB; as uint8 codes it is 655 MB).
     codes = np.full((ctx.card.n_species, *w.shape), quantize.NODATA, dtype=np.uint8)
-    codes[:, rows, cols] = quantize.quantize(probs).T
+    for i in range(0, len(rows), ctx.batch_size):
+        r, c = rows[i : i + ctx.batch_size], cols[i : i + ctx.batch_size]
+        probs = adapter.predict(patches(encoded, r, c, ctx.card.patch_size))
+        codes[:, r, c] = quantize.quantize(probs).T
+    t2 = time.perf_counter()
     return codes, t1 - t0, t2 - t1
 
 

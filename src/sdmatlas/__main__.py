@@ -1,0 +1,3 @@
+from sdmatlas.cli import app
+
+app(prog_name="sdmatlas")

@@ -1,0 +1,83 @@
+"""Shared fixtures: small windows of the demo world and the committed demo model.
+
+The demo world is defined at every EPSG:3035 coordinate, so a small window
+here has the same covariates as the same place in the full demo, and the
+committed demo model (trained at 500 m) applies to it unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sdmatlas.demo import region
+from sdmatlas.demo.build import write_covariates
+from sdmatlas.grid import Grid
+from sdmatlas.territory import Territory, write_mask_raster
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_CARD = ROOT / "models" / "demo" / "demo-sdm.card.yaml"
+
+
+@dataclass(frozen=True)
+class World:
+    """A window of the demo world: covariate COGs, a territory mask raster, its grid."""
+
+    root: Path
+    grid: Grid
+    territory: Territory
+
+    @property
+    def covariates(self) -> dict[str, Path]:
+        return {p.stem: p for p in sorted((self.root / "covariates").glob("*.tif"))}
+
+    @property
+    def territory_path(self) -> Path:
+        return self.root / "territory.tif"
+
+
+def make_world(root: Path, left: float, top: float, width: int, height: int, chunk: int) -> World:
+    res = region.RESOLUTION
+    grid = Grid(crs=region.CRS, res=res, x0=left, y0=top, width=width, height=height, chunk=chunk)
+    territory = region.demo_territory(grid)
+    write_covariates(grid, root / "covariates")
+    write_mask_raster(territory, root / "territory.tif")
+    return World(root, grid, territory)
+
+
+@pytest.fixture(scope="session")
+def demo_card() -> Path:
+    return DEMO_CARD
+
+
+@pytest.fixture(scope="session")
+def coast(tmp_path_factory: pytest.TempPathFactory) -> World:
+    """70 x 90 pixels on the Istrian coast: land, sea and islands; 32-pixel chunks
+    (3 x 3, the last row and column partial)."""
+    world = make_world(tmp_path_factory.mktemp("coast"), 4_580_000.0, 2_520_000.0, 90, 70, 32)
+    assert 0.2 < world.territory.mask.mean() < 0.95, "the fixture must hold land and sea"
+    return world
+
+
+@pytest.fixture(scope="session")
+def many_chunks(tmp_path_factory: pytest.TempPathFactory) -> World:
+    """160 x 200 pixels in 16-pixel chunks: enough chunks to interrupt a run mid-way."""
+    world = make_world(tmp_path_factory.mktemp("many"), 4_600_000.0, 2_600_000.0, 200, 160, 16)
+    assert world.territory.mask.mean() > 0.5
+    return world
+
+
+def cube_chunk_bytes(cube_path: Path) -> dict[str, bytes]:
+    """Every stored chunk of a cube's probability array, by relative path."""
+    base = cube_path / "probability" / "c"
+    return {
+        str(p.relative_to(base)): p.read_bytes() for p in sorted(base.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(12345)
