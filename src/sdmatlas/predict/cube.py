@@ -159,6 +159,33 @@ class Cube:
         )
 
 
+def write_georef(group: zarr.Group, grid: Grid) -> None:
+    """Pixel-centre ``x``/``y`` coordinates and a CF ``spatial_ref`` grid mapping in ``group``,
+    so that xarray/rioxarray and GDAL open its arrays with the right georeferencing."""
+    xs, ys = grid.pixel_centres()
+    for name, values in (("x", xs), ("y", ys)):
+        a = group.create_array(
+            name,
+            shape=values.shape,
+            dtype="float64",
+            dimension_names=(name,),
+            attributes={"units": "m", "standard_name": f"projection_{name}_coordinate"},
+        )
+        a[:] = values
+    crs = CRS.from_user_input(grid.crs)
+    t = grid.transform
+    group.create_array(
+        "spatial_ref",
+        shape=(),
+        dtype="int64",
+        attributes={
+            "crs_wkt": crs.to_wkt(),
+            "spatial_ref": crs.to_wkt(),
+            "GeoTransform": f"{t.c} {t.a} {t.b} {t.f} {t.d} {t.e}",
+        },
+    )
+
+
 def create_cube(
     path: Path,
     grid: Grid,
@@ -194,21 +221,7 @@ def create_cube(
             },
         )
         del prob
-        xs, ys = grid.pixel_centres()
-        for name, values, dim in (("x", xs, "x"), ("y", ys, "y")):
-            a = group.create_array(
-                name,
-                shape=values.shape,
-                dtype="float64",
-                dimension_names=(dim,),
-                attributes={
-                    "units": "m",
-                    "standard_name": "projection_x_coordinate"
-                    if dim == "x"
-                    else "projection_y_coordinate",
-                },
-            )
-            a[:] = values
+        write_georef(group, grid)
         sp = group.create_array(
             "species",
             shape=(s,),
@@ -217,18 +230,6 @@ def create_cube(
             attributes={"names": species_names},
         )
         sp[:] = np.asarray(species_ids, dtype=np.int64)
-        crs = CRS.from_user_input(grid.crs)
-        t = grid.transform
-        group.create_array(
-            "spatial_ref",
-            shape=(),
-            dtype="int64",
-            attributes={
-                "crs_wkt": crs.to_wkt(),
-                "spatial_ref": crs.to_wkt(),
-                "GeoTransform": f"{t.c} {t.a} {t.b} {t.f} {t.d} {t.e}",
-            },
-        )
         # A real (empty) subgroup, so that Zarr and xarray list it without warnings;
         # the done markers are plain files below it.
         group.create_group(
