@@ -1,0 +1,1 @@
+"""Publishing: turn a complete prediction cube into a servable release."""

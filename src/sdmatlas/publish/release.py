@@ -1,0 +1,347 @@
+"""``publish``: a complete cube becomes a release, written beside and renamed into place.
+
+Release layout (``<root>/<release_id>/``, one Zarr v3 group)::
+
+    zarr.json                    attrs: "sdmatlas" (manifest), "multiscales" (GeoZarr-style)
+    levels/<k>/probability       uint8 [species, y, x] at 2^k times the grid resolution
+    levels/<k>/<indicator>       float32 [y, x], NaN outside the territory
+    levels/<k>/x, y, spatial_ref georeferencing of the level
+    pixels                       uint8 [y, x, species], chunks [16, 16, S]: one chunk read
+                                 answers "every species at this point"
+    blocks/sum                   uint32 [by, bx, species]: sum of codes over each 16 x 16 block
+    blocks/max                   uint8  [by, bx, species]: maximum code in each block
+    blocks/count                 uint16 [by, bx]: territory pixels in each block
+    territory                    uint8 [y, x]: 1 on territory pixels
+    species                      int64 [species] ids, in cube order
+
+Area queries read ``blocks/*`` for the blocks a polygon covers entirely and
+``pixels`` only for the blocks on its boundary (see :mod:`sdmatlas.publish.queries`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import zarr
+from zarr.codecs import ZstdCodec
+
+from sdmatlas.errors import (
+    IncompleteReleaseError,
+    InvalidInputError,
+    NotFoundError,
+    ReleaseExistsError,
+)
+from sdmatlas.grid import Grid
+from sdmatlas.predict.cube import SHARD_SPECIES, now, open_cube, write_georef
+from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo
+from sdmatlas.publish.levels import downsample_codes, downsample_weights, level_count
+from sdmatlas.quantize import ENCODING, NODATA, dequantize
+from sdmatlas.zarr_access import array
+
+FORMAT_VERSION = 1
+BLOCK = 16
+"""Edge of the pixel-major chunks and of the area-query blocks (pixels)."""
+RELEASE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class PublishOptions:
+    threshold: float = 0.5
+    min_level_size: int = 256
+
+
+def _zstd() -> ZstdCodec:
+    return ZstdCodec(level=3)
+
+
+def validate_release_id(release_id: str) -> str:
+    if not RELEASE_ID.match(release_id):
+        raise InvalidInputError(
+            f"release id {release_id!r} must be 1-100 characters of a-z, 0-9, '.', '_', '-' "
+            "and start with a letter or digit"
+        )
+    return release_id
+
+
+def _level_grid(grid: Grid, k: int) -> Grid:
+    f = 2**k
+    return Grid(
+        crs=grid.crs,
+        res=grid.res * f,
+        x0=grid.x0,
+        y0=grid.y0,
+        width=-(-grid.width // f),
+        height=-(-grid.height // f),
+        chunk=grid.chunk,
+    )
+
+
+def publish(
+    cube_path: Path,
+    root: Path,
+    release_id: str,
+    species: SpeciesInfo,
+    options: PublishOptions | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """Publish a complete cube as ``root/release_id``; returns the release path.
+
+    Nothing is visible at ``root/release_id`` until everything is written: the
+    release is built in a hidden sibling directory and renamed into place. A
+    failure leaves no release, and removes the partial directory.
+    """
+    options = options or PublishOptions()
+    validate_release_id(release_id)
+    if not 0.0 < options.threshold <= 1.0:
+        raise InvalidInputError(f"threshold must be in (0, 1], got {options.threshold}")
+    cube = open_cube(cube_path)
+    if not cube.is_complete:
+        raise IncompleteReleaseError(
+            f"cube {cube_path} is {cube.status}: finish its prediction (--resume) before publishing"
+        )
+    meta = cube.meta
+    ids = np.asarray(cube.species_ids, dtype=np.int64)
+    if not np.array_equal(species.ids, ids):
+        raise InvalidInputError(
+            "the species information does not list the cube's species in the cube's order"
+        )
+    grid = cube.grid
+    if grid.chunk % BLOCK:
+        raise InvalidInputError(f"the cube's chunk ({grid.chunk}) must be a multiple of {BLOCK}")
+    final = Path(root) / release_id
+    if final.exists():
+        raise ReleaseExistsError(f"release {release_id!r} already exists at {final}")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{release_id}.publishing-{uuid.uuid4().hex[:8]}")
+    try:
+        _write_release(cube.array(), grid, meta, species, options, tmp, release_id, progress)
+        os.rename(tmp, final)  # atomic on one filesystem; refuses if final appeared meanwhile
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _write_release(
+    src: zarr.Array[Any],
+    grid: Grid,
+    cube_meta: dict[str, Any],
+    species: SpeciesInfo,
+    options: PublishOptions,
+    path: Path,
+    release_id: str,
+    progress: Progress | None,
+) -> None:
+    t_start = time.perf_counter()
+    s, h, w = src.shape
+    n_levels = level_count(h, w, options.min_level_size)
+    root = zarr.open_group(path, mode="w", zarr_format=3)
+    sp = root.create_array("species", shape=(s,), dtype="int64", dimension_names=("species",))
+    sp[:] = species.ids
+    levels = [root.require_group(f"levels/{k}") for k in range(n_levels)]
+    for k, g in enumerate(levels):
+        lg = _level_grid(grid, k)
+        write_georef(g, lg)
+        g.create_array(
+            "probability",
+            shape=(s, lg.height, lg.width),
+            chunks=(1, grid.chunk, grid.chunk),
+            shards=(min(s, SHARD_SPECIES), grid.chunk, grid.chunk),
+            dtype="uint8",
+            fill_value=NODATA,
+            compressors=_zstd(),
+            dimension_names=("species", "y", "x"),
+            attributes={
+                "grid_mapping": "spatial_ref",
+                "scale_factor": ENCODING["scale_factor"],
+                "add_offset": 0.0,
+                "encoding": ENCODING,
+            },
+        )
+        for name, ind in INDICATORS.items():
+            g.create_array(
+                name,
+                shape=(lg.height, lg.width),
+                chunks=(grid.chunk, grid.chunk),
+                dtype="float32",
+                fill_value=np.nan,
+                compressors=_zstd(),
+                dimension_names=("y", "x"),
+                attributes={
+                    "grid_mapping": "spatial_ref",
+                    "long_name": ind.title,
+                    "units": ind.units,
+                },
+            )
+    bh, bw = -(-h // BLOCK), -(-w // BLOCK)
+    pixels = root.create_array(
+        "pixels",
+        shape=(h, w, s),
+        chunks=(BLOCK, BLOCK, s),
+        dtype="uint8",
+        fill_value=NODATA,
+        compressors=_zstd(),
+        dimension_names=("y", "x", "species"),
+    )
+    bsum = root.create_array(
+        "blocks/sum",
+        shape=(bh, bw, s),
+        chunks=(16, 16, s),
+        dtype="uint32",
+        fill_value=0,
+        compressors=_zstd(),
+    )
+    bmax = root.create_array(
+        "blocks/max",
+        shape=(bh, bw, s),
+        chunks=(16, 16, s),
+        dtype="uint8",
+        fill_value=0,
+        compressors=_zstd(),
+    )
+    bcount = root.create_array("blocks/count", shape=(bh, bw), dtype="uint16", fill_value=0)
+    terr = root.create_array(
+        "territory",
+        shape=(h, w),
+        chunks=(grid.chunk, grid.chunk),
+        dtype="uint8",
+        fill_value=0,
+        compressors=_zstd(),
+        dimension_names=("y", "x"),
+    )
+
+    # Pass 1 over the species-major cube, one spatial chunk (all species) at a time:
+    # level 0, the pixel-major copy, block aggregates, range sizes, and the indicators
+    # that need no range size.
+    species = replace(species, threshold=options.threshold)  # the release's threshold rules
+    valid0 = np.zeros((h, w), dtype=bool)
+    code_sums = np.zeros(s, dtype=np.float64)
+    windows = list(grid.chunks())
+    for i, win in enumerate(windows):
+        codes = np.asarray(src[:, win.row0 : win.row1, win.col0 : win.col1])
+        valid = codes[0] != NODATA if s else np.zeros(win.shape, bool)
+        valid0[win.row0 : win.row1, win.col0 : win.col1] = valid
+        terr[win.row0 : win.row1, win.col0 : win.col1] = valid
+        array(levels[0], "probability")[:, win.row0 : win.row1, win.col0 : win.col1] = codes
+        pixels[win.row0 : win.row1, win.col0 : win.col1, :] = codes.transpose(1, 2, 0)
+        c = np.where(codes == NODATA, 0, codes).astype(np.uint32)
+        code_sums += c.sum(axis=(1, 2), dtype=np.float64)
+        ch, cw = win.shape
+        ph, pw = -(-ch // BLOCK) * BLOCK, -(-cw // BLOCK) * BLOCK
+        cp = np.zeros((s, ph, pw), np.uint32)
+        cp[:, :ch, :cw] = c
+        blocks = cp.reshape(s, ph // BLOCK, BLOCK, pw // BLOCK, BLOCK)
+        b0, b1 = win.row0 // BLOCK, win.col0 // BLOCK
+        bsl = (slice(b0, b0 + ph // BLOCK), slice(b1, b1 + pw // BLOCK))
+        bsum[bsl] = blocks.sum(axis=(2, 4)).transpose(1, 2, 0)
+        bmax[bsl] = blocks.max(axis=(2, 4)).transpose(1, 2, 0).astype(np.uint8)
+        vp = np.zeros((ph, pw), np.uint16)
+        vp[:ch, :cw] = valid
+        bcount[bsl] = vp.reshape(ph // BLOCK, BLOCK, pw // BLOCK, BLOCK).sum(axis=(1, 3))
+        p = dequantize(codes)
+        for name, ind in INDICATORS.items():
+            if name != "rarity_weighted_richness":
+                array(levels[0], name)[win.row0 : win.row1, win.col0 : win.col1] = ind(
+                    p, species, valid
+                )
+        if progress:
+            progress("level 0, pixel index, indicators", i + 1, len(windows))
+
+    pixel_km2 = (grid.res / 1000.0) ** 2
+    range_km2 = code_sums / 254.0 * pixel_km2
+    info = replace(species, range_km2=range_km2)
+    # Rarity needs every species' range size: a second, cheap pass over the pixel-major copy.
+    rarity = INDICATORS["rarity_weighted_richness"]
+    for win in windows:
+        codes = np.asarray(pixels[win.row0 : win.row1, win.col0 : win.col1, :]).transpose(2, 0, 1)
+        valid = valid0[win.row0 : win.row1, win.col0 : win.col1]
+        array(levels[0], rarity.name)[win.row0 : win.row1, win.col0 : win.col1] = rarity(
+            dequantize(codes), info, valid
+        )
+
+    # Pyramids: probability by the weighted cascade, indicators by a weighted mean.
+    weights = valid0.astype(np.int64)
+    for k in range(1, n_levels):
+        prev, cur = levels[k - 1], levels[k]
+        for s0 in range(0, s, SHARD_SPECIES):
+            block = np.asarray(array(prev, "probability")[s0 : s0 + SHARD_SPECIES])
+            array(cur, "probability")[s0 : s0 + SHARD_SPECIES] = downsample_codes(block, weights)
+        for name in INDICATORS:
+            array(cur, name)[:] = _downsample_float(np.asarray(array(prev, name)[:]), weights)
+        weights = downsample_weights(weights)
+        if progress:
+            progress("pyramid levels", k, n_levels - 1)
+
+    grid_levels = [_level_grid(grid, k) for k in range(n_levels)]
+    root.attrs["multiscales"] = [
+        {
+            "name": release_id,
+            "type": "mean over valid pixels (weighted by level-0 territory pixels)",
+            "datasets": [
+                {"path": f"levels/{k}", "resolution": g.res} for k, g in enumerate(grid_levels)
+            ],
+        }
+    ]
+    root.attrs["sdmatlas"] = {
+        "format_version": FORMAT_VERSION,
+        "kind": "release",
+        "release_id": release_id,
+        "status": "published",
+        "published": now(),
+        "seconds": round(time.perf_counter() - t_start, 3),
+        "grid": grid.model_dump(),
+        "levels": n_levels,
+        "encoding": ENCODING,
+        "threshold": options.threshold,
+        "block": BLOCK,
+        "indicators": {n: {"title": i.title, "units": i.units} for n, i in INDICATORS.items()},
+        "species": {
+            "ids": species.ids.tolist(),
+            "protected": species.protected.tolist(),
+            "invasive": species.invasive.tolist(),
+            "endemic": species.endemic.tolist(),
+            "range_km2": [round(float(r), 4) for r in range_km2],
+        },
+        "source": {
+            "model": cube_meta.get("model", {}),
+            "inputs": cube_meta.get("inputs", {}),
+            "territory": cube_meta.get("territory"),
+        },
+    }
+
+
+def _downsample_float(
+    values: npt.NDArray[np.float32], weights: npt.NDArray[np.integer]
+) -> npt.NDArray[np.float32]:
+    h, w = values.shape
+    hp, wp = h + h % 2, w + w % 2
+    v = np.zeros((hp, wp))
+    wt = np.zeros((hp, wp))
+    v[:h, :w] = np.nan_to_num(values)
+    wt[:h, :w] = weights
+    num = (v * wt).reshape(hp // 2, 2, wp // 2, 2).sum(axis=(1, 3))
+    den = wt.reshape(hp // 2, 2, wp // 2, 2).sum(axis=(1, 3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / den, np.nan).astype(np.float32)
+
+
+def open_release(path: Path) -> zarr.Group:
+    path = Path(path)
+    if not (path / "zarr.json").exists():
+        raise NotFoundError(f"no release at {path}")
+    group = zarr.open_group(path, mode="r")
+    meta = group.attrs.get("sdmatlas")
+    if not isinstance(meta, dict) or meta.get("kind") != "release":
+        raise NotFoundError(f"{path} is not an sdmatlas release")
+    return group

@@ -1,0 +1,311 @@
+"""Publishing: pyramids, the cross-species layout, indicators, atomic publication."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from shapely.geometry import Point, Polygon
+
+from conftest import World
+from sdmatlas.errors import IncompleteReleaseError, InvalidInputError, ReleaseExistsError
+from sdmatlas.predict.cube import open_cube
+from sdmatlas.predict.pipeline import PredictOptions, predict
+from sdmatlas.publish import queries
+from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo, get_indicator
+from sdmatlas.publish.levels import downsample_codes, downsample_weights
+from sdmatlas.publish.release import PublishOptions, open_release, publish
+from sdmatlas.quantize import NODATA, dequantize
+
+
+@pytest.fixture(scope="module")
+def cube(tmp_path_factory: pytest.TempPathFactory, demo_card: Path, coast: World) -> Path:
+    out = tmp_path_factory.mktemp("cube") / "cube.zarr"
+    predict(demo_card, coast.covariates, coast.territory, out, PredictOptions(workers=0))
+    return out
+
+
+def species_info(ids: list[int]) -> SpeciesInfo:
+    rng = np.random.default_rng(7)
+    n = len(ids)
+    return SpeciesInfo(
+        ids=np.asarray(ids, dtype=np.int64),
+        protected=rng.random(n) < 0.1,
+        invasive=rng.random(n) < 0.05,
+        endemic=rng.random(n) < 0.08,
+    )
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory: pytest.TempPathFactory, cube: Path) -> Path:
+    root = tmp_path_factory.mktemp("releases")
+    info = species_info(open_cube(cube).species_ids)
+    # small levels so that the 70 x 90 fixture gets several
+    return publish(cube, root, "coast-1", info, PublishOptions(threshold=0.4, min_level_size=20))
+
+
+# -- pyramids ---------------------------------------------------------------------------------
+
+
+def reference_level(codes: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The weighted 2 x 2 cascade, pixel by pixel."""
+    s, h, w = codes.shape
+    out = np.full((s, -(-h // 2), -(-w // 2)), NODATA, np.uint8)
+    for i in range(out.shape[1]):
+        for j in range(out.shape[2]):
+            cells = [
+                (y, x)
+                for y in (2 * i, 2 * i + 1)
+                for x in (2 * j, 2 * j + 1)
+                if y < h and x < w and weights[y, x] > 0
+            ]
+            if not cells:
+                continue
+            wsum = sum(weights[c] for c in cells)
+            for k in range(s):
+                out[k, i, j] = np.rint(sum(int(codes[k][c]) * weights[c] for c in cells) / wsum)
+    return out
+
+
+def test_downsampling_matches_the_reference(rng: np.random.Generator) -> None:
+    codes = rng.integers(0, 255, size=(3, 9, 7)).astype(np.uint8)
+    valid = rng.random((9, 7)) < 0.7
+    codes[:, ~valid] = NODATA
+    weights = valid.astype(np.int64)
+    level1 = downsample_codes(codes, weights)
+    assert np.array_equal(level1, reference_level(codes, weights))
+    w1 = downsample_weights(weights)
+    level2 = downsample_codes(level1, w1)
+    assert np.array_equal(level2, reference_level(level1, w1))
+    # level 2 is within one code of the exact mean over the level-0 pixels below it
+    for i in range(level2.shape[1]):
+        for j in range(level2.shape[2]):
+            block = codes[:, 4 * i : 4 * i + 4, 4 * j : 4 * j + 4]
+            ok = block[0] != NODATA
+            if ok.any():
+                exact = block[:, ok].astype(float).mean(axis=1)
+                assert np.abs(level2[:, i, j] - exact).max() <= 1.0
+            else:
+                assert (level2[:, i, j] == NODATA).all()
+
+
+def test_release_levels_equal_the_cascade_of_the_cube(release: Path, cube: Path) -> None:
+    rel = open_release(release)
+    codes = open_cube(cube).read()
+    weights = (codes[0] != NODATA).astype(np.int64)
+    n = rel.attrs["sdmatlas"]["levels"]
+    assert n == 4  # 70 x 90 -> 35 x 45 -> 18 x 23 -> 9 x 12
+    assert np.array_equal(np.asarray(rel["levels/0/probability"][:]), codes)
+    level = codes
+    for k in range(1, n):
+        level = downsample_codes(level, weights)
+        weights = downsample_weights(weights)
+        assert np.array_equal(np.asarray(rel[f"levels/{k}/probability"][:]), level), k
+
+
+def test_levels_open_in_rioxarray_with_their_georeferencing(release: Path, coast: World) -> None:
+    xr = pytest.importorskip("xarray")
+    pytest.importorskip("rioxarray")
+    g = coast.grid
+    for k in (0, 2):
+        ds = xr.open_zarr(
+            release,
+            group=f"levels/{k}",
+            consolidated=False,
+            decode_coords="all",
+            mask_and_scale=False,
+        )
+        da = ds["probability"]
+        assert da.rio.crs.to_epsg() == 3035
+        t = da.rio.transform()
+        assert (t.a, -t.e) == (g.res * 2**k, g.res * 2**k)
+        assert (t.c, t.f) == (g.x0, g.y0)
+        assert ds["richness"].rio.crs.to_epsg() == 3035
+
+
+def test_multiscales_metadata(release: Path, coast: World) -> None:
+    ms = open_release(release).attrs["multiscales"][0]
+    assert [d["path"] for d in ms["datasets"]] == [f"levels/{k}" for k in range(4)]
+    assert [d["resolution"] for d in ms["datasets"]] == [500.0, 1000.0, 2000.0, 4000.0]
+
+
+# -- cross-species queries ----------------------------------------------------------------------
+
+
+def test_point_equals_the_species_major_cube(release: Path, cube: Path, coast: World) -> None:
+    rel = open_release(release)
+    codes = open_cube(cube).read()
+    g = coast.grid
+    for r, c in [(0, 0), (5, 80), (69, 89), (33, 47), (40, 10)]:
+        x, y = g.xy(r, c)
+        res = queries.point(rel, float(x), float(y))
+        assert (res.row, res.col) == (r, c)
+        assert np.array_equal(res.codes, codes[:, r, c])
+        assert res.inside == bool(coast.territory.mask[r, c])
+    out = queries.point(rel, g.x0 - 10, g.y0 + 10)
+    assert not out.inside and (out.codes == NODATA).all()
+
+
+def direct_area(codes: np.ndarray, mask: np.ndarray, res: float) -> dict[str, np.ndarray]:
+    sel = mask & (codes[0] != NODATA)
+    p = codes[:, sel].astype(np.float64) / 254.0
+    return {
+        "n": np.array(sel.sum()),
+        "mean": p.mean(axis=1),
+        "area": p.sum(axis=1) * (res / 1000) ** 2,
+        "max": p.max(axis=1),
+    }
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        Point(4_602_000, 2_503_000).buffer(9_000),
+        Polygon(
+            [
+                (4_581_000, 2_519_000),
+                (4_624_000, 2_500_500),
+                (4_590_000, 2_486_000),
+                (4_600_000, 2_500_000),
+            ]
+        ),  # concave
+        Point(4_580_000, 2_520_000).buffer(40_000),  # reaches past the grid's corner
+    ],
+)
+def test_area_equals_the_species_major_cube(
+    release: Path, cube: Path, coast: World, shape: Polygon
+) -> None:
+    from sdmatlas.territory import mask_from_geometry
+
+    rel = open_release(release)
+    codes = open_cube(cube).read()
+    ref = direct_area(codes, mask_from_geometry(coast.grid, shape), coast.grid.res)
+    got = queries.area(rel, shape)
+    assert got.n_pixels == int(ref["n"])
+    np.testing.assert_allclose(got.mean_probability, ref["mean"], rtol=1e-12)
+    np.testing.assert_allclose(got.expected_area_km2, ref["area"], rtol=1e-12)
+    np.testing.assert_allclose(got.max_probability, ref["max"], rtol=1e-12)
+    assert got.count_above(0.5) == int((ref["max"] >= 0.5).sum())
+
+
+def test_area_uses_block_aggregates_inside(release: Path) -> None:
+    got = queries.area(open_release(release), Point(4_602_000, 2_503_000).buffer(12_000))
+    assert got.blocks_aggregated > 0 and got.blocks_read > 0
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        (Polygon([(0, 0), (1, 1), (1, 0), (0, 1)]), "valid, non-empty"),
+        (Point(0, 0).buffer(1000), "does not overlap"),
+        (Polygon(), "valid, non-empty"),
+    ],
+)
+def test_bad_areas(release: Path, shape: Polygon, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        queries.area(open_release(release), shape)
+
+
+def test_area_vertex_limit(release: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(queries, "MAX_VERTICES", 10)
+    with pytest.raises(InvalidInputError, match="vertices; the limit is 10"):
+        queries.area(open_release(release), Point(4_602_000, 2_503_000).buffer(5_000))
+
+
+# -- indicators ---------------------------------------------------------------------------------
+
+
+def reference_indicators(
+    p: np.ndarray, info: SpeciesInfo, t: float, range_km2: np.ndarray
+) -> dict[str, float]:
+    """Plain per-pixel formulas for one pixel's probability vector ``p``."""
+    q = p / p.sum() if p.sum() > 0 else p
+    return {
+        "richness": float(p.sum()),
+        "richness_thresholded": float((p >= t).sum()),
+        "rarity_weighted_richness": float(
+            sum(pi / ri for pi, ri in zip(p, range_km2, strict=True) if ri > 0)
+        ),
+        "shannon": float(-sum(qi * np.log(qi) for qi in q if qi > 0)),
+        "protected_count": float(((p >= t) & info.protected).sum()),
+        "invasive_count": float(((p >= t) & info.invasive).sum()),
+        "endemic_count": float(((p >= t) & info.endemic).sum()),
+    }
+
+
+def test_indicators_equal_the_numpy_reference(release: Path, cube: Path, coast: World) -> None:
+    rel = open_release(release)
+    meta = rel.attrs["sdmatlas"]
+    codes = open_cube(cube).read()
+    p_all = dequantize(codes).astype(np.float64)
+    info = species_info(open_cube(cube).species_ids)
+    m = coast.territory.mask
+    range_km2 = np.nansum(p_all, axis=(1, 2)) * (coast.grid.res / 1000) ** 2
+    np.testing.assert_allclose(meta["species"]["range_km2"], range_km2, rtol=1e-5, atol=1e-3)
+    layers = {name: np.asarray(rel[f"levels/0/{name}"][:]) for name in INDICATORS}
+    for name, arr in layers.items():
+        assert np.isnan(arr[~m]).all(), name
+    for r, c in [tuple(x) for x in np.argwhere(m)[:: max(1, int(m.sum()) // 25)]]:
+        ref = reference_indicators(p_all[:, r, c], info, 0.4, range_km2)
+        for name, value in ref.items():
+            assert layers[name][r, c] == pytest.approx(value, rel=2e-4, abs=1e-6), (name, r, c)
+
+
+def test_group_indicators_are_the_same_callables_on_a_subset(cube: Path, coast: World) -> None:
+    codes = open_cube(cube).read()
+    info = species_info(open_cube(cube).species_ids)
+    genus = np.arange(0, 200, 25)  # species 1, 26, 51, ... share a genus in the demo
+    p = dequantize(codes)
+    valid = coast.territory.mask
+    rich = get_indicator("richness")(p[genus], info.select(genus), valid)
+    np.testing.assert_allclose(rich[valid], p[genus][:, valid].sum(axis=0), rtol=1e-6)
+    assert np.isnan(rich[~valid]).all()
+    empty = get_indicator("richness")(p[[]], info.select(np.array([], dtype=np.intp)), valid)
+    assert (empty[valid] == 0).all()
+
+
+# -- publication ----------------------------------------------------------------------------------
+
+
+def test_publishing_an_incomplete_cube_is_refused(tmp_path: Path, cube: Path) -> None:
+    import shutil
+
+    broken = tmp_path / "cube.zarr"
+    shutil.copytree(cube, broken)
+    c = open_cube(broken)
+    c._update_meta(status="running")
+    with pytest.raises(IncompleteReleaseError, match="finish its prediction"):
+        publish(broken, tmp_path / "rel", "x", species_info(c.species_ids))
+    assert not (tmp_path / "rel" / "x").exists()
+
+
+def test_existing_or_malformed_release_ids(release: Path, cube: Path) -> None:
+    info = species_info(open_cube(cube).species_ids)
+    with pytest.raises(ReleaseExistsError, match="already exists"):
+        publish(cube, release.parent, "coast-1", info)
+    for bad in ["", "../etc", "UPPER", "a/b", "x" * 101]:
+        with pytest.raises(InvalidInputError, match="release id"):
+            publish(cube, release.parent, bad, info)
+
+
+def test_species_info_must_match_the_cube(tmp_path: Path, cube: Path) -> None:
+    ids = list(reversed(open_cube(cube).species_ids))
+    with pytest.raises(InvalidInputError, match="cube's order"):
+        publish(cube, tmp_path, "r", species_info(ids))
+
+
+def test_a_publish_killed_half_way_leaves_nothing(
+    tmp_path: Path, cube: Path, release: Path
+) -> None:
+    info = species_info(open_cube(cube).species_ids)
+    before = sorted(p.name for p in release.parent.iterdir())
+
+    def crash(stage: str, done: int, total: int) -> None:
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        publish(cube, release.parent, "coast-2", info, progress=crash)
+    assert sorted(p.name for p in release.parent.iterdir()) == before  # no coast-2, no temp dir
+    assert open_release(release).attrs["sdmatlas"]["status"] == "published"
