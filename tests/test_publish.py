@@ -9,7 +9,12 @@ import pytest
 from shapely.geometry import Point, Polygon
 
 from conftest import World
-from sdmatlas.errors import IncompleteReleaseError, InvalidInputError, ReleaseExistsError
+from sdmatlas.errors import (
+    IncompleteReleaseError,
+    InvalidInputError,
+    NotFoundError,
+    ReleaseExistsError,
+)
 from sdmatlas.predict.cube import open_cube
 from sdmatlas.predict.pipeline import PredictOptions, predict
 from sdmatlas.publish import queries
@@ -309,3 +314,69 @@ def test_a_publish_killed_half_way_leaves_nothing(
         publish(cube, release.parent, "coast-2", info, progress=crash)
     assert sorted(p.name for p in release.parent.iterdir()) == before  # no coast-2, no temp dir
     assert open_release(release).attrs["sdmatlas"]["status"] == "published"
+
+
+# -- COG export ---------------------------------------------------------------------------------
+
+
+def test_species_cog_validates_and_equals_the_cube(
+    tmp_path: Path, release: Path, cube: Path, coast: World
+) -> None:
+    import rasterio
+    from rio_cogeo.cogeo import cog_validate
+
+    from sdmatlas.publish.export import export_cog
+
+    c = open_cube(cube)
+    sid = c.species_ids[7]
+    out = export_cog(open_release(release), f"species/{sid}", tmp_path / "sp.tif", blocksize=32)
+    assert cog_validate(str(out), quiet=True)[0]
+    with rasterio.open(out) as src:
+        assert src.crs.to_epsg() == 3035
+        assert src.transform == coast.grid.transform
+        assert src.nodata == NODATA and src.scales == (1 / 254,)
+        assert src.overviews(1) == [2, 4]  # 90 x 70 down to one 32-pixel block
+        assert np.array_equal(src.read(1), c.read()[7])
+        assert src.tags()["sdmatlas_layer"] == f"species/{sid}"
+
+
+def test_clipped_indicator_cog(tmp_path: Path, release: Path, coast: World) -> None:
+    import rasterio
+    from rio_cogeo.cogeo import cog_validate
+
+    from sdmatlas.publish.export import export_cog
+
+    g = coast.grid
+    bbox = (g.x0 + 10 * 500 + 1, g.y0 - 30 * 500 - 1, g.x0 + 50 * 500 - 1, g.y0 - 5 * 500 + 1)
+    out = export_cog(open_release(release), "indicator/shannon", tmp_path / "sh.tif", bbox=bbox)
+    assert cog_validate(str(out), quiet=True)[0]
+    ref = np.asarray(open_release(release)["levels/0/shannon"][4:31, 10:50])
+    with rasterio.open(out) as src:
+        assert (src.height, src.width) == (27, 40)
+        assert src.transform.c == g.x0 + 10 * 500 and src.transform.f == g.y0 - 4 * 500
+        np.testing.assert_array_equal(src.read(1), ref)
+
+
+@pytest.mark.parametrize(
+    ("layer", "bbox", "error", "message"),
+    [
+        ("species/../../etc", None, InvalidInputError, "must be 'species/<id>'"),
+        ("species/99999", None, NotFoundError, "not in this release"),
+        ("indicator/beauty", None, NotFoundError, "unknown indicator"),
+        ("indicator/richness", (0.0, 0.0, 10.0, 10.0), InvalidInputError, "does not overlap"),
+        ("indicator/richness", (10.0, 0.0, 0.0, 10.0), InvalidInputError, "right > left"),
+    ],
+)
+def test_bad_exports(
+    tmp_path: Path,
+    release: Path,
+    layer: str,
+    bbox: tuple[float, float, float, float] | None,
+    error: type[Exception],
+    message: str,
+) -> None:
+    from sdmatlas.publish.export import export_cog
+
+    with pytest.raises(error, match=message):
+        export_cog(open_release(release), layer, tmp_path / "x.tif", bbox=bbox)
+    assert not (tmp_path / "x.tif").exists()

@@ -145,6 +145,54 @@ def _print_summary(s: Any) -> None:
     )
 
 
+@app.command("publish")
+def publish_cmd(
+    cube: Annotated[Path, typer.Argument(help="A complete prediction cube.")],
+    release_id: Annotated[str, typer.Option("--id", help="Release id (a-z, 0-9, . _ -).")],
+    root: Annotated[Path | None, typer.Option(help="Releases directory.")] = None,
+    species: Annotated[Path | None, typer.Option(help="CSV of species status flags.")] = None,
+    threshold: Annotated[float, typer.Option(help="Presence threshold for indicators.")] = 0.5,
+) -> None:
+    """Publish a cube as a release: levels, cross-species index, indicators."""
+    from sdmatlas.predict.cube import open_cube
+    from sdmatlas.publish.release import PublishOptions, publish
+    from sdmatlas.publish.species_csv import species_info_from_csv
+
+    with _errors():
+        ids = open_cube(cube).species_ids
+        info = species_info_from_csv(species, ids)
+        path = _run_publish(
+            publish,
+            cube,
+            root or Settings().data_dir / "releases",
+            release_id,
+            info,
+            PublishOptions(threshold=threshold),
+        )
+    console.print(f"release [bold]{release_id}[/] published at {path}")
+
+
+def _run_publish(
+    publish: Any, cube: Path, root: Path, release_id: str, info: Any, options: Any
+) -> Path:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        path: Path = publish(cube, root, release_id, info, options, progress=progress)
+        return path
+
+
 @app.command("info")
 def info_cmd(cube: Annotated[Path, typer.Argument(help="A cube directory.")]) -> None:
     """Print a cube's status and run metadata as JSON."""
@@ -207,6 +255,8 @@ def demo_run(
     from sdmatlas.models.card import load_card
     from sdmatlas.predict.cube import is_cube, open_cube
     from sdmatlas.predict.pipeline import PredictOptions, predict
+    from sdmatlas.publish.release import PublishOptions, publish
+    from sdmatlas.publish.species_csv import species_info_from_csv
     from sdmatlas.territory import load_territory
 
     settings = Settings()
@@ -219,7 +269,7 @@ def demo_run(
             console.print(f"demo inputs written to [bold]{root}[/]")
         card = load_card(DEMO_CARD)
         terr = load_territory(paths.territory, chunk=settings.chunk_size)
-        out = settings.data_dir / "releases" / f"demo-{card.version}" / "cube.zarr"
+        out = settings.data_dir / "cubes" / f"demo-{card.version}.zarr"
         options = PredictOptions(
             batch_size=settings.batch_size,
             workers=settings.workers if workers is None else workers,
@@ -236,6 +286,21 @@ def demo_run(
             )
         with console.status("comparing with the true probabilities"):
             rec = recovery(open_cube(out), load_species(paths), terr)
+        release_id = f"demo-{card.version}"
+        release_root = settings.data_dir / "releases"
+        if (release_root / release_id).exists():
+            console.print(f"release [bold]{release_id}[/] is already published")
+        else:
+            ids = open_cube(out).species_ids
+            _run_publish(
+                publish,
+                out,
+                release_root,
+                release_id,
+                species_info_from_csv(paths.species, ids),
+                PublishOptions(),
+            )
+            console.print(f"release [bold]{release_id}[/] published at {release_root / release_id}")
     m = card.metrics
     console.print(
         f"[bold]model[/] {card.name} {card.version}: held-out survey AUC mean "
@@ -244,7 +309,7 @@ def demo_run(
         f"[bold]recovery[/] over {rec.n_species} virtual species: mean |p - p_true| "
         f"{rec.mean_abs_error:.3f}, Pearson r mean {rec.mean_correlation:.3f} "
         f"(median {rec.median_correlation:.3f})\n"
-        "publishing and serving arrive with the next issues (see README)."
+        "serving arrives with the next issues (see README)."
     )
 
 

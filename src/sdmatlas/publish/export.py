@@ -1,0 +1,130 @@
+"""Cloud-Optimized GeoTIFF export of one layer of a release, whole or clipped to a bbox.
+
+A species layer is written as its uint8 codes with GDAL's band scale
+(1/254) and offset (0), nodata 255, and tags that restate the encoding, so
+that GIS software shows probabilities. An indicator layer is float32 with NaN
+as nodata. Overviews are averages over valid pixels (GDAL's ``average``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import rasterio
+import zarr
+from rio_cogeo.cogeo import cog_validate
+
+from sdmatlas.errors import InvalidInputError, NotFoundError
+from sdmatlas.grid import Grid
+from sdmatlas.publish.indicators import INDICATORS
+from sdmatlas.quantize import ENCODING, NODATA, SCALE
+from sdmatlas.zarr_access import array, sdmatlas_attrs
+
+_LAYER = re.compile(r"^(species|indicator)/([A-Za-z0-9_]{1,64})$")
+
+
+@dataclass(frozen=True)
+class Layer:
+    """``species/<id>`` or ``indicator/<name>``."""
+
+    kind: str
+    key: str
+
+    @classmethod
+    def parse(cls, text: str) -> Layer:
+        m = _LAYER.match(text)
+        if not m:
+            raise InvalidInputError(
+                f"layer {text!r} must be 'species/<id>' or 'indicator/<name>' "
+                f"(indicators: {', '.join(INDICATORS)})"
+            )
+        return cls(m.group(1), m.group(2))
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.key}"
+
+
+def bbox_window(grid: Grid, bbox: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
+    """Rows and columns ``(r0, r1, c0, c1)`` of the pixels a grid-CRS bbox touches."""
+    left, bottom, right, top = bbox
+    if not (right > left and top > bottom):
+        raise InvalidInputError(
+            f"bbox must be (left, bottom, right, top) with right > left "
+            f"and top > bottom, got {bbox}"
+        )
+    r0, c0 = (int(v) for v in grid.rowcol(left, top))
+    r1 = int(np.ceil((grid.y0 - bottom) / grid.res))
+    c1 = int(np.ceil((right - grid.x0) / grid.res))
+    r0, c0, r1, c1 = max(r0, 0), max(c0, 0), min(r1, grid.height), min(c1, grid.width)
+    if r1 <= r0 or c1 <= c0:
+        raise InvalidInputError(f"bbox {bbox} does not overlap the release grid {grid.bounds}")
+    return r0, r1, c0, c1
+
+
+def _layer_data(
+    release: zarr.Group, layer: Layer, window: tuple[int, int, int, int]
+) -> npt.NDArray[np.generic]:
+    r0, r1, c0, c1 = window
+    if layer.kind == "indicator":
+        if layer.key not in INDICATORS:
+            raise NotFoundError(f"unknown indicator {layer.key!r}; known: {sorted(INDICATORS)}")
+        return np.asarray(array(release, f"levels/0/{layer.key}")[r0:r1, c0:c1])
+    ids = list(np.asarray(array(release, "species")[:]))
+    if not layer.key.isdigit() or int(layer.key) not in ids:
+        raise NotFoundError(f"species {layer.key!r} is not in this release")
+    return np.asarray(
+        array(release, "levels/0/probability")[ids.index(int(layer.key)), r0:r1, c0:c1]
+    )
+
+
+def export_cog(
+    release: zarr.Group,
+    layer: str,
+    out: Path,
+    bbox: tuple[float, float, float, float] | None = None,
+    blocksize: int = 256,
+) -> Path:
+    """Write ``layer`` of ``release`` (optionally clipped to a grid-CRS bbox) as a valid COG."""
+    meta = sdmatlas_attrs(release)
+    grid = Grid.model_validate(meta["grid"])
+    ref = Layer.parse(layer)
+    window = bbox_window(grid, bbox) if bbox else (0, grid.height, 0, grid.width)
+    data = _layer_data(release, ref, window)
+    r0, _, c0, _ = window
+    transform = grid.transform @ grid.transform.translation(c0, r0)
+    species = ref.kind == "species"
+    profile = {
+        "driver": "COG",
+        "width": data.shape[1],
+        "height": data.shape[0],
+        "count": 1,
+        "dtype": "uint8" if species else "float32",
+        "crs": grid.crs,
+        "transform": transform,
+        "nodata": NODATA if species else float("nan"),
+        "compress": "deflate",
+        "blocksize": blocksize,
+        "overview_resampling": "average",
+        "resampling": "average",
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    with rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(data, 1)
+        tags = {"sdmatlas_release": meta["release_id"], "sdmatlas_layer": str(ref)}
+        if species:
+            dst.scales, dst.offsets = (SCALE,), (0.0,)
+            tags |= {"encoding": str(ENCODING["rule"]), "units": "probability of presence"}
+        else:
+            tags |= {"units": INDICATORS[ref.key].units, "title": INDICATORS[ref.key].title}
+        dst.update_tags(**tags)
+    valid, errors, _ = cog_validate(str(tmp), quiet=True)
+    if not valid:  # pragma: no cover - a GDAL regression would land here
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(f"GDAL wrote an invalid COG for {ref}: {errors}")
+    tmp.replace(out)
+    return out
