@@ -380,3 +380,40 @@ def test_bad_exports(
     with pytest.raises(error, match=message):
         export_cog(open_release(release), layer, tmp_path / "x.tif", bbox=bbox)
     assert not (tmp_path / "x.tif").exists()
+
+
+# -- STAC ------------------------------------------------------------------------------------------
+
+
+def test_stac_catalog_validates(tmp_path: Path, release: Path) -> None:
+    import pystac
+
+    from sdmatlas.publish.stac import validate_stac, write_stac
+
+    write_stac(release, tmp_path / "stac")
+    assert validate_stac(tmp_path / "stac" / "collection.json") == 1 + 200 + len(INDICATORS)
+    col = pystac.Collection.from_file(str(tmp_path / "stac" / "collection.json"))
+    item = col.get_item("species-1", recursive=True)
+    assert item is not None
+    assert item.properties["proj:code"] == "EPSG:3035"
+    assert item.properties["proj:shape"] == [70, 90]
+    assert item.properties["title"].endswith("vs0001")
+    data = item.assets["data"]
+    assert Path(data.get_absolute_href() or "").exists()
+    assert data.extra_fields["raster:bands"][0]["scale"] == pytest.approx(1 / 254)
+    lon_min, lat_min, lon_max, lat_max = item.bbox or []
+    assert 13 < lon_min < lon_max < 15 and 44 < lat_min < lat_max < 46
+
+
+def test_stac_extension_check_catches_broken_items(tmp_path: Path, release: Path) -> None:
+    import pystac
+
+    from sdmatlas.publish.stac import check_extensions, write_stac
+
+    col = write_stac(release, tmp_path / "stac", cogs=False)
+    item = next(iter(col.get_items(recursive=True)))
+    check_extensions(item)
+    item.properties["proj:shape"] = [70]
+    with pytest.raises(InvalidInputError, match="proj:shape"):
+        check_extensions(item)
+    assert isinstance(item, pystac.Item)

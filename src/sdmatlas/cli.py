@@ -193,6 +193,49 @@ def _run_publish(
         return path
 
 
+@app.command("export")
+def export_cmd(
+    release: Annotated[Path, typer.Argument(help="A release directory.")],
+    layer: Annotated[str, typer.Argument(help="species/<id> or indicator/<name>.")],
+    out: Annotated[Path, typer.Option(help="Output COG path.")],
+    bbox: Annotated[
+        str | None, typer.Option(help="left,bottom,right,top in the release CRS.")
+    ] = None,
+) -> None:
+    """Export one layer of a release as a Cloud-Optimized GeoTIFF."""
+    from sdmatlas.publish.export import export_cog
+    from sdmatlas.publish.release import open_release
+
+    with _errors():
+        box = None
+        if bbox:
+            parts = bbox.split(",")
+            if len(parts) != 4:
+                raise typer.BadParameter("expected four numbers", param_hint="--bbox")
+            try:
+                left, bottom, right, top = (float(v) for v in parts)
+            except ValueError:
+                raise typer.BadParameter("expected four numbers", param_hint="--bbox") from None
+            box = (left, bottom, right, top)
+        path = export_cog(open_release(release), layer, out, bbox=box)
+    console.print(f"wrote {path}")
+
+
+@app.command("stac")
+def stac_cmd(
+    release: Annotated[Path, typer.Argument(help="A release directory.")],
+    out: Annotated[Path, typer.Option(help="Directory of the STAC catalog.")],
+    cogs: Annotated[bool, typer.Option(help="Export a COG per layer as item assets.")] = True,
+) -> None:
+    """Write (and validate) a STAC catalog of a release: one item per layer."""
+    from sdmatlas.publish.stac import validate_stac, write_stac
+
+    with _errors():
+        write_stac(release, out, cogs=cogs)
+        n = validate_stac(out / "collection.json")
+    console.print(f"STAC catalog at {out / 'collection.json'}: {n} objects, valid")
+
+
 @app.command("info")
 def info_cmd(cube: Annotated[Path, typer.Argument(help="A cube directory.")]) -> None:
     """Print a cube's status and run metadata as JSON."""

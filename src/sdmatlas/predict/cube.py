@@ -92,6 +92,11 @@ class Cube:
     def species_ids(self) -> list[int]:
         return [int(s) for s in self.meta["species_ids"]]
 
+    @property
+    def species_names(self) -> list[str]:
+        names = zarr.open_array(self.path / "species", mode="r").attrs.get("names", [])
+        return [str(n) for n in cast(list[Any], names)]
+
     def _update_meta(self, **changes: Any) -> None:
         group = zarr.open_group(self.path, mode="r+")
         meta = dict(cast(dict[str, Any], group.attrs["sdmatlas"]))

@@ -125,7 +125,17 @@ def publish(
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{release_id}.publishing-{uuid.uuid4().hex[:8]}")
     try:
-        _write_release(cube.array(), grid, meta, species, options, tmp, release_id, progress)
+        _write_release(
+            cube.array(),
+            grid,
+            meta,
+            species,
+            cube.species_names,
+            options,
+            tmp,
+            release_id,
+            progress,
+        )
         os.rename(tmp, final)  # atomic on one filesystem; refuses if final appeared meanwhile
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -138,6 +148,7 @@ def _write_release(
     grid: Grid,
     cube_meta: dict[str, Any],
     species: SpeciesInfo,
+    names: list[str],
     options: PublishOptions,
     path: Path,
     release_id: str,
@@ -147,7 +158,13 @@ def _write_release(
     s, h, w = src.shape
     n_levels = level_count(h, w, options.min_level_size)
     root = zarr.open_group(path, mode="w", zarr_format=3)
-    sp = root.create_array("species", shape=(s,), dtype="int64", dimension_names=("species",))
+    sp = root.create_array(
+        "species",
+        shape=(s,),
+        dtype="int64",
+        dimension_names=("species",),
+        attributes={"names": names},
+    )
     sp[:] = species.ids
     levels = [root.require_group(f"levels/{k}") for k in range(n_levels)]
     for k, g in enumerate(levels):
