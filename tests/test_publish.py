@@ -263,10 +263,11 @@ def test_group_indicators_are_the_same_callables_on_a_subset(cube: Path, coast: 
     genus = np.arange(0, 200, 25)  # species 1, 26, 51, ... share a genus in the demo
     p = dequantize(codes)
     valid = coast.territory.mask
-    rich = get_indicator("richness")(p[genus], info.select(genus), valid)
+    rich = get_indicator("richness")(codes[genus], info.select(genus), valid)
     np.testing.assert_allclose(rich[valid], p[genus][:, valid].sum(axis=0), rtol=1e-6)
     assert np.isnan(rich[~valid]).all()
-    empty = get_indicator("richness")(p[[]], info.select(np.array([], dtype=np.intp)), valid)
+    none = np.array([], dtype=np.intp)
+    empty = get_indicator("richness")(codes[none], info.select(none), valid)
     assert (empty[valid] == 0).all()
 
 
@@ -417,3 +418,40 @@ def test_stac_extension_check_catches_broken_items(tmp_path: Path, release: Path
     with pytest.raises(InvalidInputError, match="proj:shape"):
         check_extensions(item)
     assert isinstance(item, pystac.Item)
+
+
+# -- synthetic scale data --------------------------------------------------------------------
+
+
+def test_synthetic_cube_is_sparse_deterministic_and_publishable(tmp_path: Path) -> None:
+    from sdmatlas.publish.species_csv import species_info_from_csv
+    from sdmatlas.publish.synthetic import write_synthetic_cube
+
+    a = write_synthetic_cube(tmp_path / "a.zarr", n_species=60, size=64, chunk=32, seed=3)
+    b = write_synthetic_cube(tmp_path / "b.zarr", n_species=60, size=64, chunk=32, seed=3)
+    assert a.is_complete
+    codes = a.read()
+    assert np.array_equal(codes, b.read())
+    inside = codes[0] != NODATA
+    assert 0.3 < inside.mean() < 0.9
+    present = (codes[:, inside] > 0).mean()
+    assert 0.01 < present < 0.3, "most species are absent from most pixels"
+    rel = publish(a.path, tmp_path / "rel", "syn", species_info_from_csv(None, a.species_ids))
+    assert open_release(rel).attrs["sdmatlas"]["status"] == "published"
+
+
+def test_species_flags_from_csv(tmp_path: Path) -> None:
+    from sdmatlas.publish.species_csv import species_info_from_csv
+
+    p = tmp_path / "s.csv"
+    p.write_text("species_id,protected,invasive\n2,yes,0\n3,0,TRUE\n99,1,1\n")
+    info = species_info_from_csv(p, [1, 2, 3])
+    assert info.protected.tolist() == [False, True, False]
+    assert info.invasive.tolist() == [False, False, True]
+    assert not info.endemic.any()
+    p.write_text("species_id,protected\n2,maybe\n")
+    with pytest.raises(InvalidInputError, match="line 2: protected='maybe'"):
+        species_info_from_csv(p, [1, 2, 3])
+    p.write_text("id,protected\n2,1\n")
+    with pytest.raises(InvalidInputError, match="needs a species_id column"):
+        species_info_from_csv(p, [1, 2])

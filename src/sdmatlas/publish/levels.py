@@ -43,14 +43,22 @@ def downsample_codes(
     territory is the same for every species).
     """
     *lead, h, w = codes.shape
-    hp, wp = h + h % 2, w + w % 2
-    c = np.zeros((*lead, hp, wp), dtype=np.float64)
-    c[..., :h, :w] = np.where(codes == NODATA, 0, codes)
-    wt = np.zeros((hp, wp), dtype=np.float64)
-    wt[:h, :w] = weights
-    num = (c * wt).reshape(*lead, hp // 2, 2, wp // 2, 2).sum(axis=(-3, -1))
-    den = wt.reshape(hp // 2, 2, wp // 2, 2).sum(axis=(1, 3))
+    if h % 2 or w % 2:  # pad odd edges with nodata (weight 0); copies only in that case
+        padded = np.full((*lead, h + h % 2, w + w % 2), NODATA, dtype=np.uint8)
+        padded[..., :h, :w] = codes
+        pw = np.zeros((h + h % 2, w + w % 2), dtype=np.int64)
+        pw[:h, :w] = weights
+        codes, weights = padded, pw
+    # Integer weighted sums over the four 2 x 2 offsets (strided views, int32: codes <= 254,
+    # weights <= 4^k): exact, and no full-size float copy. Nodata codes have weight 0.
+    num = np.zeros((*lead, codes.shape[-2] // 2, codes.shape[-1] // 2), dtype=np.int32)
+    den = np.zeros(num.shape[-2:], dtype=np.int64)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            wq = np.asarray(weights[dy::2, dx::2], dtype=np.int32)
+            num += codes[..., dy::2, dx::2] * wq
+            den += wq
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = num / den
-    out = np.where(den > 0, np.rint(mean), NODATA).astype(np.uint8)
+    out: npt.NDArray[np.uint8] = np.where(den > 0, np.rint(mean), NODATA).astype(np.uint8)
     return out

@@ -45,7 +45,7 @@ from sdmatlas.grid import Grid
 from sdmatlas.predict.cube import SHARD_SPECIES, now, open_cube, write_georef
 from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo
 from sdmatlas.publish.levels import downsample_codes, downsample_weights, level_count
-from sdmatlas.quantize import ENCODING, NODATA, dequantize
+from sdmatlas.quantize import ENCODING, NODATA
 from sdmatlas.zarr_access import array
 
 FORMAT_VERSION = 1
@@ -266,11 +266,10 @@ def _write_release(
         vp = np.zeros((ph, pw), np.uint16)
         vp[:ch, :cw] = valid
         bcount[bsl] = vp.reshape(ph // BLOCK, BLOCK, pw // BLOCK, BLOCK).sum(axis=(1, 3))
-        p = dequantize(codes)
         for name, ind in INDICATORS.items():
             if name != "rarity_weighted_richness":
                 array(levels[0], name)[win.row0 : win.row1, win.col0 : win.col1] = ind(
-                    p, species, valid
+                    codes, species, valid
                 )
         if progress:
             progress("level 0, pixel index, indicators", i + 1, len(windows))
@@ -284,7 +283,7 @@ def _write_release(
         codes = np.asarray(pixels[win.row0 : win.row1, win.col0 : win.col1, :]).transpose(2, 0, 1)
         valid = valid0[win.row0 : win.row1, win.col0 : win.col1]
         array(levels[0], rarity.name)[win.row0 : win.row1, win.col0 : win.col1] = rarity(
-            dequantize(codes), info, valid
+            codes, info, valid
         )
 
     # Pyramids: probability by the weighted cascade, indicators by a weighted mean.
