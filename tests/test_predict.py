@@ -151,17 +151,19 @@ def test_workers_running_several_tasks_at_once(
     assert np.array_equal(open_cube(tmp_path / "t.zarr").read(), reference)
 
 
-def test_local_cluster_default(
-    tmp_path: Path, demo_card: Path, coast: World, reference: np.ndarray
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param(PredictOptions(workers=2, batch_size=1000), id="local-cluster-default"),
+        pytest.param(PredictOptions(workers=0, halo=7), id="larger-halo"),
+        pytest.param(PredictOptions(workers=0, batch_size=1), id="batch-of-one"),
+    ],
+)
+def test_options_that_do_not_change_the_cube(
+    tmp_path: Path, demo_card: Path, coast: World, reference: np.ndarray, options: PredictOptions
 ) -> None:
-    predict(
-        demo_card,
-        coast.covariates,
-        coast.territory,
-        tmp_path / "l.zarr",
-        PredictOptions(workers=2, batch_size=1000),
-    )
-    assert np.array_equal(open_cube(tmp_path / "l.zarr").read(), reference)
+    predict(demo_card, coast.covariates, coast.territory, tmp_path / "c.zarr", options)
+    assert np.array_equal(open_cube(tmp_path / "c.zarr").read(), reference)
 
 
 def _cli(world: World, card: Path, out: Path, *extra: str) -> list[str]:
@@ -331,19 +333,6 @@ def test_halo_smaller_than_the_patch_needs(tmp_path: Path, demo_card: Path, coas
             tmp_path / "c.zarr",
             PredictOptions(workers=0, halo=2),
         )
-
-
-def test_a_larger_halo_changes_nothing(
-    tmp_path: Path, demo_card: Path, coast: World, reference: np.ndarray
-) -> None:
-    predict(
-        demo_card,
-        coast.covariates,
-        coast.territory,
-        tmp_path / "c.zarr",
-        PredictOptions(workers=0, halo=7),
-    )
-    assert np.array_equal(open_cube(tmp_path / "c.zarr").read(), reference)
 
 
 def test_species_count_mismatch_is_refused_before_work(

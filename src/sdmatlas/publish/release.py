@@ -211,21 +211,16 @@ def _write_release(
         compressors=_zstd(),
         dimension_names=("y", "x", "species"),
     )
-    bsum = root.create_array(
-        "blocks/sum",
-        shape=(bh, bw, s),
-        chunks=(16, 16, s),
-        dtype="uint32",
-        fill_value=0,
-        compressors=_zstd(),
-    )
-    bmax = root.create_array(
-        "blocks/max",
-        shape=(bh, bw, s),
-        chunks=(16, 16, s),
-        dtype="uint8",
-        fill_value=0,
-        compressors=_zstd(),
+    bsum, bmax = (
+        root.create_array(
+            f"blocks/{name}",
+            shape=(bh, bw, s),
+            chunks=(16, 16, s),
+            dtype=dtype,
+            fill_value=0,
+            compressors=_zstd(),
+        )
+        for name, dtype in (("sum", "uint32"), ("max", "uint8"))
     )
     bcount = root.create_array("blocks/count", shape=(bh, bw), dtype="uint16", fill_value=0)
     terr = root.create_array(
