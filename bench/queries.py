@@ -69,8 +69,10 @@ def main() -> None:
     cube = open_cube(cube_path)
     shutil.rmtree(work / "releases", ignore_errors=True)
     t0 = time.perf_counter()
-    rel_path = publish(
-        cube_path, work / "releases", "bench", species_info_from_csv(None, cube.species_ids)
+    rel_path = Path(
+        publish(
+            cube_path, work / "releases", "bench", species_info_from_csv(None, cube.species_ids)
+        )
     )
     publish_s = time.perf_counter() - t0
     rel = open_release(rel_path)

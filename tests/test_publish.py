@@ -47,7 +47,9 @@ def release(tmp_path_factory: pytest.TempPathFactory, cube: Path) -> Path:
     root = tmp_path_factory.mktemp("releases")
     info = species_info(open_cube(cube).species_ids)
     # small levels so that the 70 x 90 fixture gets several
-    return publish(cube, root, "coast-1", info, PublishOptions(threshold=0.4, min_level_size=20))
+    return Path(
+        publish(cube, root, "coast-1", info, PublishOptions(threshold=0.4, min_level_size=20))
+    )
 
 
 # -- pyramids ---------------------------------------------------------------------------------
@@ -437,7 +439,7 @@ def test_synthetic_cube_is_sparse_deterministic_and_publishable(tmp_path: Path) 
     present = (codes[:, inside] > 0).mean()
     assert 0.01 < present < 0.3, "most species are absent from most pixels"
     rel = publish(a.path, tmp_path / "rel", "syn", species_info_from_csv(None, a.species_ids))
-    assert open_release(rel).attrs["sdmatlas"]["status"] == "published"
+    assert open_release(Path(rel)).attrs["sdmatlas"]["status"] == "published"
 
 
 def test_species_flags_from_csv(tmp_path: Path) -> None:

@@ -174,7 +174,7 @@ def publish_cmd(
 
 def _run_publish(
     publish: Any, cube: Path, root: Path, release_id: str, info: Any, options: Any
-) -> Path:
+) -> str:
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -189,7 +189,7 @@ def _run_publish(
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
-        path: Path = publish(cube, root, release_id, info, options, progress=progress)
+        path: str = publish(cube, root, release_id, info, options, progress=progress)
         return path
 
 

@@ -1,8 +1,8 @@
 """Cross-species queries on a published release: every species at a point, or in an area.
 
 Neither reads one chunk per species. A point reads one ``pixels`` chunk
-(16 x 16 pixels x all species). An area reads the ``blocks`` aggregates for
-the 16 x 16 blocks whose territory pixels all lie inside the area, and
+(8 x 8 pixels x all species). An area reads the ``blocks`` aggregates for
+the 8 x 8 blocks whose territory pixels all lie inside the area, and
 ``pixels`` only for the blocks on its boundary. Its cost grows with the
 polygon's perimeter times the species count, not with its area.
 

@@ -1,0 +1,177 @@
+"""Where releases live: one narrow interface, a local directory or an fsspec URL behind it.
+
+A :class:`ReleaseStore` maps release ids to Zarr groups and publishes
+atomically: a release is written into a staging location that readers never
+look at, then made visible in one step.
+
+- :class:`LocalReleaseStore` (the default): ``<root>/<id>/``; staging is a
+  hidden sibling directory, committed by a rename.
+- :class:`FsspecReleaseStore`: any fsspec URL (``s3://bucket/releases``,
+  ``gs://...``, ``memory://...``); data goes to ``<root>/_data/<id>-<uuid>/``
+  and is committed by writing the small pointer object ``<root>/<id>.json``,
+  a single PUT, which object stores make atomic.
+
+Another array engine (TileDB) would implement the same six calls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zarr
+
+from sdmatlas.errors import NotFoundError, ReleaseExistsError
+
+
+@dataclass(frozen=True)
+class Staging:
+    """A release being written: its group, and what the store needs to commit or abort it."""
+
+    release_id: str
+    group: zarr.Group
+    token: str
+
+
+class ReleaseStore(ABC):
+    @abstractmethod
+    def exists(self, release_id: str) -> bool: ...
+
+    @abstractmethod
+    def list(self) -> list[str]: ...
+
+    @abstractmethod
+    def open(self, release_id: str) -> zarr.Group:
+        """The published release, read-only; NotFoundError if there is none."""
+
+    @abstractmethod
+    def begin(self, release_id: str) -> Staging:
+        """A new, invisible group to write the release into."""
+
+    @abstractmethod
+    def commit(self, staging: Staging) -> None:
+        """Make a staged release visible, all at once; refuses an id that appeared meanwhile."""
+
+    @abstractmethod
+    def abort(self, staging: Staging) -> None:
+        """Remove a staged release."""
+
+    @abstractmethod
+    def location(self, release_id: str) -> str: ...
+
+
+class LocalReleaseStore(ReleaseStore):
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    def _path(self, release_id: str) -> Path:
+        return self.root / release_id
+
+    def exists(self, release_id: str) -> bool:
+        return (self._path(release_id) / "zarr.json").exists()
+
+    def list(self) -> list[str]:
+        if not self.root.exists():
+            return []
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if not p.name.startswith(".") and (p / "zarr.json").exists()
+        )
+
+    def open(self, release_id: str) -> zarr.Group:
+        if not self.exists(release_id):
+            raise NotFoundError(f"no release {release_id!r} in {self.root}")
+        return zarr.open_group(self._path(release_id), mode="r")
+
+    def begin(self, release_id: str) -> Staging:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".{release_id}.publishing-{uuid.uuid4().hex[:8]}"
+        return Staging(release_id, zarr.open_group(tmp, mode="w", zarr_format=3), str(tmp))
+
+    def commit(self, staging: Staging) -> None:
+        final = self._path(staging.release_id)
+        try:
+            os.rename(staging.token, final)  # atomic; fails if final exists and is not empty
+        except OSError as exc:
+            raise ReleaseExistsError(f"release {staging.release_id!r} appeared meanwhile") from exc
+
+    def abort(self, staging: Staging) -> None:
+        shutil.rmtree(staging.token, ignore_errors=True)
+
+    def location(self, release_id: str) -> str:
+        return str(self._path(release_id))
+
+
+class FsspecReleaseStore(ReleaseStore):
+    def __init__(self, url: str, **storage_options: Any) -> None:
+        import fsspec
+
+        self.url = url.rstrip("/")
+        self.fs, self.root = fsspec.core.url_to_fs(self.url, **storage_options)
+        self.storage_options = storage_options
+
+    def _pointer(self, release_id: str) -> str:
+        return f"{self.root}/{release_id}.json"
+
+    def _group(self, data: str, mode: str) -> zarr.Group:
+        from zarr.storage import FsspecStore
+
+        # from_url wraps synchronous filesystems (memory://, local) for Zarr's async API
+        store = FsspecStore.from_url(
+            f"{self.url}/{data}",
+            storage_options=self.storage_options or None,
+            read_only=mode == "r",
+        )
+        if mode == "r":
+            return zarr.open_group(store=store, mode="r")
+        return zarr.open_group(store=store, mode="w", zarr_format=3)
+
+    def exists(self, release_id: str) -> bool:
+        return bool(self.fs.exists(self._pointer(release_id)))
+
+    def list(self) -> list[str]:
+        if not self.fs.exists(self.root):
+            return []
+        names = [str(p).rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False)]
+        return sorted(n[: -len(".json")] for n in names if n.endswith(".json"))
+
+    def open(self, release_id: str) -> zarr.Group:
+        if not self.exists(release_id):
+            raise NotFoundError(f"no release {release_id!r} at {self.url}")
+        pointer = json.loads(self.fs.cat_file(self._pointer(release_id)))
+        return self._group(pointer["data"], "r")
+
+    def begin(self, release_id: str) -> Staging:
+        data = f"_data/{release_id}-{uuid.uuid4().hex[:8]}"
+        return Staging(release_id, self._group(data, "w"), data)
+
+    def commit(self, staging: Staging) -> None:
+        if self.exists(staging.release_id):
+            raise ReleaseExistsError(f"release {staging.release_id!r} appeared meanwhile")
+        body = json.dumps({"data": staging.token, "release_id": staging.release_id})
+        self.fs.pipe_file(self._pointer(staging.release_id), body.encode())
+
+    def abort(self, staging: Staging) -> None:
+        path = f"{self.root}/{staging.token}"
+        if self.fs.exists(path):
+            self.fs.rm(path, recursive=True)
+
+    def location(self, release_id: str) -> str:
+        return f"{self.url}/{release_id}.json"
+
+
+def release_store(location: ReleaseStore | Path | str) -> ReleaseStore:
+    """A store for a local directory, or for a URL with a scheme other than ``file``."""
+    if isinstance(location, ReleaseStore):
+        return location
+    text = str(location)
+    if "://" in text and not text.startswith("file://"):
+        return FsspecReleaseStore(text)
+    return LocalReleaseStore(Path(text.removeprefix("file://")))
