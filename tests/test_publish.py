@@ -457,3 +457,73 @@ def test_species_flags_from_csv(tmp_path: Path) -> None:
     p.write_text("id,protected\n2,1\n")
     with pytest.raises(InvalidInputError, match="needs a species_id column"):
         species_info_from_csv(p, [1, 2])
+
+
+# -- species groups ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def grouped_release(tmp_path_factory: pytest.TempPathFactory, cube: Path) -> Path:
+    from sdmatlas.publish.species_csv import species_info_from_csv
+
+    d = tmp_path_factory.mktemp("grouped")
+    ids = open_cube(cube).species_ids
+    lines = ["species_id,genus,family,protected"]
+    lines += [f"{i},Genus{i % 25},Family{i % 5},{int(i % 10 == 0)}" for i in ids]
+    (d / "species.csv").write_text("\n".join(lines) + "\n")
+    info = species_info_from_csv(d / "species.csv", ids)
+    return Path(publish(cube, d / "rel", "grouped", info, PublishOptions(min_level_size=20)))
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "expected_ids"),
+    [
+        ("genus", "genus3", [i for i in range(1, 201) if i % 25 == 3]),
+        ("family", "Family0", [i for i in range(1, 201) if i % 5 == 0]),
+        ("status", "protected", [i for i in range(1, 201) if i % 10 == 0]),
+        ("ids", "5, 17,5", [5, 17]),
+    ],
+)
+def test_species_groups(
+    grouped_release: Path, kind: str, value: str, expected_ids: list[int]
+) -> None:
+    from sdmatlas.publish.groups import select_group
+
+    rel = open_release(grouped_release)
+    rows = select_group(rel, kind, value)
+    assert (np.asarray(rel["species"][:])[rows]).tolist() == expected_ids
+
+
+def test_group_layer_equals_the_cube(grouped_release: Path, cube: Path, coast: World) -> None:
+    from sdmatlas.publish.groups import group_layer, select_group
+
+    rel = open_release(grouped_release)
+    rows = select_group(rel, "genus", "Genus7")
+    layer = group_layer(rel, "richness", rows)
+    p = dequantize(open_cube(cube).read())
+    m = coast.territory.mask
+    np.testing.assert_allclose(layer[m], p[rows][:, m].sum(axis=0), rtol=1e-5)
+    assert np.isnan(layer[~m]).all()
+    coarse = group_layer(rel, "richness_thresholded", rows, level=2)
+    assert coarse.shape == (18, 23)
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "error", "message"),
+    [
+        ("genus", "Nonexistia", NotFoundError, "unknown genus 'Nonexistia'.*known: Genus0"),
+        ("family", "", NotFoundError, "unknown family"),
+        ("status", "rare", InvalidInputError, "status must be one of"),
+        ("ids", "1,x", InvalidInputError, "comma-separated integers"),
+        ("ids", "1,9999", NotFoundError, r"species \[9999\] are not in this release"),
+        ("ids", "", InvalidInputError, "between 1 and"),
+        ("order", "Asterales", InvalidInputError, "group kind must be"),
+    ],
+)
+def test_unknown_or_malformed_groups(
+    grouped_release: Path, kind: str, value: str, error: type[Exception], message: str
+) -> None:
+    from sdmatlas.publish.groups import select_group
+
+    with pytest.raises(error, match=message):
+        select_group(open_release(grouped_release), kind, value)

@@ -54,6 +54,8 @@ class SpeciesInfo:
     endemic: npt.NDArray[np.bool_]
     range_km2: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     threshold: float = 0.5
+    genus: npt.NDArray[np.object_] = field(default_factory=lambda: np.zeros(0, dtype=object))
+    family: npt.NDArray[np.object_] = field(default_factory=lambda: np.zeros(0, dtype=object))
 
     def select(self, rows: npt.NDArray[np.intp]) -> SpeciesInfo:
         return SpeciesInfo(
@@ -63,6 +65,8 @@ class SpeciesInfo:
             endemic=self.endemic[rows],
             range_km2=self.range_km2[rows] if len(self.range_km2) else self.range_km2,
             threshold=self.threshold,
+            genus=self.genus[rows] if len(self.genus) else self.genus,
+            family=self.family[rows] if len(self.family) else self.family,
         )
 
 

@@ -327,6 +327,8 @@ def _write_release(
             "invasive": species.invasive.tolist(),
             "endemic": species.endemic.tolist(),
             "range_km2": [round(float(r), 4) for r in range_km2],
+            "genus": [str(g) for g in species.genus] if len(species.genus) else None,
+            "family": [str(f) for f in species.family] if len(species.family) else None,
         },
         "source": {
             "model": cube_meta.get("model", {}),

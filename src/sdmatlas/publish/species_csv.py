@@ -1,7 +1,8 @@
 """Species status flags from a CSV (until the catalog holds them).
 
-Columns: ``species_id`` and any of ``protected``, ``invasive``, ``endemic``
-(1/0, true/false, yes/no). Missing columns or species mean "not flagged".
+Columns: ``species_id``, any of ``protected``, ``invasive``, ``endemic``
+(1/0, true/false, yes/no), and optionally ``genus`` and ``family`` (for
+group indicators). Missing columns or species mean "not flagged", "unknown".
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def species_info_from_csv(path: Path | None, species_ids: list[int]) -> SpeciesI
     """Flags for ``species_ids`` (in that order) read from ``path``; no file: no flags."""
     n = len(species_ids)
     flags = {f: np.zeros(n, dtype=bool) for f in FLAGS}
+    genus, family = [""] * n, [""] * n
     if path is not None:
         if not Path(path).exists():
             raise NotFoundError(f"species file {path} does not exist")
@@ -40,6 +42,8 @@ def species_info_from_csv(path: Path | None, species_ids: list[int]) -> SpeciesI
                     ) from None
                 if sid not in index:
                     continue
+                genus[index[sid]] = (row.get("genus") or "").strip()
+                family[index[sid]] = (row.get("family") or "").strip()
                 for f in FLAGS:
                     value = (row.get(f) or "").strip().lower()
                     if value not in _TRUE | _FALSE:
@@ -52,4 +56,6 @@ def species_info_from_csv(path: Path | None, species_ids: list[int]) -> SpeciesI
         protected=flags["protected"],
         invasive=flags["invasive"],
         endemic=flags["endemic"],
+        genus=np.asarray(genus, dtype=object),
+        family=np.asarray(family, dtype=object),
     )
