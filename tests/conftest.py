@@ -70,6 +70,16 @@ def many_chunks(tmp_path_factory: pytest.TempPathFactory) -> World:
     return world
 
 
+@pytest.fixture(scope="session")
+def cube(tmp_path_factory: pytest.TempPathFactory, demo_card: Path, coast: World) -> Path:
+    """The demo model's complete cube over the ``coast`` window (read-only: copy to change)."""
+    from sdmatlas.predict.pipeline import PredictOptions, predict
+
+    out = tmp_path_factory.mktemp("cube") / "cube.zarr"
+    predict(demo_card, coast.covariates, coast.territory, out, PredictOptions(workers=0))
+    return out
+
+
 def cube_chunk_bytes(cube_path: Path) -> dict[str, bytes]:
     """Every stored chunk of a cube's probability array, by relative path."""
     base = cube_path / "probability" / "c"

@@ -16,19 +16,11 @@ from sdmatlas.errors import (
     ReleaseExistsError,
 )
 from sdmatlas.predict.cube import open_cube
-from sdmatlas.predict.pipeline import PredictOptions, predict
 from sdmatlas.publish import queries
 from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo, get_indicator
 from sdmatlas.publish.levels import downsample_codes, downsample_weights
 from sdmatlas.publish.release import PublishOptions, open_release, publish
 from sdmatlas.quantize import NODATA, dequantize
-
-
-@pytest.fixture(scope="module")
-def cube(tmp_path_factory: pytest.TempPathFactory, demo_card: Path, coast: World) -> Path:
-    out = tmp_path_factory.mktemp("cube") / "cube.zarr"
-    predict(demo_card, coast.covariates, coast.territory, out, PredictOptions(workers=0))
-    return out
 
 
 def species_info(ids: list[int]) -> SpeciesInfo:

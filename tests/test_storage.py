@@ -16,7 +16,6 @@ import pytest
 from conftest import World
 from sdmatlas.errors import NotFoundError, ReleaseExistsError
 from sdmatlas.predict.cube import open_cube
-from sdmatlas.predict.pipeline import PredictOptions, predict
 from sdmatlas.publish import queries
 from sdmatlas.publish.release import publish
 from sdmatlas.publish.species_csv import species_info_from_csv
@@ -26,13 +25,6 @@ from sdmatlas.storage import (
     ReleaseStore,
     release_store,
 )
-
-
-@pytest.fixture(scope="module")
-def cube(tmp_path_factory: pytest.TempPathFactory, demo_card: Path, coast: World) -> Path:
-    out = tmp_path_factory.mktemp("cube") / "cube.zarr"
-    predict(demo_card, coast.covariates, coast.territory, out, PredictOptions(workers=0))
-    return out
 
 
 @pytest.fixture(params=["local", "fsspec-memory"])
