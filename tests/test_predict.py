@@ -256,6 +256,11 @@ def rewrite(src: Path, dst: Path, **profile_changes: object) -> Path:
     return dst
 
 
+def predict_with(demo_card: Path, coast: World, tmp_path: Path, name: str, path: Path) -> None:
+    """Predict the coast window with covariate ``name`` replaced by ``path``."""
+    predict(demo_card, {**coast.covariates, name: path}, coast.territory, tmp_path / "c.zarr", SYNC)
+
+
 def test_missing_covariate(tmp_path: Path, demo_card: Path, coast: World) -> None:
     covs = {k: v for k, v in coast.covariates.items() if k != "precipitation"}
     with pytest.raises(ModelMismatchError, match=r"needs covariates \['precipitation'\]"):
@@ -265,9 +270,8 @@ def test_missing_covariate(tmp_path: Path, demo_card: Path, coast: World) -> Non
 
 def test_covariate_in_another_crs(tmp_path: Path, demo_card: Path, coast: World) -> None:
     bad = rewrite(coast.covariates["elevation"], tmp_path / "elevation.tif", crs="EPSG:3857")
-    covs = {**coast.covariates, "elevation": bad}
     with pytest.raises(ModelMismatchError, match="'elevation' is in EPSG:3857"):
-        predict(demo_card, covs, coast.territory, tmp_path / "c.zarr", SYNC)
+        predict_with(demo_card, coast, tmp_path, "elevation", bad)
 
 
 def test_covariate_at_another_resolution(tmp_path: Path, demo_card: Path, coast: World) -> None:
@@ -281,13 +285,7 @@ def test_covariate_at_another_resolution(tmp_path: Path, demo_card: Path, coast:
         transform=Affine(250.0, 0, t.c, 0, -250.0, t.f),
     )
     with pytest.raises(ModelMismatchError, match=r"resolution 250.0"):
-        predict(
-            demo_card,
-            {**coast.covariates, "temperature": bad},
-            coast.territory,
-            tmp_path / "c.zarr",
-            SYNC,
-        )
+        predict_with(demo_card, coast, tmp_path, "temperature", bad)
 
 
 def test_misaligned_covariate(tmp_path: Path, demo_card: Path, coast: World) -> None:
@@ -297,13 +295,7 @@ def test_misaligned_covariate(tmp_path: Path, demo_card: Path, coast: World) -> 
         coast.covariates["temperature"], tmp_path / "t.tif", transform=t @ t.translation(0.5, 0)
     )
     with pytest.raises(ModelMismatchError, match="not aligned"):
-        predict(
-            demo_card,
-            {**coast.covariates, "temperature": bad},
-            coast.territory,
-            tmp_path / "c.zarr",
-            SYNC,
-        )
+        predict_with(demo_card, coast, tmp_path, "temperature", bad)
 
 
 def test_grid_at_another_resolution_than_the_model(
@@ -363,13 +355,7 @@ def test_nan_in_covariates_on_the_territory(tmp_path: Path, demo_card: Path, coa
     with rasterio.open(bad, "w", **profile) as d:
         d.write(data, 1)
     with pytest.raises(CovariateError, match="'precipitation' has NaN or nodata on 1 territory"):
-        predict(
-            demo_card,
-            {**coast.covariates, "precipitation": bad},
-            coast.territory,
-            tmp_path / "c.zarr",
-            SYNC,
-        )
+        predict_with(demo_card, coast, tmp_path, "precipitation", bad)
     cube = open_cube(tmp_path / "c.zarr")
     assert cube.status == "running"  # never looks complete
     assert "CovariateError" in cube.meta["runs"][-1]["error"]

@@ -44,12 +44,13 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(code=2) from None
 
 
-def _progress_bar(description: str) -> Progress:
+def _progress_bar(unit: str) -> Progress:
+    """The one progress bar of the CLI: stage, bar, done/total ``unit``, elapsed, ETA."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("chunks"),
+        TextColumn(unit),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
@@ -128,7 +129,7 @@ def predict_cmd(
 def _run_predict(
     predict: Any, card: Path, paths: dict[str, Path], terr: Any, out: Path, options: Any
 ) -> Any:
-    with _progress_bar("predict") as bar:
+    with _progress_bar("chunks") as bar:
         task = bar.add_task("predict", total=None)
 
         def progress(done: int, total: int) -> None:
@@ -175,13 +176,7 @@ def publish_cmd(
 def _run_publish(
     publish: Any, cube: Path, root: Path, release_id: str, info: Any, options: Any
 ) -> str:
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as bar:
+    with _progress_bar("steps") as bar:
         tasks: dict[str, Any] = {}
 
         def progress(stage: str, done: int, total: int) -> None:

@@ -22,6 +22,7 @@ from rasterio.features import rasterize
 from rasterio.warp import transform_geom
 from shapely.geometry import mapping, shape
 from shapely.geometry.base import BaseGeometry
+from shapely.ops import unary_union
 from shapely.validation import explain_validity
 
 from sdmatlas.errors import NotFoundError, TerritoryError
@@ -113,8 +114,6 @@ def _read_geometry(path: Path) -> tuple[BaseGeometry, str]:
         polys.append(geom)
     if not polys:
         raise TerritoryError(f"{path} holds no polygon")
-    from shapely.ops import unary_union
-
     merged = unary_union(polys)
     n_vertices = sum(len(p.exterior.coords) for p in getattr(merged, "geoms", [merged]))
     if n_vertices > MAX_VERTICES:

@@ -38,6 +38,7 @@ from zarr.codecs import ZstdCodec
 from sdmatlas import quantize
 from sdmatlas.errors import IncompleteReleaseError, NotFoundError, ReleaseExistsError
 from sdmatlas.grid import ChunkWindow, Grid
+from sdmatlas.zarr_access import sdmatlas_attrs
 
 FORMAT_VERSION = 1
 SHARD_SPECIES = 256
@@ -69,11 +70,10 @@ class Cube:
 
     @property
     def meta(self) -> dict[str, Any]:
-        group = zarr.open_group(self.path, mode="r")
-        meta = group.attrs.get("sdmatlas")
-        if not isinstance(meta, dict):
-            raise NotFoundError(f"{self.path} is a Zarr group but not an sdmatlas cube")
-        return meta
+        try:
+            return sdmatlas_attrs(zarr.open_group(self.path, mode="r"))
+        except NotFoundError:
+            raise NotFoundError(f"{self.path} is a Zarr group but not an sdmatlas cube") from None
 
     @property
     def status(self) -> Status:

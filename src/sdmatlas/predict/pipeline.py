@@ -251,6 +251,7 @@ def predict(
         "write_s": round(sum(r.write_s for r in results), 3),
     }
     complete = error is None and len(cube.done_chunks()) >= total
+    executor = options.scheduler or ("in-process" if options.workers == 0 else "local")
     run = {
         "started": started,
         "finished": now(),
@@ -259,10 +260,8 @@ def predict(
         "chunks_already_done": already,
         "chunks_computed": len(results),
         "pixels_computed": sum(r.pixels for r in results),
-        "workers": 0
-        if options.scheduler is None and options.workers == 0
-        else (options.workers if options.scheduler is None else "external"),
-        "scheduler": options.scheduler or ("in-process" if options.workers == 0 else "local"),
+        "scheduler": executor,
+        "workers": options.workers if executor == "local" else None,
         "device": adapter.device,
         "batch_size": options.batch_size,
         "timings": timings,

@@ -81,5 +81,5 @@ def group_layer(
     info, _, _ = release_species_info(release)
     prob = array(release, f"levels/{level}/probability")
     codes = np.asarray(prob.get_orthogonal_selection((rows, slice(None), slice(None))))
-    valid = np.asarray(array(release, f"levels/{level}/probability")[0]) != NODATA
+    valid = np.asarray(prob[0]) != NODATA
     return ind(codes, info.select(rows), valid)

@@ -44,7 +44,7 @@ from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo
 from sdmatlas.publish.levels import downsample_codes, downsample_weights, level_count
 from sdmatlas.quantize import ENCODING, NODATA
 from sdmatlas.storage import ReleaseStore, release_store
-from sdmatlas.zarr_access import array
+from sdmatlas.zarr_access import array, sdmatlas_attrs
 
 FORMAT_VERSION = 1
 BLOCK = 8
@@ -358,7 +358,10 @@ def open_release(path: Path) -> zarr.Group:
     if not (path / "zarr.json").exists():
         raise NotFoundError(f"no release at {path}")
     group = zarr.open_group(path, mode="r")
-    meta = group.attrs.get("sdmatlas")
-    if not isinstance(meta, dict) or meta.get("kind") != "release":
+    try:
+        kind = sdmatlas_attrs(group).get("kind")
+    except NotFoundError:
+        kind = None
+    if kind != "release":
         raise NotFoundError(f"{path} is not an sdmatlas release")
     return group
