@@ -10,6 +10,7 @@ from shapely.geometry import Point, Polygon
 
 from conftest import World
 from sdmatlas.errors import (
+    CorruptDataError,
     IncompleteReleaseError,
     InvalidInputError,
     NotFoundError,
@@ -278,6 +279,22 @@ def test_publishing_an_incomplete_cube_is_refused(tmp_path: Path, cube: Path) ->
     with pytest.raises(IncompleteReleaseError, match="finish its prediction"):
         publish(broken, tmp_path / "rel", "x", species_info(c.species_ids))
     assert not (tmp_path / "rel" / "x").exists()
+
+
+def test_publishing_a_corrupted_cube_names_the_chunk_and_leaves_nothing(
+    tmp_path: Path, cube: Path
+) -> None:
+    import shutil
+
+    broken = tmp_path / "cube.zarr"
+    shutil.copytree(cube, broken)
+    shards = sorted(p for p in (broken / "probability" / "c").rglob("*") if p.is_file())
+    victim = shards[len(shards) // 2]
+    victim.write_bytes(b"\x00garbage" * 100)  # same name, undecodable bytes
+    root = tmp_path / "rel"
+    with pytest.raises(CorruptDataError, match=r"cube chunk rows \d+:\d+, cols \d+:\d+"):
+        publish(broken, root, "x", species_info(open_cube(broken).species_ids))
+    assert not root.exists() or list(root.iterdir()) == []
 
 
 def test_existing_or_malformed_release_ids(release: Path, cube: Path) -> None:

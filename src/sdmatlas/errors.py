@@ -62,3 +62,7 @@ class IncompleteReleaseError(ConflictError):
 
 class PredictionFailedError(SdmAtlasError):
     """One or more chunk tasks failed; finished chunks stay recorded for --resume."""
+
+
+class CorruptDataError(SdmAtlasError):
+    """Stored data (a cube or release chunk) exists but cannot be decoded."""

@@ -33,12 +33,13 @@ import zarr
 from zarr.codecs import TransposeCodec, ZstdCodec
 
 from sdmatlas.errors import (
+    CorruptDataError,
     IncompleteReleaseError,
     InvalidInputError,
     NotFoundError,
     ReleaseExistsError,
 )
-from sdmatlas.grid import Grid
+from sdmatlas.grid import ChunkWindow, Grid
 from sdmatlas.predict.cube import SHARD_SPECIES, now, open_cube, write_georef
 from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo
 from sdmatlas.publish.levels import downsample_codes, downsample_weights, level_count
@@ -144,6 +145,18 @@ def publish(
     return store.location(release_id)
 
 
+def _read_chunk(src: zarr.Array[Any], win: ChunkWindow) -> np.ndarray:
+    """All species of one spatial chunk of the cube; a chunk that cannot be decoded is
+    named in a :class:`CorruptDataError` (the publish is then aborted, leaving nothing)."""
+    try:
+        return np.asarray(src[:, win.row0 : win.row1, win.col0 : win.col1])
+    except Exception as exc:  # zarr/numcodecs raise several unrelated types on bad bytes
+        raise CorruptDataError(
+            f"cube chunk rows {win.row0}:{win.row1}, cols {win.col0}:{win.col1} cannot be "
+            f"decoded ({type(exc).__name__}: {exc}); re-run the prediction of that chunk"
+        ) from exc
+
+
 def _write_release(
     src: zarr.Array[Any],
     grid: Grid,
@@ -245,7 +258,7 @@ def _write_release(
     code_sums = np.zeros(s, dtype=np.float64)
     windows = list(grid.chunks())
     for i, win in enumerate(windows):
-        codes = np.asarray(src[:, win.row0 : win.row1, win.col0 : win.col1])
+        codes = _read_chunk(src, win)
         valid = codes[0] != NODATA if s else np.zeros(win.shape, bool)
         valid0[win.row0 : win.row1, win.col0 : win.col1] = valid
         terr[win.row0 : win.row1, win.col0 : win.col1] = valid
