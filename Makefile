@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SRC := src tests bench scripts
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench clean system-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,12 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff format --check $(SRC)
 	$(BIN)/mypy
 
-test: lint
+# Debian packages of the real servers the tests start (PostgreSQL 15 + PostGIS 3):
+# installed with apt where missing (root or sudo), a no-op when present.
+system-packages:
+	bash scripts/install-system-packages.sh
+
+test: lint system-packages
 	$(BIN)/pytest
 
 format: $(VENV)/.dev

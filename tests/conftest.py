@@ -7,12 +7,17 @@ committed demo model (trained at 500 m) applies to it unchanged.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
+from sdmatlas.catalog.db import Catalog
+from sdmatlas.catalog.localpg import LocalPostgres
 from sdmatlas.demo import region
 from sdmatlas.demo.build import write_covariates
 from sdmatlas.grid import Grid
@@ -91,3 +96,51 @@ def cube_chunk_bytes(cube_path: Path) -> dict[str, bytes]:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+# -- catalog backends ---------------------------------------------------------------------------
+# The same catalog tests run on the embedded SQLite and on a real PostgreSQL 15 + PostGIS 3
+# (a throwaway cluster started here). A missing PostGIS is an error, never a skip.
+
+BACKENDS = ["sqlite", "postgis"]
+_db_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[LocalPostgres]:
+    pg = LocalPostgres().start()
+    yield pg
+    pg.remove()
+
+
+def new_database(pg: LocalPostgres) -> str:
+    """A new, empty database on the session's cluster; returns its URL."""
+    name = f"t{next(_db_names)}"
+    admin = sa.create_engine(pg.url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return pg.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def catalog_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / f'catalog-{next(_db_names)}.sqlite'}"
+    return new_database(request.getfixturevalue("postgres"))
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
+    """A catalog database with no tables, on each backend."""
+    c = Catalog(catalog_url(request.param, request, tmp_path))
+    yield c
+    c.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
+    """A migrated, empty catalog, on each backend."""
+    c = Catalog(catalog_url(request.param, request, tmp_path))
+    c.upgrade()
+    yield c
+    c.dispose()

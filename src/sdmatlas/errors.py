@@ -66,3 +66,9 @@ class PredictionFailedError(SdmAtlasError):
 
 class CorruptDataError(SdmAtlasError):
     """Stored data (a cube or release chunk) exists but cannot be decoded."""
+
+
+class DatabaseUnavailableError(SdmAtlasError):
+    """The catalog database cannot be reached; the request may succeed if retried."""
+
+    http_status = 503

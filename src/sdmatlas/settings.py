@@ -39,6 +39,27 @@ class Settings(BaseSettings):
     scheduler: str | None = Field(
         default=None, description="Address of an existing Dask scheduler (tcp://host:8786)."
     )
+    database_url: str | None = Field(
+        default=None,
+        description=(
+            "Catalog database (SQLAlchemy URL): postgresql+psycopg://user@host/db in "
+            "production; unset, an embedded SQLite file <data_dir>/catalog.sqlite."
+        ),
+    )
+    database_pool_size: int = Field(
+        default=5, ge=1, le=100, description="Connections kept open per process (PostgreSQL)."
+    )
+    database_timeout: float = Field(
+        default=3.0,
+        gt=0,
+        le=60,
+        description="Seconds to wait for a database connection before answering 503.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Where models run: 'auto' takes a GPU when one is present."
     )
+
+    @property
+    def catalog_url(self) -> str:
+        """The database URL in use: ``database_url``, or the embedded SQLite file."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'catalog.sqlite'}"

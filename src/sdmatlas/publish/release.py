@@ -41,8 +41,9 @@ from sdmatlas.errors import (
 )
 from sdmatlas.grid import ChunkWindow, Grid
 from sdmatlas.predict.cube import SHARD_SPECIES, now, open_cube, write_georef
-from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo
+from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo, threshold_code
 from sdmatlas.publish.levels import downsample_codes, downsample_weights, level_count
+from sdmatlas.publish.stats import SpeciesStats, float_summary
 from sdmatlas.quantize import ENCODING, NODATA
 from sdmatlas.storage import ReleaseStore, release_store
 from sdmatlas.zarr_access import array, sdmatlas_attrs
@@ -255,12 +256,14 @@ def _write_release(
     # that need no range size.
     species = replace(species, threshold=options.threshold)  # the release's threshold rules
     valid0 = np.zeros((h, w), dtype=bool)
+    sstats = SpeciesStats(s, threshold_code(options.threshold))
     code_sums = np.zeros(s, dtype=np.float64)
     windows = list(grid.chunks())
     for i, win in enumerate(windows):
         codes = _read_chunk(src, win)
         valid = codes[0] != NODATA if s else np.zeros(win.shape, bool)
         valid0[win.row0 : win.row1, win.col0 : win.col1] = valid
+        sstats.add(codes, win)
         terr[win.row0 : win.row1, win.col0 : win.col1] = valid
         array(levels[0], "probability")[:, win.row0 : win.row1, win.col0 : win.col1] = codes
         pixels[win.row0 : win.row1, win.col0 : win.col1, :] = codes.transpose(1, 2, 0)
@@ -298,6 +301,21 @@ def _write_release(
             codes, info, valid
         )
 
+    stats = root.require_group("stats")
+    stats.create_array("histogram", shape=(s, 256), dtype="int64", fill_value=0)[:] = (
+        sstats.histogram
+    )
+    stats.create_array("presence", shape=(s, 4), dtype="int64", fill_value=-1)[:] = sstats.presence
+    indicator_stats = {
+        name: float_summary(
+            [
+                np.asarray(array(levels[0], name)[win.row0 : win.row1, win.col0 : win.col1])
+                for win in windows
+            ]
+        )
+        for name in INDICATORS
+    }
+
     # Pyramids: probability by the weighted cascade, indicators by a weighted mean.
     weights = valid0.astype(np.int64)
     for k in range(1, n_levels):
@@ -333,7 +351,10 @@ def _write_release(
         "encoding": ENCODING,
         "threshold": options.threshold,
         "block": BLOCK,
-        "indicators": {n: {"title": i.title, "units": i.units} for n, i in INDICATORS.items()},
+        "indicators": {
+            n: {"title": i.title, "units": i.units, "stats": indicator_stats[n]}
+            for n, i in INDICATORS.items()
+        },
         "species": {
             "ids": species.ids.tolist(),
             "protected": species.protected.tolist(),

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Debian packages the test suite needs: PostgreSQL 15 with PostGIS 3 (catalog tests).
+# Installs only what is missing; the servers themselves are started by the tests
+# (throwaway clusters in temporary directories), never as system services.
+set -euo pipefail
+
+missing=()
+[ -f /usr/share/postgresql/15/extension/postgis.control ] || missing+=(postgresql-15-postgis-3)
+[ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)
+[ -f /usr/share/postgresql/15/extension/pg_trgm.control ] || missing+=(postgresql-contrib)
+
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+echo "installing Debian packages: ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null; then SUDO="sudo"; else
+        echo "error: ${missing[*]} missing and not root (run this script as root once)" >&2
+        exit 1
+    fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# --no-install-recommends keeps the image small; the cluster created by the
+# package is not used (tests make their own), so it is stopped if it was started.
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q online; then
+    $SUDO pg_ctlcluster 15 main stop || true
+fi

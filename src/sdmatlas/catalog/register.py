@@ -1,0 +1,208 @@
+"""Registering a published release, its model and all its layers in the catalog.
+
+Everything goes in one transaction: a reader sees the release with every one of its
+layers, or not at all. Species the catalog does not know yet are added from the
+release's own species list (names, genus, family), so a release never points at a
+missing species.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import zarr
+from pyproj import Transformer
+from shapely.geometry import Polygon, box
+from sqlalchemy import insert, select
+
+from sdmatlas.catalog.db import Catalog
+from sdmatlas.catalog.imports import ImportReport, SpeciesRow, upsert_species
+from sdmatlas.catalog.schema import (
+    Layer,
+    LayerKind,
+    Model,
+    Release,
+    ReleaseStatus,
+    Species,
+)
+from sdmatlas.errors import InvalidInputError, NotFoundError, ReleaseExistsError
+from sdmatlas.grid import Grid
+from sdmatlas.publish.stats import code_summary
+from sdmatlas.zarr_access import array, sdmatlas_attrs
+
+_PERIOD = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._/-]{0,31}$")
+
+
+def validate_period(period: str) -> str:
+    """A period label: a year (``2020``), a range (``2011-2020``) or a name, 1-32 chars."""
+    if not _PERIOD.match(period):
+        raise InvalidInputError(
+            f"period {period!r} must be 1 to 32 letters, digits, '.', '_', '/' or '-' "
+            "(for example 2020 or 2011-2020)"
+        )
+    return period
+
+
+def footprint(grid: Grid, row0: int, col0: int, row1: int, col1: int) -> Polygon:
+    """The WGS 84 outline of a pixel rectangle of ``grid`` (edges densified, so that the
+    projected rectangle's curved sides stay inside a small tolerance)."""
+    x0, y0 = grid.x0 + col0 * grid.res, grid.y0 - row1 * grid.res
+    x1, y1 = grid.x0 + col1 * grid.res, grid.y0 - row0 * grid.res
+    t = Transformer.from_crs(grid.crs, 4326, always_xy=True)
+    ring = box(x0, y0, x1, y1).exterior.segmentize(max(x1 - x0, y1 - y0) / 16)
+    xs, ys = t.transform(*np.asarray(ring.coords).T)
+    return Polygon(zip(xs, ys, strict=True))
+
+
+def layer_version(release_key: str, published: str, name: str) -> str:
+    """A version string for cache keys and ETags: changes whenever the data may."""
+    return hashlib.sha256(f"{release_key}\n{published}\n{name}".encode()).hexdigest()[:16]
+
+
+def _bbox(geom: Polygon | None) -> dict[str, float | None]:
+    if geom is None:
+        return {"minx": None, "miny": None, "maxx": None, "maxy": None}
+    minx, miny, maxx, maxy = geom.bounds
+    return {"minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy}
+
+
+def register_release(catalog: Catalog, group: zarr.Group, storage_uri: str, period: str) -> int:
+    """Record the published release in ``group`` (its model, its species and indicator
+    layers) and return its catalog id."""
+    validate_period(period)
+    meta = sdmatlas_attrs(group)
+    if meta.get("kind") != "release" or meta.get("status") != "published":
+        raise InvalidInputError(f"{storage_uri} is not a published sdmatlas release")
+    key: str = meta["release_id"]
+    grid = Grid(**meta["grid"])
+    published: str = meta["published"]
+    src_model: dict[str, Any] = meta.get("source", {}).get("model", {})
+    card: dict[str, Any] = src_model.get("card") or {}
+    model_name = src_model.get("name") or "unknown"
+    model_version = src_model.get("version") or "0"
+
+    ids = np.asarray(array(group, "species")[:], dtype=np.int64)
+    names = [str(n) for n in array(group, "species").attrs.get("names", [])]  # type: ignore[union-attr]
+    sp_meta = meta.get("species", {})
+    genus = sp_meta.get("genus") or [None] * len(ids)
+    family = sp_meta.get("family") or [None] * len(ids)
+    try:
+        hist = np.asarray(array(group, "stats/histogram")[:])
+        presence = np.asarray(array(group, "stats/presence")[:])
+    except NotFoundError:
+        raise InvalidInputError(
+            f"release {key} has no layer statistics (published by an older sdmatlas); "
+            "publish it again"
+        ) from None
+    whole = footprint(grid, 0, 0, grid.height, grid.width)
+    now = datetime.now(UTC)
+
+    with catalog.session() as session:
+        if session.scalar(select(Release.id).where(Release.key == key)) is not None:
+            raise ReleaseExistsError(f"release {key!r} is already in the catalog")
+        model = session.scalar(
+            select(Model).where(Model.name == model_name, Model.version == model_version)
+        )
+        if model is None:
+            digest = hashlib.sha256(json.dumps(card, sort_keys=True).encode()).hexdigest()
+            model = Model(name=model_name, version=model_version, digest=digest, card=card)
+            session.add(model)
+        known = set(session.scalars(select(Species.id).where(Species.id.in_(ids.tolist()))))
+        missing = [
+            SpeciesRow(
+                id=int(sid),
+                scientific_name=names[i] if i < len(names) and names[i] else f"species {sid}",
+                genus=genus[i] or None,
+                family=family[i] or None,
+                gbif_key=None,
+                vernacular=(),
+                flags=None,
+            )
+            for i, sid in enumerate(ids)
+            if int(sid) not in known
+        ]
+        if missing:
+            upsert_species(session, missing, ImportReport())
+        release = Release(
+            key=key,
+            model=model,
+            period=period,
+            status=ReleaseStatus.published,
+            storage_uri=storage_uri,
+            grid=grid.model_dump(),
+            threshold=float(meta["threshold"]),
+            footprint=whole,
+            created_at=now,
+            published_at=datetime.fromisoformat(published),
+        )
+        session.add(release)
+        session.flush()
+        rows: list[dict[str, Any]] = []
+        for i, sid in enumerate(ids):
+            summary = code_summary(hist[i])
+            r0, c0, r1, c1 = (int(v) for v in presence[i])
+            fp = footprint(grid, r0, c0, r1, c1) if r0 >= 0 else None
+            name = f"species/{int(sid)}"
+            rows.append(
+                {
+                    "release_id": release.id,
+                    "kind": LayerKind.species,
+                    "name": name,
+                    "species_id": int(sid),
+                    "indicator": None,
+                    "title": names[i] if i < len(names) else name,
+                    "units": "probability",
+                    "min": summary["min"],
+                    "max": summary["max"],
+                    "mean": summary["mean"],
+                    "histogram": summary["histogram"],
+                    "footprint": fp,
+                    **_bbox(fp),
+                    "version": layer_version(key, published, name),
+                }
+            )
+        for ind, info in meta["indicators"].items():
+            st = info.get("stats", {})
+            name = f"indicator/{ind}"
+            rows.append(
+                {
+                    "release_id": release.id,
+                    "kind": LayerKind.indicator,
+                    "name": name,
+                    "species_id": None,
+                    "indicator": ind,
+                    "title": info["title"],
+                    "units": info.get("units", ""),
+                    "min": st.get("min"),
+                    "max": st.get("max"),
+                    "mean": st.get("mean"),
+                    "histogram": st.get("histogram", {}),
+                    "footprint": whole,
+                    **_bbox(whole),
+                    "version": layer_version(key, published, name),
+                }
+            )
+        session.execute(insert(Layer), rows)
+        return release.id
+
+
+def set_release_status(catalog: Catalog, key: str, status: ReleaseStatus | str) -> None:
+    """Move a release to ``status`` (retiring keeps its rows; readers filter on status)."""
+    try:
+        status = ReleaseStatus(status)
+    except ValueError:
+        raise InvalidInputError(
+            f"status {status!r} is not one of {[s.value for s in ReleaseStatus]}"
+        ) from None
+    with catalog.session() as session:
+        rel = session.scalar(select(Release).where(Release.key == key))
+        if rel is None:
+            raise NotFoundError(f"no release {key!r} in the catalog")
+        rel.status = status
+        if status is ReleaseStatus.retired:
+            rel.retired_at = datetime.now(UTC)

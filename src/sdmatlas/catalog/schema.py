@@ -1,0 +1,202 @@
+"""The catalog's tables (SQLAlchemy 2 declarative), one schema for PostGIS and SQLite.
+
+Backend-specific parts (the PostGIS GiST and pg_trgm GIN indexes, SQLite's R*Tree
+tables and their triggers) live in the Alembic migrations, not here.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any, ClassVar
+
+from shapely.geometry.base import BaseGeometry
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from sdmatlas.catalog.geometry import Geometry
+
+#: Case-folded names compared byte-wise on both backends (prefix ranges must agree).
+NameKey = String(200).with_variant(String(200, collation="C"), "postgresql")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON}
+
+
+class TerritoryLevel(enum.StrEnum):
+    country = "country"
+    region = "region"
+    protected_area = "protected_area"
+    custom = "custom"
+
+
+class ReleaseStatus(enum.StrEnum):
+    running = "running"
+    complete = "complete"
+    published = "published"
+    retired = "retired"
+
+
+class LayerKind(enum.StrEnum):
+    species = "species"
+    indicator = "indicator"
+    habitat = "habitat"
+
+
+def _enum(cls: type[enum.Enum]) -> Enum:
+    # stored as plain strings with a CHECK: identical on both backends, easy to extend
+    return Enum(cls, native_enum=False, length=32, validate_strings=True, create_constraint=True)
+
+
+class Species(Base):
+    __tablename__ = "species"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    scientific_name: Mapped[str] = mapped_column(String(200), unique=True)
+    genus: Mapped[str | None] = mapped_column(String(100), index=True)
+    family: Mapped[str | None] = mapped_column(String(100), index=True)
+    gbif_key: Mapped[int | None] = mapped_column(Integer, unique=True)
+
+    names: Mapped[list[SpeciesName]] = relationship(
+        back_populates="species", cascade="all, delete-orphan"
+    )
+
+
+class SpeciesName(Base):
+    """Every name a species is searched by: its scientific name and vernacular names."""
+
+    __tablename__ = "species_name"
+    __table_args__ = (
+        UniqueConstraint("species_id", "kind", "lang", "name"),
+        Index("ix_species_name_key", "name_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    species_id: Mapped[int] = mapped_column(ForeignKey("species.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # scientific | vernacular
+    lang: Mapped[str] = mapped_column(String(8), default="")
+    name: Mapped[str] = mapped_column(String(200))
+    name_key: Mapped[str] = mapped_column(NameKey)
+    n_trigrams: Mapped[int] = mapped_column(Integer)
+
+    species: Mapped[Species] = relationship(back_populates="names")
+
+
+class NameTrigram(Base):
+    """pg_trgm-compatible trigrams of every name: fuzzy search on SQLite (PostgreSQL uses
+    pg_trgm's GIN index; a test checks that both give the same trigrams)."""
+
+    __tablename__ = "name_trigram"
+
+    trigram: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name_id: Mapped[int] = mapped_column(
+        ForeignKey("species_name.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class Territory(Base):
+    __tablename__ = "territory"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    level: Mapped[TerritoryLevel] = mapped_column(_enum(TerritoryLevel), index=True)
+    geom: Mapped[BaseGeometry] = mapped_column(Geometry("MULTIPOLYGON"))
+    minx: Mapped[float] = mapped_column(Float)
+    miny: Mapped[float] = mapped_column(Float)
+    maxx: Mapped[float] = mapped_column(Float)
+    maxy: Mapped[float] = mapped_column(Float)
+    area_km2: Mapped[float] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(500), default="")
+
+
+class SpeciesStatus(Base):
+    """Status flags of a species in a territory (protected, invasive, endemic)."""
+
+    __tablename__ = "species_status"
+    __table_args__ = (Index("ix_species_status_territory", "territory_id", "species_id"),)
+
+    species_id: Mapped[int] = mapped_column(
+        ForeignKey("species.id", ondelete="CASCADE"), primary_key=True
+    )
+    territory_id: Mapped[int] = mapped_column(
+        ForeignKey("territory.id", ondelete="CASCADE"), primary_key=True
+    )
+    protected: Mapped[bool] = mapped_column(Boolean, default=False)
+    invasive: Mapped[bool] = mapped_column(Boolean, default=False)
+    endemic: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Model(Base):
+    __tablename__ = "model"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[str] = mapped_column(String(64))
+    digest: Mapped[str] = mapped_column(String(128), default="")
+    card: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class Release(Base):
+    __tablename__ = "release"
+    __table_args__ = (Index("ix_release_period_status", "period", "status", "published_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(100), unique=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("model.id"), index=True)
+    period: Mapped[str] = mapped_column(String(32))
+    status: Mapped[ReleaseStatus] = mapped_column(_enum(ReleaseStatus))
+    storage_uri: Mapped[str] = mapped_column(String(1000))
+    grid: Mapped[dict[str, Any]] = mapped_column(JSON)
+    threshold: Mapped[float] = mapped_column(Float)
+    footprint: Mapped[BaseGeometry] = mapped_column(Geometry("POLYGON"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    model: Mapped[Model] = relationship()
+
+
+class Layer(Base):
+    """One map layer of a release: a species, an indicator, later a habitat."""
+
+    __tablename__ = "layer"
+    __table_args__ = (
+        UniqueConstraint("release_id", "name"),
+        Index("ix_layer_species", "species_id", "release_id"),
+        Index("ix_layer_indicator", "indicator", "release_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    release_id: Mapped[int] = mapped_column(ForeignKey("release.id", ondelete="CASCADE"))
+    kind: Mapped[LayerKind] = mapped_column(_enum(LayerKind))
+    name: Mapped[str] = mapped_column(String(200))  # "species/12", "indicator/richness"
+    species_id: Mapped[int | None] = mapped_column(ForeignKey("species.id"))
+    indicator: Mapped[str | None] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(300))
+    units: Mapped[str] = mapped_column(String(64), default="")
+    min: Mapped[float | None] = mapped_column(Float)
+    max: Mapped[float | None] = mapped_column(Float)
+    mean: Mapped[float | None] = mapped_column(Float)
+    histogram: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"edges": [...], "counts": [...]}
+    footprint: Mapped[BaseGeometry | None] = mapped_column(Geometry("POLYGON"))
+    minx: Mapped[float | None] = mapped_column(Float)
+    miny: Mapped[float | None] = mapped_column(Float)
+    maxx: Mapped[float | None] = mapped_column(Float)
+    maxy: Mapped[float | None] = mapped_column(Float)
+    version: Mapped[str] = mapped_column(String(32))
+
+    release: Mapped[Release] = relationship()

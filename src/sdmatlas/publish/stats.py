@@ -1,0 +1,127 @@
+"""Per-layer statistics gathered while publishing, for the catalog.
+
+Species layers: the histogram of their uint8 codes over territory pixels (min, max and
+mean follow from it exactly) and the pixel bounding box of where the species is
+present (p >= the release's threshold). Both accumulate chunk by chunk in the publish
+pass, so they cost no extra read of the cube. Indicator layers: min, max, mean and a
+20-bin histogram over level 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from sdmatlas.grid import ChunkWindow
+from sdmatlas.quantize import NODATA
+
+#: Species per vectorised histogram step (bounds the int32 index array to 256 x chunk²).
+_SLAB = 256
+INDICATOR_BINS = 20
+
+
+@dataclass
+class SpeciesStats:
+    """Running code histograms and presence boxes of ``n`` species."""
+
+    n: int
+    threshold_code: int
+    histogram: npt.NDArray[np.int64] = field(init=False)
+    #: row0, col0, row1, col1 (exclusive) of pixels with code >= threshold; -1 when absent
+    presence: npt.NDArray[np.int64] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.histogram = np.zeros((self.n, 256), np.int64)
+        self.presence = np.full((self.n, 4), -1, np.int64)
+
+    def add(self, codes: npt.NDArray[np.uint8], win: ChunkWindow) -> None:
+        s = codes.shape[0]
+        for s0 in range(0, s, _SLAB):
+            sl = codes[s0 : s0 + _SLAB].reshape(min(_SLAB, s - s0), -1)
+            k = sl.shape[0]
+            idx = sl.astype(np.int32) + (np.arange(k, dtype=np.int32) * 256)[:, None]
+            self.histogram[s0 : s0 + k] += np.bincount(idx.ravel(), minlength=k * 256).reshape(
+                k, 256
+            )
+        present = (codes >= self.threshold_code) & (codes != NODATA)
+        rows = present.any(axis=2)
+        cols = present.any(axis=1)
+        has = rows.any(axis=1)
+        if not has.any():
+            return
+        r0 = win.row0 + np.argmax(rows, axis=1)
+        r1 = win.row0 + rows.shape[1] - np.argmax(rows[:, ::-1], axis=1)
+        c0 = win.col0 + np.argmax(cols, axis=1)
+        c1 = win.col0 + cols.shape[1] - np.argmax(cols[:, ::-1], axis=1)
+        p = self.presence
+        new = has & (p[:, 0] < 0)
+        old = has & ~new
+        p[new] = np.column_stack([r0, c0, r1, c1])[new]
+        p[old, 0] = np.minimum(p[old, 0], r0[old])
+        p[old, 1] = np.minimum(p[old, 1], c0[old])
+        p[old, 2] = np.maximum(p[old, 2], r1[old])
+        p[old, 3] = np.maximum(p[old, 3], c1[old])
+
+
+def code_summary(histogram: npt.NDArray[np.integer], bins: int = 10) -> dict[str, Any]:
+    """min, max, mean probability and a ``bins``-bin histogram over [0, 1] from a code
+    histogram (256 entries; 255 = nodata is left out)."""
+    counts = np.asarray(histogram[:NODATA], dtype=np.int64)
+    n = int(counts.sum())
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    if n == 0:
+        return {
+            "count": 0,
+            "min": None,
+            "max": None,
+            "mean": None,
+            "histogram": {"edges": edges.tolist(), "counts": [0] * bins},
+        }
+    codes = np.arange(NODATA)
+    p = codes / 254.0
+    nz = np.flatnonzero(counts)
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    binned = np.bincount(which, weights=counts, minlength=bins).astype(np.int64)
+    return {
+        "count": n,
+        "min": round(float(p[nz[0]]), 6),
+        "max": round(float(p[nz[-1]]), 6),
+        "mean": round(float((counts * p).sum() / n), 6),
+        "histogram": {"edges": [round(float(e), 6) for e in edges], "counts": binned.tolist()},
+    }
+
+
+def float_summary(
+    blocks: list[npt.NDArray[np.floating]], bins: int = INDICATOR_BINS
+) -> dict[str, Any]:
+    """min, max, mean and a histogram of the finite values of ``blocks`` (two passes)."""
+    lo, hi, total, n = np.inf, -np.inf, 0.0, 0
+    for b in blocks:
+        v = b[np.isfinite(b)]
+        if v.size:
+            lo, hi = min(lo, float(v.min())), max(hi, float(v.max()))
+            total += float(v.sum(dtype=np.float64))
+            n += v.size
+    if n == 0:
+        return {
+            "count": 0,
+            "min": None,
+            "max": None,
+            "mean": None,
+            "histogram": {"edges": [], "counts": []},
+        }
+    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
+    counts = np.zeros(bins, np.int64)
+    for b in blocks:
+        v = b[np.isfinite(b)]
+        counts += np.histogram(v, bins=edges)[0]
+    return {
+        "count": n,
+        "min": lo,
+        "max": hi,
+        "mean": total / n,
+        "histogram": {"edges": edges.tolist(), "counts": counts.tolist()},
+    }
