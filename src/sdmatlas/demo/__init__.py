@@ -4,3 +4,10 @@ What is real: the land/sea mask (global-land-mask, 30 arc-second, derived from
 GLOBE). What is simulated: elevation, climate, land cover, every species and
 every survey. See the README's "What is real and what is simulated".
 """
+
+from pathlib import Path
+
+#: The demo's territories: real country outlines (Natural Earth 1:50m through the
+#: world-atlas npm package), three simulated protected areas and the demo region
+#: itself; built by ``scripts/make_demo_territories.py``.
+TERRITORIES = Path(__file__).with_name("territories.geojson")

@@ -166,6 +166,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_layer_species", "layer", ["species_id", "release_id"])
     op.create_index("ix_layer_indicator", "layer", ["indicator", "release_id"])
+    op.create_index("ix_layer_release_kind", "layer", ["release_id", "kind"])
 
     if dialect == "postgresql":
         op.execute("CREATE INDEX ix_territory_geom ON territory USING gist (geom)")
