@@ -1,5 +1,5 @@
 # The two commands of the README:
-#   make demo   builds the demo inputs, predicts, reports (installs into .venv first)
+#   make demo   builds the demo inputs, predicts, publishes, catalogues, serves (installs into .venv first)
 #   make test   lint, type check and the whole test suite (what CI runs)
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -22,8 +22,10 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev,torch]'
 	touch $@ $(VENV)/.runtime
 
+# Builds, predicts, publishes and catalogues (idempotent), then serves until Ctrl-C.
 demo: $(VENV)/.runtime
 	$(BIN)/sdmatlas demo run
+	$(BIN)/sdmatlas serve
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check $(SRC)
@@ -46,6 +48,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/predict.py
 	$(BIN)/python bench/queries.py
 	$(BIN)/python bench/catalog.py
+	$(BIN)/python bench/tiles.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -200,7 +200,7 @@ def _register(settings: Settings, path: Path, period: str) -> None:
     try:
         with _errors(hint=f"the release is published; retry with: sdmatlas register {path}"):
             catalog.upgrade()
-            rid = register_release(catalog, open_release(path), str(path), period)
+            rid = register_release(catalog, open_release(path), str(path.resolve()), period)
         console.print(
             f"release registered in the catalog {catalog.where} (id {rid}, period {period})"
         )
@@ -469,7 +469,31 @@ def demo_run(
         f"[bold]recovery[/] over {rec.n_species} virtual species: mean |p - p_true| "
         f"{rec.mean_abs_error:.3f}, Pearson r mean {rec.mean_correlation:.3f} "
         f"(median {rec.median_correlation:.3f})\n"
-        "serving arrives with the next issues (see README)."
+        "next: sdmatlas serve (make demo starts it), then open "
+        f"http://{Settings().host}:{Settings().port}/docs"
+    )
+
+
+@app.command("serve")
+def serve_cmd(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+) -> None:
+    """Serve the API (tiles, point queries, area reports, metadata) with uvicorn."""
+    import uvicorn
+
+    settings = Settings()
+    h, p = host or settings.host, port or settings.port
+    console.print(f"serving on http://{h}:{p} (API docs at /docs), catalog {settings.catalog_url}")
+    uvicorn.run(
+        "sdmatlas.serve.app:app_from_env",
+        factory=True,
+        host=h,
+        port=p,
+        workers=workers or settings.serve_workers,
+        proxy_headers=True,
+        log_level="warning",
     )
 
 
@@ -494,7 +518,7 @@ def _demo_catalog(settings: Settings, species_csv: Path, release: Path) -> None:
                 get_release(s, release.name)
             state = "already registered"
         except NotFoundError:
-            register_release(catalog, open_release(release), str(release), "current")
+            register_release(catalog, open_release(release), str(release.resolve()), "current")
             state = "registered"
         console.print(
             f"catalog [bold]{catalog.where}[/]: territories {terr}; species {sp}; "

@@ -55,6 +55,33 @@ class Settings(BaseSettings):
         le=60,
         description="Seconds to wait for a database connection before answering 503.",
     )
+    host: str = Field(default="127.0.0.1", description="Address `sdmatlas serve` listens on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port of `sdmatlas serve`.")
+    serve_workers: int = Field(
+        default=2, ge=1, le=256, description="API worker processes of `sdmatlas serve`."
+    )
+    chunk_cache_mb: int = Field(
+        default=512,
+        ge=1,
+        le=1_000_000,
+        description="Decoded release chunks kept in memory per API process (MB).",
+    )
+    tile_index_cache: int = Field(
+        default=512,
+        ge=16,
+        le=100_000,
+        description="Tile-to-grid index maps kept per API process (0.5 MB each).",
+    )
+    layer_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="How long a process reuses a layer's catalog entry (a retired or "
+        "republished release is seen within this delay).",
+    )
+    cors_origins: list[str] = Field(
+        default=["*"], description="Origins allowed by CORS (JSON list; [] disables CORS)."
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Where models run: 'auto' takes a GPU when one is present."
     )

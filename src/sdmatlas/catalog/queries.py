@@ -231,6 +231,10 @@ def get_territory(session: Session, code: str) -> Territory:
     return t
 
 
+def get_territory_info(session: Session, code: str) -> TerritoryInfo:
+    return _territory_info(get_territory(session, code))
+
+
 def _check_lonlat(lon: float, lat: float) -> None:
     if not (-180.0 <= lon <= 180.0 and -90.0 <= lat <= 90.0):
         raise InvalidInputError(f"({lon}, {lat}) is not a longitude/latitude in degrees")
@@ -300,7 +304,10 @@ def list_territories(
     _page(limit, offset)
     stmt = select(Territory).order_by(Territory.code)
     if level is not None:
-        stmt = stmt.where(Territory.level == TerritoryLevel(level))
+        try:
+            stmt = stmt.where(Territory.level == TerritoryLevel(level))
+        except ValueError:
+            raise InvalidInputError(f"territory level {level!r} is unknown") from None
     return [_territory_info(t) for t in session.scalars(stmt.limit(limit).offset(offset))]
 
 
@@ -337,6 +344,18 @@ def get_release(session: Session, key: str) -> ReleaseInfo:
     if r is None:
         raise NotFoundError(f"no release {key!r} in the catalog")
     return _release_info(r)
+
+
+def list_releases(
+    session: Session, period: str | None = None, include_retired: bool = False
+) -> list[ReleaseInfo]:
+    """Published releases (and retired ones if asked), newest first."""
+    statuses = [ReleaseStatus.published] + ([ReleaseStatus.retired] if include_retired else [])
+    stmt = select(Release).where(Release.status.in_(statuses))
+    if period is not None:
+        stmt = stmt.where(Release.period == period)
+    stmt = stmt.order_by(Release.published_at.desc(), Release.id.desc())
+    return [_release_info(r) for r in session.scalars(stmt)]
 
 
 def latest_release(session: Session, period: str | None = None) -> ReleaseInfo:

@@ -9,9 +9,11 @@ connections are checked before use).
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from sdmatlas.catalog.db import Catalog
-from sdmatlas.serve import catalog_routes, errors
+from sdmatlas.serve import catalog_routes, errors, query_routes, tile_routes
+from sdmatlas.serve.services import Services
 from sdmatlas.settings import Settings
 
 
@@ -24,7 +26,23 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     )
     app.state.settings = settings
     app.state.catalog = catalog or Catalog.from_settings(settings)
+    app.state.services = Services.build(settings, app.state.catalog)
     errors.install(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "HEAD", "OPTIONS"],
+            allow_headers=["*"],
+            expose_headers=[
+                "ETag",
+                "Server-Timing",
+                "X-Tile-Empty",
+                "X-Scale",
+                "X-Nodata",
+                "X-Pyramid-Level",
+            ],
+        )
 
     @app.get("/health", tags=["service"], summary="Liveness: the process answers.")
     def health() -> dict[str, str]:
@@ -36,4 +54,11 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
         return {"status": "ready"}
 
     app.include_router(catalog_routes.router)
+    app.include_router(tile_routes.router)
+    app.include_router(query_routes.router)
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app with settings from the environment (uvicorn's factory, one per worker)."""
+    return create_app(Settings())

@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
+from shapely.geometry import mapping
 
 from sdmatlas.catalog import queries
 from sdmatlas.catalog.db import Catalog
 from sdmatlas.catalog.names import MAX_QUERY
+from sdmatlas.errors import NotFoundError
+from sdmatlas.serve.http import etag
 
 router = APIRouter(tags=["catalog"])
 
@@ -54,3 +57,199 @@ def latest_release(
 ) -> dict[str, Any]:
     with _catalog(request).session() as s:
         return asdict(queries.latest_release(s, period))
+
+
+@router.get("/releases", summary="Published releases, newest first.")
+def releases(
+    request: Request,
+    period: Annotated[str | None, Query(max_length=32)] = None,
+    include_retired: bool = False,
+) -> list[dict[str, Any]]:
+    with _catalog(request).session() as s:
+        return [asdict(r) for r in queries.list_releases(s, period, include_retired)]
+
+
+@router.get("/releases/{key}", summary="One release.")
+def release(request: Request, key: Annotated[str, Path(max_length=100)]) -> dict[str, Any]:
+    with _catalog(request).session() as s:
+        return asdict(queries.get_release(s, key))
+
+
+@router.get("/species/{species_id}", summary="One species with its names and layers.")
+def species_detail(
+    request: Request, species_id: Annotated[int, Path(ge=0, le=2**31 - 1)]
+) -> dict[str, Any]:
+    with _catalog(request).session() as s:
+        sp = queries.get_species(s, species_id)
+        names = sorted((n.kind, n.lang, n.name) for n in sp.names)
+        layers = queries.find_layers(s, species_id=species_id, limit=100)
+        return {
+            "id": sp.id,
+            "scientific_name": sp.scientific_name,
+            "genus": sp.genus,
+            "family": sp.family,
+            "gbif_key": sp.gbif_key,
+            "names": [{"kind": k, "lang": lang, "name": n} for k, lang, n in names],
+            "layers": [_layer(x) for x in layers],
+        }
+
+
+def layer_id(release: str, name: str) -> str:
+    """The API id of a catalog layer: ``<release>:species:12``, ``<release>:indicator:x``."""
+    return f"{release}:{name.replace('/', ':')}"
+
+
+def _layer(info: queries.LayerInfo) -> dict[str, Any]:
+    d = asdict(info)
+    d.pop("id")
+    d.pop("histogram")
+    return {"id": layer_id(info.release, info.name), **d}
+
+
+@router.get("/layers", summary="Layers by species, indicator, kind, territory, period, release.")
+def layers(
+    request: Request,
+    species_id: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
+    indicator: Annotated[str | None, Query(max_length=64)] = None,
+    kind: Literal["species", "indicator", "habitat"] | None = None,
+    territory: Annotated[str | None, Query(max_length=64)] = None,
+    period: Annotated[str | None, Query(max_length=32)] = None,
+    release: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[dict[str, Any]]:
+    """Each layer with its API ``id`` (for /tiles and /layers/{id}/...), statistics,
+    lon/lat bbox (where the species is present) and version."""
+    with _catalog(request).session() as s:
+        found = queries.find_layers(
+            s, species_id, indicator, kind, territory, period, release, limit=limit, offset=offset
+        )
+    return [_layer(x) for x in found]
+
+
+@router.get("/layers/{layer}", summary="One layer: metadata, statistics and links.")
+def layer(request: Request, layer: Annotated[str, Path(max_length=200)]) -> dict[str, Any]:
+    from sdmatlas.serve.layers import parse_layer_id
+
+    rel, kind, name = parse_layer_id(layer)
+    if kind == "group":
+        ref = request.app.state.services.layers.resolve(layer)
+        return {"id": layer, "release": rel, "kind": "group", "indicator": ref.indicator,
+                "title": ref.title, "units": ref.units, "version": ref.version}  # fmt: skip
+    with _catalog(request).session() as s:
+        found = queries.find_layers(
+            s,
+            species_id=int(name) if kind == "species" and name.isdigit() else None,
+            indicator=name if kind == "indicator" else None,
+            kind=kind,
+            release=rel,
+            limit=1,
+        )
+        if not found or (kind == "species" and not name.isdigit()):
+            raise NotFoundError(f"no layer {layer!r} (see GET /layers)")
+        out = _layer(found[0])
+        out["histogram"] = found[0].histogram
+    base = str(request.base_url).rstrip("/")
+    out["links"] = {
+        "tilejson": f"{base}/layers/{layer}/tilejson.json",
+        "style": f"{base}/layers/{layer}/style.json",
+        "legend": f"{base}/layers/{layer}/legend.png",
+        "cog": f"{base}/layers/{layer}/cog",
+    }
+    return out
+
+
+@router.get("/territories", summary="Territories, by level.")
+def territories(
+    request: Request,
+    level: Literal["country", "region", "protected_area", "custom"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[dict[str, Any]]:
+    with _catalog(request).session() as s:
+        return [asdict(t) for t in queries.list_territories(s, level, limit, offset)]
+
+
+@router.get("/territories/{code}", summary="A territory as a GeoJSON Feature (lon/lat).")
+def territory(
+    request: Request,
+    code: Annotated[str, Path(max_length=64)],
+    simplify: Annotated[
+        float, Query(ge=0, le=1, description="Simplification tolerance in degrees.")
+    ] = 0.0,
+) -> dict[str, Any]:
+    with _catalog(request).session() as s:
+        t = queries.get_territory(s, code)
+        geom = t.geom.simplify(simplify, preserve_topology=True) if simplify else t.geom
+        info = asdict(queries.get_territory_info(s, code))
+    return {"type": "Feature", "id": code, "properties": info, "geometry": mapping(geom)}
+
+
+@router.get("/tms", summary="The TileMatrixSets served.")
+def tile_matrix_sets() -> list[dict[str, Any]]:
+    from sdmatlas.serve.tiling import TMS_NAMES, get_tms
+
+    return [
+        {"id": n, "crs": f"EPSG:{get_tms(n).crs.to_epsg()}", "title": get_tms(n).title}
+        for n in TMS_NAMES
+    ]
+
+
+@router.get(
+    "/layers/{layer}/cog",
+    summary="Download a layer, whole or clipped to a lon/lat bbox, as a Cloud-Optimized GeoTIFF.",
+    response_class=Response,
+    responses={200: {"content": {"image/tiff; application=geotiff; profile=cloud-optimized": {}}}},
+)
+def cog(
+    request: Request,
+    layer: Annotated[str, Path(max_length=200)],
+    bbox: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="west,south,east,north in degrees.",
+            examples=["13.5,45.5,14.0,46.0"],
+        ),
+    ] = None,
+) -> Response:
+    """Species layers hold uint8 codes (p = code / 254, 255 = nodata; the scale is in the
+    file's metadata), indicators float32 with NaN."""
+    import tempfile
+    from pathlib import Path as FsPath
+
+    from rasterio.warp import transform_bounds
+
+    from sdmatlas.errors import InvalidInputError
+    from sdmatlas.publish.export import export_cog
+
+    svc = request.app.state.services
+    ref = svc.layers.resolve(layer)
+    if ref.kind == "group":
+        raise InvalidInputError("group layers are computed on demand and cannot be downloaded")
+    rel = svc.open(ref)
+    box = None
+    if bbox is not None:
+        try:
+            w, s_, e, n = (float(v) for v in bbox.split(","))
+        except ValueError:
+            raise InvalidInputError(
+                f"bbox {bbox[:60]!r} must be four numbers: west,south,east,north"
+            ) from None
+        if not (-180 <= w < e <= 180 and -90 <= s_ < n <= 90):
+            raise InvalidInputError("bbox must be west < east and south < north, in degrees")
+        box = transform_bounds("EPSG:4326", rel.grid.crs, w, s_, e, n)
+    name = f"species/{ref.species_id}" if ref.kind == "species" else f"indicator/{ref.indicator}"
+    with tempfile.TemporaryDirectory() as tmp:
+        out = export_cog(rel.group, name, FsPath(tmp) / "layer.tif", bbox=box)
+        body = out.read_bytes()
+    fname = layer.replace(":", "_") + ".tif"
+    return Response(
+        body,
+        media_type="image/tiff; application=geotiff; profile=cloud-optimized",
+        headers={
+            "Content-Disposition": f'attachment; filename="{fname}"',
+            "ETag": etag(ref.version, "cog", bbox),
+            "Cache-Control": "public, max-age=60",
+        },
+    )

@@ -1,0 +1,177 @@
+"""Layer identifiers of the API and their resolution through the catalog.
+
+A layer id names a release and a layer in it, separated by colons:
+
+* ``<release>:species:<species id>``: one species' probability (uint8 codes);
+* ``<release>:indicator:<name>``: a precomputed indicator layer;
+* ``<release>:group:<indicator>``: an indicator over a species group given by the
+  ``genus``, ``family``, ``status`` or ``ids`` query parameter (computed on demand).
+
+Resolutions are kept for a few seconds (``SDMATLAS_LAYER_CACHE_SECONDS``), so a tile
+request does not query the database; a retired or republished release is seen by
+every process within that delay, and the layer version (ETag, cache keys) changes
+with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from sdmatlas.catalog import queries
+from sdmatlas.catalog.db import Catalog
+from sdmatlas.errors import InvalidInputError, NotFoundError
+from sdmatlas.publish.groups import select_group
+from sdmatlas.publish.indicators import INDICATORS
+from sdmatlas.serve.reader import OpenRelease
+
+LayerKindName = Literal["species", "indicator", "group"]
+_ID = re.compile(r"^([a-z0-9][a-z0-9._-]{0,99}):(species|indicator|group):([A-Za-z0-9_]{1,64})$")
+GROUP_INDICATORS = ("richness", "richness_thresholded")
+MAX_GROUP_SPECIES = 500
+
+
+@dataclass(frozen=True)
+class LayerRef:
+    id: str
+    release: str
+    storage_uri: str
+    kind: LayerKindName
+    species_id: int | None
+    indicator: str | None
+    title: str
+    units: str
+    version: str
+    default_range: tuple[float, float]
+    bbox: tuple[float, float, float, float] | None  # lon/lat, where the data is
+
+    @property
+    def var(self) -> str:
+        return "probability" if self.kind == "species" else str(self.indicator)
+
+    @property
+    def dtype(self) -> str:
+        return "uint8" if self.kind == "species" else "float32"
+
+
+def parse_layer_id(layer_id: str) -> tuple[str, LayerKindName, str]:
+    m = _ID.match(layer_id)
+    if m is None:
+        raise NotFoundError(
+            f"layer {layer_id[:120]!r} is not a layer id: use <release>:species:<id>, "
+            "<release>:indicator:<name> or <release>:group:<indicator> (see GET /layers)"
+        )
+    kind: LayerKindName = m.group(2)  # type: ignore[assignment]
+    return m.group(1), kind, m.group(3)
+
+
+class LayerResolver:
+    """Layer ids to :class:`LayerRef`, through the catalog, with a short TTL cache."""
+
+    def __init__(self, catalog: Catalog, ttl_seconds: float) -> None:
+        self.catalog = catalog
+        self.ttl = ttl_seconds
+        self._cache: dict[str, tuple[float, LayerRef]] = {}
+        self._lock = threading.Lock()
+
+    def resolve(self, layer_id: str) -> LayerRef:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(layer_id)
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        ref = self._lookup(layer_id)
+        with self._lock:
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            self._cache[layer_id] = (now, ref)
+        return ref
+
+    def _lookup(self, layer_id: str) -> LayerRef:
+        release, kind, name = parse_layer_id(layer_id)
+        with self.catalog.session() as s:
+            rel = queries.get_release(s, release)
+            if rel.status != "published":
+                raise NotFoundError(f"release {release!r} is {rel.status}, not published")
+            if kind == "group":
+                if name not in GROUP_INDICATORS:
+                    raise NotFoundError(
+                        f"group indicator {name!r} is not served; use one of "
+                        f"{', '.join(GROUP_INDICATORS)}"
+                    )
+                ind = INDICATORS[name]
+                published = rel.published_at.isoformat() if rel.published_at else ""
+                version = hashlib.sha256(f"{rel.key}\n{published}\ngroup".encode()).hexdigest()
+                rich = queries.find_layers(s, release=release, indicator=name, limit=1)
+                vmax = rich[0].max if rich and rich[0].max is not None else 1.0
+                return LayerRef(
+                    layer_id, release, rel.storage_uri, "group", None, name,
+                    f"{ind.title} of a species group", ind.units, version[:16],
+                    (0.0, float(vmax)), rich[0].bbox if rich else None,
+                )  # fmt: skip
+            if kind == "species":
+                try:
+                    sid = int(name)
+                except ValueError:
+                    raise NotFoundError(f"species id {name!r} is not an integer") from None
+                found = queries.find_layers(s, release=release, species_id=sid, limit=1)
+                default = (0.0, 1.0)
+            else:
+                found = queries.find_layers(s, release=release, indicator=name, limit=1)
+                default = (0.0, 1.0)
+                if found and found[0].min is not None and found[0].max is not None:
+                    lo, hi = float(found[0].min), float(found[0].max)
+                    default = (lo, hi if hi > lo else lo + 1.0)
+            if not found:
+                what = f"species {name}" if kind == "species" else f"indicator {name!r}"
+                raise NotFoundError(f"release {release!r} has no layer for {what}")
+            info = found[0]
+            return LayerRef(
+                layer_id, release, rel.storage_uri, kind, info.species_id, info.indicator,
+                info.title, info.units, info.version, default, info.bbox,
+            )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    kind: Literal["genus", "family", "status", "ids"]
+    value: str
+
+    def key(self) -> str:
+        return f"{self.kind}={self.value}"
+
+
+def parse_group(
+    genus: str | None, family: str | None, status: str | None, ids: str | None
+) -> GroupSpec:
+    given = [
+        (k, v)
+        for k, v in (("genus", genus), ("family", family), ("status", status), ("ids", ids))
+        if v is not None
+    ]
+    if len(given) != 1:
+        raise InvalidInputError(
+            "a group layer needs exactly one of genus, family, status or ids "
+            "(for example ?genus=Quercus or ?ids=1,2,3)"
+        )
+    k, v = given[0]
+    return GroupSpec(k, v.strip())  # type: ignore[arg-type]
+
+
+def group_rows(rel: OpenRelease, spec: GroupSpec) -> npt.NDArray[np.intp]:
+    rows = select_group(rel.group, spec.kind, spec.value)
+    if not len(rows):
+        raise NotFoundError(f"no species of release {rel.key} is in the group {spec.key()}")
+    if len(rows) > MAX_GROUP_SPECIES:
+        raise InvalidInputError(
+            f"the group has {len(rows)} species; dynamic group maps take at most "
+            f"{MAX_GROUP_SPECIES} (use a precomputed indicator layer for larger groups)"
+        )
+    return rows

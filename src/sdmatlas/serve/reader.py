@@ -1,0 +1,213 @@
+"""Reading release pixels for tiles: open each release once, keep decoded chunks.
+
+Each release is opened once per process (not per request) and its level arrays
+are kept. Decoded chunks live in one bounded LRU shared by all releases (keyed by
+release, array, species row and chunk position), so neighbouring tiles, zooms that
+reuse a level, and repeated requests decode a chunk once. A tile then gathers its
+pixels from the few chunks its index map touches (no per-request dataset opening,
+no per-request warp).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import zarr
+
+from sdmatlas.errors import NotFoundError
+from sdmatlas.grid import Grid
+from sdmatlas.publish.groups import release_species_info
+from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo
+from sdmatlas.publish.release import open_release
+from sdmatlas.quantize import NODATA
+from sdmatlas.serve.chunks import LocalChunkReader, local_reader
+from sdmatlas.serve.tiling import TileIndex
+from sdmatlas.zarr_access import array, sdmatlas_attrs
+
+
+class ChunkCache:
+    """A thread-safe LRU of decoded chunks, bounded in bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._items: OrderedDict[tuple[Any, ...], npt.NDArray[Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> npt.NDArray[Any] | None:
+        with self._lock:
+            v = self._items.get(key)
+            if v is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return v
+
+    def put(self, key: tuple[Any, ...], value: npt.NDArray[Any]) -> None:
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.bytes -= old.nbytes
+            self._items[key] = value
+            self.bytes += value.nbytes
+            while self.bytes > self.max_bytes and len(self._items) > 1:
+                _, v = self._items.popitem(last=False)
+                self.bytes -= v.nbytes
+
+
+@dataclass
+class OpenRelease:
+    """A release opened for serving: its group, grid, levels, species and arrays."""
+
+    key: str
+    uri: str
+    group: zarr.Group
+    grid: Grid
+    n_levels: int
+    species_ids: npt.NDArray[np.int64]
+    species_names: list[str]
+    row_of: dict[int, int]
+    info: SpeciesInfo
+    genus: list[str]
+    family: list[str]
+    threshold: float
+    indicators: dict[str, dict[str, Any]]
+    _arrays: dict[tuple[int, str], zarr.Array[Any]]
+    _direct: dict[tuple[int, str], LocalChunkReader | None]
+
+    def direct(self, level: int, var: str) -> LocalChunkReader | None:
+        """The hand-written chunk reader of an array, where its layout allows one."""
+        if (level, var) not in self._direct:
+            path = Path(self.uri) / "levels" / str(level) / var
+            self._direct[(level, var)] = local_reader(path) if path.is_dir() else None
+        return self._direct[(level, var)]
+
+    def arr(self, level: int, var: str) -> zarr.Array[Any]:
+        a = self._arrays.get((level, var))
+        if a is None:
+            a = array(self.group, f"levels/{level}/{var}")
+            self._arrays[(level, var)] = a
+        return a
+
+    def species_row(self, species_id: int) -> int:
+        try:
+            return self.row_of[species_id]
+        except KeyError:
+            raise NotFoundError(f"species {species_id} is not in release {self.key}") from None
+
+
+def open_for_serving(key: str, uri: str) -> OpenRelease:
+    group = open_release(Path(uri))
+    meta = sdmatlas_attrs(group)
+    ids = np.asarray(array(group, "species")[:], dtype=np.int64)
+    names = [str(n) for n in (array(group, "species").attrs.get("names") or [])]  # type: ignore[union-attr]
+    info, genus, family = release_species_info(group)
+    return OpenRelease(
+        key=key,
+        uri=uri,
+        group=group,
+        grid=Grid.model_validate(meta["grid"]),
+        n_levels=int(meta["levels"]),
+        species_ids=ids,
+        species_names=names or [f"species {i}" for i in ids],
+        row_of={int(s): i for i, s in enumerate(ids)},
+        info=info,
+        genus=genus,
+        family=family,
+        threshold=float(meta["threshold"]),
+        indicators=dict(meta.get("indicators", {})),
+        _arrays={},
+        _direct={},
+    )
+
+
+class ReleaseReader:
+    """Releases opened once per process, and pixel gathering through the chunk cache."""
+
+    def __init__(self, cache_bytes: int) -> None:
+        self.chunks = ChunkCache(cache_bytes)
+        self._open: dict[str, OpenRelease] = {}
+        self._lock = threading.Lock()
+
+    def release(self, key: str, uri: str) -> OpenRelease:
+        with self._lock:
+            r = self._open.get(key)
+            if r is not None and r.uri == uri:
+                return r
+        r = open_for_serving(key, uri)
+        with self._lock:
+            self._open[key] = r
+        return r
+
+    def _chunk(
+        self, rel: OpenRelease, level: int, var: str, srow: int, cy: int, cx: int
+    ) -> npt.NDArray[Any]:
+        key = (rel.uri, level, var, srow, cy, cx)
+        hit = self.chunks.get(key)
+        if hit is not None:
+            return hit
+        fast = rel.direct(level, var)
+        if fast is not None:
+            block = fast.chunk((srow, cy, cx) if srow >= 0 else (cy, cx))
+            data = block[0] if srow >= 0 else block
+        else:
+            a = rel.arr(level, var)
+            ch = rel.grid.chunk
+            ys, xs = slice(cy * ch, (cy + 1) * ch), slice(cx * ch, (cx + 1) * ch)
+            data = np.asarray(a[srow, ys, xs] if srow >= 0 else a[ys, xs])
+        self.chunks.put(key, data)
+        return data
+
+    def value_at(self, rel: OpenRelease, level: int, var: str, row: int, col: int) -> Any:
+        """One pixel of a 2-D layer, through the chunk cache."""
+        ch = rel.grid.chunk
+        return self._chunk(rel, level, var, -1, row // ch, col // ch)[row % ch, col % ch]
+
+    def gather(
+        self, rel: OpenRelease, idx: TileIndex, var: str, srow: int = -1
+    ) -> npt.NDArray[Any]:
+        """The tile's pixels of ``var`` (``probability`` with a species row, or an
+        indicator): uint8 codes with NODATA, or float32 with NaN, outside the data."""
+        is_codes = var == "probability"
+        out = np.full(
+            idx.rows.shape, NODATA if is_codes else np.nan, np.uint8 if is_codes else np.float32
+        )
+        if idx.empty:
+            return out
+        # The chunks covering the tile's window, pasted into one mosaic, then one take.
+        ch = rel.grid.chunk
+        cy0, cy1 = idx.r0 // ch, (idx.r0 + idx.h - 1) // ch
+        cx0, cx1 = idx.c0 // ch, (idx.c0 + idx.w - 1) // ch
+        if cy0 == cy1 and cx0 == cx1:
+            chunk = self._chunk(rel, idx.level, var, srow, cy0, cx0)
+            oy, ox = idx.r0 - cy0 * ch, idx.c0 - cx0 * ch
+            window = chunk[oy : oy + idx.h, ox : ox + idx.w]
+        else:
+            mosaic = np.empty(((cy1 - cy0 + 1) * ch, (cx1 - cx0 + 1) * ch), out.dtype)
+            for cy in range(cy0, cy1 + 1):
+                for cx in range(cx0, cx1 + 1):
+                    block = self._chunk(rel, idx.level, var, srow, cy, cx)
+                    y, x = (cy - cy0) * ch, (cx - cx0) * ch
+                    mosaic[y : y + block.shape[0], x : x + block.shape[1]] = block
+            oy, ox = idx.r0 - cy0 * ch, idx.c0 - cx0 * ch
+            window = mosaic[oy : oy + idx.h, ox : ox + idx.w]
+        out[idx.inside] = np.ascontiguousarray(window).ravel()[idx.offsets]
+        return out
+
+    def gather_group(
+        self, rel: OpenRelease, idx: TileIndex, rows: npt.NDArray[np.intp], indicator: str
+    ) -> npt.NDArray[np.float32]:
+        """An indicator over a species group, on the tile's pixels."""
+        ind = INDICATORS[indicator]
+        codes = np.stack([self.gather(rel, idx, "probability", int(s)) for s in rows])
+        valid = codes[0] != NODATA
+        return ind(codes, rel.info.select(rows), valid)

@@ -1,0 +1,305 @@
+"""Colouring and encoding tiles: palettes, rescaling, PNG / WebP / NPY, legends.
+
+Everything a tile shows goes through a 256-entry RGBA palette: entries 0-254 are the
+data values' colours, 255 is transparent nodata. Species layers are stored as uint8
+codes (p = code / 254), so their tile *is* the palette image: no per-pixel colour
+mapping, and PNG is written in palette mode (one byte per pixel). Indicator values
+(float32) are first quantised to 0-254 over the rescale range.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageDraw
+
+from sdmatlas.errors import InvalidInputError
+from sdmatlas.quantize import NODATA, SCALE
+
+FORMATS: dict[str, str] = {
+    "png": "image/png",
+    "webp": "image/webp",
+    "npy": "application/x-npy",
+}
+
+# Control points of the named colormaps (matplotlib's perceptual maps and
+# ColorBrewer's sequential ones), interpolated linearly to 255 colours.
+COLORMAPS: dict[str, tuple[str, ...]] = {
+    "viridis": (
+        "440154",
+        "472d7b",
+        "3b528b",
+        "2c728e",
+        "21918c",
+        "28ae80",
+        "5ec962",
+        "addc30",
+        "fde725",
+    ),
+    "magma": (
+        "000004",
+        "1c1044",
+        "4f127b",
+        "812581",
+        "b5367a",
+        "e55064",
+        "fb8761",
+        "fec287",
+        "fcfdbf",
+    ),
+    "inferno": (
+        "000004",
+        "1f0c48",
+        "550f6d",
+        "88226a",
+        "ba3655",
+        "e35933",
+        "f98e09",
+        "f9cb35",
+        "fcffa4",
+    ),
+    "plasma": (
+        "0d0887",
+        "46039f",
+        "7201a8",
+        "9c179e",
+        "bd3786",
+        "d8576b",
+        "ed7953",
+        "fb9f3a",
+        "fdca26",
+        "f0f921",
+    ),
+    "cividis": (
+        "00224e",
+        "123570",
+        "3b496c",
+        "575d6d",
+        "707173",
+        "8a8678",
+        "a59c74",
+        "c3b369",
+        "e1cc55",
+        "fee838",
+    ),
+    "greens": (
+        "f7fcf5",
+        "e5f5e0",
+        "c7e9c0",
+        "a1d99b",
+        "74c476",
+        "41ab5d",
+        "238b45",
+        "006d2c",
+        "00441b",
+    ),
+    "ylgn": (
+        "ffffe5",
+        "f7fcb9",
+        "d9f0a3",
+        "addd8e",
+        "78c679",
+        "41ab5d",
+        "238443",
+        "006837",
+        "004529",
+    ),
+    "ylorrd": (
+        "ffffcc",
+        "ffeda0",
+        "fed976",
+        "feb24c",
+        "fd8d3c",
+        "fc4e2a",
+        "e31a1c",
+        "bd0026",
+        "800026",
+    ),
+    "blues": (
+        "f7fbff",
+        "deebf7",
+        "c6dbef",
+        "9ecae1",
+        "6baed6",
+        "4292c6",
+        "2171b5",
+        "08519c",
+        "08306b",
+    ),
+    "greys": (
+        "ffffff",
+        "f0f0f0",
+        "d9d9d9",
+        "bdbdbd",
+        "969696",
+        "737373",
+        "525252",
+        "252525",
+        "000000",
+    ),
+}
+DEFAULT_COLORMAP = "viridis"
+_HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
+MAX_CUSTOM_COLORS = 32
+
+
+@dataclass(frozen=True)
+class Style:
+    """How a layer is coloured: control colours and the value range they span."""
+
+    colors: tuple[str, ...]
+    vmin: float
+    vmax: float
+    name: str  # the colormap's name, or "custom"
+
+    def key(self) -> str:
+        colors = ",".join(self.colors) if self.name == "custom" else ""
+        return f"{self.name}:{colors}:{self.vmin!r}:{self.vmax!r}"
+
+
+def parse_style(
+    colormap: str | None, rescale: str | None, default_range: tuple[float, float]
+) -> Style:
+    """Validate ``colormap`` (a name, or 2 to 32 comma-separated hex colours) and
+    ``rescale`` ("min,max" in the layer's units)."""
+    name = (colormap or DEFAULT_COLORMAP).strip()
+    if name.lower() in COLORMAPS:
+        colors, label = COLORMAPS[name.lower()], name.lower()
+    else:
+        parts = [p.strip() for p in name.split(",")]
+        matches = [_HEX.match(p) for p in parts]
+        if len(parts) < 2 or not all(matches):
+            raise InvalidInputError(
+                f"colormap {name[:60]!r} is unknown: use one of {', '.join(COLORMAPS)}, "
+                "or 2 to 32 comma-separated hex colours (ffffcc,41ab5d,004529)"
+            )
+        if len(parts) > MAX_CUSTOM_COLORS:
+            raise InvalidInputError(f"a custom colormap has at most {MAX_CUSTOM_COLORS} colours")
+        colors = tuple(m.group(1).lower() for m in matches if m)
+        label = "custom"
+    vmin, vmax = default_range
+    if rescale is not None:
+        parts = rescale.split(",")
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            vmin, vmax = float(parts[0]), float(parts[1])
+        except ValueError:
+            raise InvalidInputError(
+                f"rescale {rescale[:60]!r} must be two numbers, min,max (for example 0,0.8)"
+            ) from None
+        if not (np.isfinite(vmin) and np.isfinite(vmax) and vmin < vmax):
+            raise InvalidInputError(f"rescale {rescale!r}: min must be less than max, both finite")
+    return Style(colors, float(vmin), float(vmax), label)
+
+
+def _rgb(hex6: str) -> tuple[int, int, int]:
+    return int(hex6[0:2], 16), int(hex6[2:4], 16), int(hex6[4:6], 16)
+
+
+@functools.lru_cache(maxsize=256)
+def ramp(colors: tuple[str, ...]) -> npt.NDArray[np.uint8]:
+    """255 RGB colours interpolated linearly through the control colours."""
+    pts = np.array([_rgb(c) for c in colors], np.float64)
+    x = np.linspace(0, 1, len(pts))
+    t = np.linspace(0, 1, 255)
+    return np.stack([np.interp(t, x, pts[:, k]) for k in range(3)], axis=1).round().astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=1024)
+def code_palette(style: Style) -> npt.NDArray[np.uint8]:
+    """RGBA for each species code 0-254 (p = code / 254) under the style; 255 clear."""
+    p = np.arange(255) * SCALE
+    t = np.clip((p - style.vmin) / (style.vmax - style.vmin), 0, 1)
+    pal = np.zeros((256, 4), np.uint8)
+    pal[:255, :3] = ramp(style.colors)[np.rint(t * 254).astype(np.intp)]
+    pal[:255, 3] = 255
+    return pal
+
+
+@functools.lru_cache(maxsize=1024)
+def index_palette(style: Style) -> npt.NDArray[np.uint8]:
+    """RGBA for quantised values 0-254 (already rescaled); 255 clear."""
+    pal = np.zeros((256, 4), np.uint8)
+    pal[:255, :3] = ramp(style.colors)
+    pal[:255, 3] = 255
+    return pal
+
+
+def quantise(values: npt.NDArray[np.float32], style: Style) -> npt.NDArray[np.uint8]:
+    """Float values to palette indices 0-254 over the style's range; NaN to 255."""
+    with np.errstate(invalid="ignore"):
+        t = (values - np.float32(style.vmin)) / np.float32(style.vmax - style.vmin)
+        q = np.rint(np.clip(t, 0, 1) * 254)
+    return np.where(np.isnan(values), NODATA, q).astype(np.uint8)
+
+
+def encode_indexed(
+    indices: npt.NDArray[np.uint8], palette: npt.NDArray[np.uint8], fmt: str
+) -> bytes:
+    """An image of palette indices as PNG (palette mode, tRNS alpha) or WebP."""
+    if fmt == "png":
+        h, w = indices.shape
+        img = Image.frombytes("P", (w, h), np.ascontiguousarray(indices).tobytes())
+        img.putpalette(palette[:, :3].tobytes(), rawmode="RGB")
+        buf = io.BytesIO()
+        # compress_level 1: a palette tile compresses to nearly the same size at a fraction
+        # of the time of the default 6.
+        img.save(buf, "PNG", compress_level=1, transparency=palette[:, 3].tobytes())
+        return buf.getvalue()
+    if fmt == "webp":
+        buf = io.BytesIO()
+        h, w = indices.shape
+        Image.frombytes("RGBA", (w, h), palette[indices].tobytes()).save(
+            buf, "WEBP", lossless=True, quality=0, method=0
+        )
+        return buf.getvalue()
+    raise InvalidInputError(f"format {fmt!r} is not an image format")
+
+
+def encode_array(values: npt.NDArray[np.generic]) -> bytes:
+    """The raw values as a NumPy .npy file (uint8 codes or float32 with NaN)."""
+    buf = io.BytesIO()
+    np.save(buf, values, allow_pickle=False)
+    return buf.getvalue()
+
+
+def legend_png(style: Style, units: str, width: int = 256, height: int = 48) -> bytes:
+    """A horizontal colour bar with the range's end and middle values."""
+    bar_h = max(8, height - 16)
+    img = Image.new("RGBA", (width, height), (255, 255, 255, 0))
+    colours = ramp(style.colors)[np.linspace(0, 254, width).round().astype(np.intp)]
+    bar = np.repeat(colours[None, :, :], bar_h, axis=0)
+    img.paste(Image.frombytes("RGB", (width, bar_h), bar.tobytes()), (0, 0))
+    draw = ImageDraw.Draw(img)
+    mid = (style.vmin + style.vmax) / 2
+    labels = [(0, style.vmin), (width // 2, mid), (width - 1, style.vmax)]
+    for x, v in labels:
+        text = f"{v:.3g}"
+        w = draw.textlength(text)
+        xx = min(max(0, x - w / 2), width - w)
+        draw.text((xx, bar_h + 2), text, fill=(0, 0, 0, 255))
+    if units:
+        draw.text((2, 2), units, fill=(255, 255, 255, 255))
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+@functools.lru_cache(maxsize=16)
+def empty_tile(fmt: str, dtype: str) -> bytes:
+    """The one transparent (or all-nodata) tile served wherever there is no data."""
+    from sdmatlas.serve.tiling import TILE_SIZE
+
+    if fmt == "npy":
+        fill = np.full(
+            (TILE_SIZE, TILE_SIZE), NODATA if dtype == "uint8" else np.nan, dtype=np.dtype(dtype)
+        )
+        return encode_array(fill)
+    pal = np.zeros((256, 4), np.uint8)
+    return encode_indexed(np.full((TILE_SIZE, TILE_SIZE), NODATA, np.uint8), pal, fmt)

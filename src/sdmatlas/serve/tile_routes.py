@@ -1,0 +1,326 @@
+"""Map tiles, TileJSON, MapLibre styles and legends of a layer."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+import numpy as np
+import numpy.typing as npt
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from sdmatlas.errors import InvalidInputError
+from sdmatlas.quantize import NODATA, SCALE
+from sdmatlas.serve import render
+from sdmatlas.serve.http import SHORT, Timer, cache_control, etag, not_modified, respond
+from sdmatlas.serve.layers import GroupSpec, LayerRef, parse_group
+from sdmatlas.serve.services import Services, services
+from sdmatlas.serve.tiling import TMS_NAMES, _transformer, check_tile, get_tms, tms_crs
+
+router = APIRouter(tags=["tiles"])
+
+LayerId = Annotated[
+    str,
+    Path(
+        max_length=200,
+        description="<release>:species:<id>, <release>:indicator:<name> or "
+        "<release>:group:<indicator> (see GET /layers).",
+        examples=["demo-1.0.0:species:17", "demo-1.0.0:indicator:richness"],
+    ),
+]
+Colormap = Annotated[
+    str | None,
+    Query(
+        max_length=600,
+        description=f"One of {', '.join(render.COLORMAPS)}, or 2 to 32 comma-separated hex "
+        "colours. Default viridis.",
+        examples=["viridis", "ffffcc,41ab5d,004529"],
+    ),
+]
+Rescale = Annotated[
+    str | None,
+    Query(
+        max_length=100,
+        description="min,max in the layer's units mapped to the colormap's ends "
+        "(default: 0,1 for species; the layer's min,max for indicators).",
+        examples=["0,0.8"],
+    ),
+]
+Version = Annotated[
+    str | None,
+    Query(
+        max_length=64,
+        description="The layer version (from TileJSON): with it the response is cached "
+        "as immutable.",
+    ),
+]
+Genus = Annotated[str | None, Query(max_length=100, description="Group: a genus.")]
+Family = Annotated[str | None, Query(max_length=100, description="Group: a family.")]
+Status = Annotated[
+    str | None, Query(max_length=16, description="Group: protected, invasive or endemic.")
+]
+Ids = Annotated[
+    str | None, Query(max_length=20_000, description="Group: comma-separated species ids.")
+]
+
+TILE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {m: {} for m in render.FORMATS.values()},
+        "description": "The tile. Where the layer has no data the tile is fully transparent "
+        "(all nodata for npy), still 200, with the header X-Tile-Empty: true.",
+    },
+    304: {"description": "Not modified (If-None-Match matched the ETag)."},
+}
+
+
+def _group(ref: LayerRef, genus: Any, family: Any, status: Any, ids: Any) -> GroupSpec | None:
+    if ref.kind == "group":
+        return parse_group(genus, family, status, ids)
+    if any(v is not None for v in (genus, family, status, ids)):
+        raise InvalidInputError(
+            "genus, family, status and ids apply to group layers (<release>:group:<indicator>)"
+        )
+    return None
+
+
+def render_tile(
+    svc: Services,
+    ref: LayerRef,
+    rows: npt.NDArray[np.intp] | None,
+    tms_name: str,
+    z: int,
+    x: int,
+    y: int,
+    fmt: str,
+    style: render.Style,
+    timer: Timer,
+) -> tuple[bytes, bool]:
+    """The encoded tile and whether it is empty. One renderer for every tile path."""
+    tms = get_tms(tms_name)
+    check_tile(tms, z, x, y)
+    rel = svc.open(ref)
+    with timer.span("index"):
+        idx = svc.indexes.get(tms, z, x, y, rel.grid, rel.n_levels)
+    timer.level = idx.level
+    if idx.empty:
+        return render.empty_tile(fmt, ref.dtype), True
+    with timer.span("read"):
+        if ref.kind == "species":
+            assert ref.species_id is not None
+            data: np.ndarray = svc.reader.gather(
+                rel, idx, "probability", rel.species_row(ref.species_id)
+            )
+            empty = bool((data == NODATA).all())
+        elif ref.kind == "indicator":
+            data = svc.reader.gather(rel, idx, ref.var)
+            empty = bool(np.isnan(data).all())
+        else:
+            assert rows is not None and ref.indicator is not None
+            data = svc.reader.gather_group(rel, idx, rows, ref.indicator)
+            empty = bool(np.isnan(data).all())
+    if empty:
+        return render.empty_tile(fmt, ref.dtype), True
+    with timer.span("render"):
+        if fmt == "npy":
+            return render.encode_array(data), False
+        if ref.kind == "species":
+            indices, palette = data, render.code_palette(style)
+        else:
+            indices, palette = render.quantise(data, style), render.index_palette(style)
+    with timer.span("encode"):
+        return render.encode_indexed(indices, palette, fmt), False
+
+
+@router.get(
+    "/tiles/{layer}/{tms}/{z}/{x}/{y}.{format}",
+    summary="A map tile of a layer.",
+    response_class=Response,
+    responses=TILE_RESPONSES,
+)
+async def tile(
+    request: Request,
+    layer: LayerId,
+    tms: Annotated[
+        str, Path(description=f"One of {', '.join(TMS_NAMES)}.", examples=["WebMercatorQuad"])
+    ],
+    z: Annotated[int, Path(ge=0, le=30)],
+    x: Annotated[int, Path(ge=0)],
+    y: Annotated[int, Path(ge=0)],
+    format: Annotated[str, Path(description="png, webp or npy (raw values).", examples=["png"])],
+    colormap: Colormap = None,
+    rescale: Rescale = None,
+    v: Version = None,
+    genus: Genus = None,
+    family: Family = None,
+    status: Status = None,
+    ids: Ids = None,
+) -> Response:
+    """Tiles of species, indicator and group layers. ``npy`` tiles hold the raw values:
+    uint8 codes for species (p = code / 254, 255 = nodata), float32 with NaN otherwise.
+    Tiles where the layer has no data are transparent, with ``X-Tile-Empty: true``."""
+    # Rendered on the event loop's thread on purpose: the work is CPU-bound (threads
+    # would not run it in parallel), and PROJ transformers are per thread and cost
+    # 50-200 ms to create in each new one. The catalog is only asked on a layer-cache miss.
+    timer = Timer()
+    svc = services(request)
+    with timer.span("layer"):
+        ref = svc.layers.resolve(layer)
+    get_tms(tms)
+    if format not in render.FORMATS:
+        raise InvalidInputError(
+            f"format {format!r} is not served; use one of {', '.join(render.FORMATS)}"
+        )
+    group = _group(ref, genus, family, status, ids)
+    rows = svc.group_rows(ref, group) if group is not None else None
+    style = render.parse_style(colormap, rescale, ref.default_range)
+    tag = etag(ref.version, tms, z, x, y, format, style.key(), group.key() if group else "")
+    cache = cache_control(ref.version, v)
+    if not_modified(request, tag):
+        check_tile(get_tms(tms), z, x, y)
+        return Response(status_code=304, headers={"ETag": tag, "Cache-Control": cache})
+    body, empty = render_tile(svc, ref, rows, tms, z, x, y, format, style, timer)
+    extra = {"X-Tile-Empty": "true"} if empty else {}
+    if timer.level is not None:
+        extra["X-Pyramid-Level"] = str(timer.level)
+    if format == "npy" and ref.kind == "species":
+        extra |= {"X-Scale": repr(SCALE), "X-Nodata": str(NODATA)}
+    return respond(request, body, render.FORMATS[format], tag, cache, timer, extra)
+
+
+def _zoom_range(svc: Services, ref: LayerRef, tms_name: str) -> tuple[int, int]:
+    """maxzoom: the first zoom whose pixels are as fine as the release's; minzoom: that,
+    less the pyramid's levels and three more (coarser tiles come from the last level)."""
+    tms = get_tms(tms_name)
+    rel = svc.open(ref)
+    g = rel.grid
+    cx, cy = g.x0 + g.width * g.res / 2, g.y0 - g.height * g.res / 2
+    t = _transformer(g.crs, tms_crs(tms))
+    (ax, bx), (ay, by) = t.transform([cx, cx + g.res], [cy, cy])
+    res = math.hypot(bx - ax, by - ay)
+    maxz = tms.minzoom
+    for z in range(tms.minzoom, tms.maxzoom + 1):
+        maxz = z
+        if tms.matrix(z).cellSize <= res * 1.0001:
+            break
+    return max(tms.minzoom, maxz - rel.n_levels - 3), maxz
+
+
+def _query_string(**params: str | None) -> str:
+    from urllib.parse import urlencode
+
+    return urlencode({k: v for k, v in params.items() if v is not None})
+
+
+@router.get("/layers/{layer}/tilejson.json", summary="TileJSON 3.0 of a layer in a TileMatrixSet.")
+def tilejson(
+    request: Request,
+    layer: LayerId,
+    tms: Annotated[str, Query(description=f"One of {', '.join(TMS_NAMES)}.")] = "WebMercatorQuad",
+    format: Annotated[str, Query(description="png, webp or npy.")] = "png",
+    colormap: Colormap = None,
+    rescale: Rescale = None,
+    genus: Genus = None,
+    family: Family = None,
+    status: Status = None,
+    ids: Ids = None,
+) -> JSONResponse:
+    svc = services(request)
+    ref = svc.layers.resolve(layer)
+    get_tms(tms)
+    if format not in render.FORMATS:
+        raise InvalidInputError(
+            f"format {format!r} is not served; use one of {', '.join(render.FORMATS)}"
+        )
+    group = _group(ref, genus, family, status, ids)
+    render.parse_style(colormap, rescale, ref.default_range)  # validate now, not per tile
+    if group is not None:
+        svc.group_rows(ref, group)
+    minz, maxz = _zoom_range(svc, ref, tms)
+    qs = _query_string(
+        colormap=colormap, rescale=rescale, v=ref.version, genus=genus, family=family,
+        status=status, ids=ids,
+    )  # fmt: skip
+    base = str(request.base_url).rstrip("/")
+    bounds = list(ref.bbox) if ref.bbox else [-180.0, -85.0, 180.0, 85.0]
+    doc = {
+        "tilejson": "3.0.0",
+        "name": ref.id,
+        "description": ref.title,
+        "version": ref.version,
+        "scheme": "xyz",
+        "tiles": [f"{base}/tiles/{ref.id}/{tms}/{{z}}/{{x}}/{{y}}.{format}?{qs}"],
+        "minzoom": minz,
+        "maxzoom": maxz,
+        "bounds": bounds,
+        "center": [(bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2, minz + 2],
+        "attribution": "sdmatlas: AI-predicted species distributions",
+        "tileMatrixSet": tms,
+    }
+    return JSONResponse(doc, headers={"Cache-Control": SHORT})
+
+
+@router.get("/layers/{layer}/style.json", summary="A MapLibre GL style showing the layer.")
+def style_json(
+    request: Request,
+    layer: LayerId,
+    colormap: Colormap = None,
+    rescale: Rescale = None,
+    opacity: Annotated[float, Query(ge=0, le=1)] = 0.8,
+    genus: Genus = None,
+    family: Family = None,
+    status: Status = None,
+    ids: Ids = None,
+) -> JSONResponse:
+    svc = services(request)
+    ref = svc.layers.resolve(layer)
+    _group(ref, genus, family, status, ids)
+    render.parse_style(colormap, rescale, ref.default_range)
+    qs = _query_string(
+        colormap=colormap, rescale=rescale, genus=genus, family=family, status=status, ids=ids
+    )
+    base = str(request.base_url).rstrip("/")
+    doc = {
+        "version": 8,
+        "name": ref.title,
+        "sources": {
+            "sdmatlas": {
+                "type": "raster",
+                "url": f"{base}/layers/{ref.id}/tilejson.json?{qs}",
+                "tileSize": 256,
+            }
+        },
+        "layers": [
+            {
+                "id": ref.id,
+                "type": "raster",
+                "source": "sdmatlas",
+                "paint": {"raster-opacity": opacity, "raster-resampling": "nearest"},
+            }
+        ],
+    }
+    return JSONResponse(doc, headers={"Cache-Control": SHORT})
+
+
+@router.get(
+    "/layers/{layer}/legend.png",
+    summary="A legend (colour bar) of the layer under a colormap and rescale.",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def legend(
+    request: Request,
+    layer: LayerId,
+    colormap: Colormap = None,
+    rescale: Rescale = None,
+    width: Annotated[int, Query(ge=64, le=1024)] = 256,
+    height: Annotated[int, Query(ge=24, le=256)] = 48,
+) -> Response:
+    svc = services(request)
+    ref = svc.layers.resolve(layer)
+    style = render.parse_style(colormap, rescale, ref.default_range)
+    timer = Timer()
+    tag = etag(ref.version, "legend", style.key(), width, height)
+    with timer.span("render"):
+        body = render.legend_png(style, ref.units or "probability", width, height)
+    return respond(request, body, "image/png", tag, SHORT, timer)

@@ -1,0 +1,598 @@
+"""The API: tiles against a GDAL reference, point and area answers against the cube,
+caching headers, and bad input (never a 500).
+
+The release is the demo model's cube over the coast window, published with small
+pyramid levels (so that several levels are exercised), catalogued in SQLite.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import morecantile
+import numpy as np
+import pytest
+import rasterio
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from pyproj import Transformer
+from rasterio.io import MemoryFile
+from rasterio.transform import from_bounds
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import Resampling
+from shapely.geometry import Point, Polygon, mapping
+
+from conftest import ROOT
+from sdmatlas.catalog.db import Catalog
+from sdmatlas.catalog.imports import import_territories
+from sdmatlas.catalog.register import register_release
+from sdmatlas.grid import Grid
+from sdmatlas.predict.cube import open_cube
+from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo
+from sdmatlas.publish.release import PublishOptions, open_release, publish
+from sdmatlas.quantize import NODATA, SCALE
+from sdmatlas.serve.app import create_app
+from sdmatlas.serve.chunks import local_reader
+from sdmatlas.serve.tiling import TMS_NAMES, exact_grid_xy, level_grid, tile_index
+from sdmatlas.settings import Settings
+from sdmatlas.zarr_access import array, sdmatlas_attrs
+
+TERRITORIES = ROOT / "src" / "sdmatlas" / "demo" / "territories.geojson"
+KEY = "coast-2"
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory: pytest.TempPathFactory, cube: Path) -> Path:
+    ids = np.asarray(open_cube(cube).species_ids, np.int64)
+    n = len(ids)
+    info = SpeciesInfo(
+        ids=ids,
+        protected=np.arange(n) % 5 == 0,
+        invasive=np.arange(n) % 7 == 0,
+        endemic=np.arange(n) % 3 == 0,
+        genus=np.array(["Alpha" if i % 4 == 0 else "Beta" for i in range(n)], dtype=object),
+        family=np.array(["Fam"] * n, dtype=object),
+    )
+    root = tmp_path_factory.mktemp("served")
+    opts = PublishOptions(threshold=0.4, min_level_size=16)
+    return Path(publish(cube, root, KEY, info, opts))
+
+
+@pytest.fixture(scope="module")
+def client(release: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    tmp = tmp_path_factory.mktemp("api")
+    s = Settings(data_dir=tmp, database_url=f"sqlite:///{tmp / 'catalog.sqlite'}")
+    catalog = Catalog.from_settings(s)
+    catalog.upgrade()
+    import_territories(catalog, TERRITORIES)
+    register_release(catalog, open_release(release), str(release), "2020")
+    with TestClient(create_app(s, catalog)) as c:
+        yield c
+    catalog.dispose()
+
+
+@pytest.fixture(scope="module")
+def grid(release: Path) -> Grid:
+    return Grid.model_validate(sdmatlas_attrs(open_release(release))["grid"])
+
+
+def level_array(release: Path, k: int, var: str, species: int | None = None) -> np.ndarray:
+    """A level of an indicator, or of one species (by id)."""
+    group = open_release(release)
+    a = array(group, f"levels/{k}/{var}")
+    if species is None:
+        return np.asarray(a[:])
+    row = list(np.asarray(array(group, "species")[:])).index(species)
+    return np.asarray(a[row])
+
+
+def npy(resp: Any) -> np.ndarray:
+    assert resp.status_code == 200, resp.text
+    return np.load(io.BytesIO(resp.content), allow_pickle=False)
+
+
+def tiles_over(grid: Grid, tms: morecantile.TileMatrixSet, z: int) -> list[morecantile.Tile]:
+    t = Transformer.from_crs(grid.crs, 4326, always_xy=True)
+    left, bottom, right, top = grid.bounds
+    w, s, e, n = t.transform_bounds(left, bottom, right, top)
+    return list(tms.tiles(w, s, e, n, [z]))
+
+
+def reference_tile(
+    src: np.ndarray, g: Grid, tms: morecantile.TileMatrixSet, tile: morecantile.Tile, nodata: Any
+) -> np.ndarray:
+    """GDAL's nearest-neighbour warp of a level array into the tile.
+
+    Through a WarpedVRT with a 1e-6 pixel transformer tolerance: rasterio 1.4's
+    ``reproject`` always uses GDAL's approximate transformer (0.125 pixel; its
+    ``tolerance`` argument is honoured from rasterio 1.5.1, rasterio#3586), which moves
+    about 1 % of the pixels near a row edge to the next row."""
+    b = tms.xy_bounds(tile)
+    profile = {
+        "driver": "GTiff", "width": src.shape[1], "height": src.shape[0], "count": 1,
+        "dtype": src.dtype.name, "crs": g.crs, "transform": g.transform, "nodata": nodata,
+    }  # fmt: skip
+    with MemoryFile() as mf:
+        with mf.open(**profile) as ds:
+            ds.write(src, 1)
+        with (
+            mf.open() as ds,
+            WarpedVRT(
+                ds,
+                crs=f"EPSG:{tms.crs.to_epsg()}",
+                transform=from_bounds(b.left, b.bottom, b.right, b.top, 256, 256),
+                width=256,
+                height=256,
+                resampling=Resampling.nearest,
+                tolerance=1e-6,
+                nodata=nodata,
+            ) as vrt,
+        ):
+            return np.asarray(vrt.read(1))
+
+
+# -- tiles --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tms_name", TMS_NAMES)
+def test_tiles_equal_a_gdal_warp_of_the_level_they_use(
+    client: TestClient, release: Path, grid: Grid, tms_name: str
+) -> None:
+    tms = morecantile.tms.get(tms_name)
+    tj = client.get(f"/layers/{KEY}:species:3/tilejson.json", params={"tms": tms_name}).json()
+    maxz = tj["maxzoom"]
+    n_levels = int(sdmatlas_attrs(open_release(release))["levels"])
+    seen_levels: set[int] = set()
+    same = total = 0
+    for z in (maxz + 1, maxz, maxz - 1, maxz - 2):
+        for tile in tiles_over(grid, tms, z)[:12]:
+            url = f"/tiles/{KEY}:species:3/{tms_name}/{z}/{tile.x}/{tile.y}.npy"
+            r = client.get(url)
+            got = npy(r)
+            k = int(r.headers.get("x-pyramid-level", 0))
+            seen_levels.add(k)
+            # the level fits the zoom: its pixels are no larger than the tile's
+            b = tms.xy_bounds(tile)
+            g = level_grid(grid, k)
+            ref = reference_tile(level_array(release, k, "probability", 3), g, tms, tile, NODATA)
+            data = (got != NODATA) | (ref != NODATA)
+            same += int(((got == ref) & data).sum())
+            total += int(data.sum())
+            assert b.right > b.left
+    assert total > 10_000
+    assert same / total >= 0.999, f"{same}/{total} pixels equal GDAL's"
+    assert len(seen_levels) >= 2 and seen_levels <= set(range(n_levels))
+
+
+def test_the_fast_index_equals_the_full_transform(grid: Grid) -> None:
+    for name in TMS_NAMES:
+        tms = morecantile.tms.get(name)
+        for z in range(4, 14):
+            for tile in tiles_over(grid, tms, z)[:3]:
+                idx = tile_index(tms, tile.z, tile.x, tile.y, grid, 4)
+                gx, gy = exact_grid_xy(tms, tile.z, tile.x, tile.y, grid.crs)
+                g = level_grid(grid, idx.level)
+                with np.errstate(invalid="ignore"):
+                    c, r = np.floor((gx - g.x0) / g.res), np.floor((g.y0 - gy) / g.res)
+                ok = (c >= 0) & (c < g.width) & (r >= 0) & (r < g.height)
+                assert np.array_equal(np.where(ok, r, -1), idx.rows), (name, tile)
+                assert np.array_equal(np.where(ok, c, -1), idx.cols), (name, tile)
+
+
+def test_the_direct_chunk_reader_equals_zarr(release: Path) -> None:
+    group = open_release(release)
+    n_levels = int(sdmatlas_attrs(group)["levels"])
+    for k in range(n_levels):
+        for var in ["probability", *INDICATORS]:
+            reader = local_reader(release / "levels" / str(k) / var)
+            assert reader is not None, (k, var)
+            a = np.asarray(array(group, f"levels/{k}/{var}")[:])
+            ch = reader.inner[-1]
+            for cy in range(-(-a.shape[-2] // ch)):
+                for cx in range(-(-a.shape[-1] // ch)):
+                    ys, xs = slice(cy * ch, (cy + 1) * ch), slice(cx * ch, (cx + 1) * ch)
+                    if var == "probability":
+                        for s in range(0, a.shape[0], 7):
+                            want = a[s, ys, xs]
+                            got = reader.chunk((s, cy, cx))[0][: want.shape[0], : want.shape[1]]
+                            assert np.array_equal(want, got)
+                    else:
+                        want = a[ys, xs]
+                        got = reader.chunk((cy, cx))[: want.shape[0], : want.shape[1]]
+                        assert np.array_equal(want, got, equal_nan=True)
+
+
+def test_indicator_tiles_equal_the_warp_too(client: TestClient, release: Path, grid: Grid) -> None:
+    tms = morecantile.tms.get("WebMercatorQuad")
+    maxz = client.get(f"/layers/{KEY}:indicator:richness/tilejson.json").json()["maxzoom"]
+    same = total = 0
+    for tile in tiles_over(grid, tms, maxz)[:8]:
+        r = client.get(
+            f"/tiles/{KEY}:indicator:richness/WebMercatorQuad/{tile.z}/{tile.x}/{tile.y}.npy"
+        )
+        got = npy(r)
+        k = int(r.headers.get("x-pyramid-level", 0))
+        ref = reference_tile(
+            level_array(release, k, "richness"), level_grid(grid, k), tms, tile, np.nan
+        )
+        data = ~np.isnan(got) | ~np.isnan(ref)
+        same += int((np.isclose(got, ref, equal_nan=True) & data).sum())
+        total += int(data.sum())
+    assert total > 1000 and same / total >= 0.999
+
+
+def test_png_and_webp_tiles_show_the_codes_through_the_palette(
+    client: TestClient, grid: Grid
+) -> None:
+    from sdmatlas.serve.render import code_palette, parse_style
+
+    tms = morecantile.tms.get("WebMercatorQuad")
+    maxz = client.get(f"/layers/{KEY}:species:3/tilejson.json").json()["maxzoom"]
+    tile = tiles_over(grid, tms, maxz)[0]
+    base = f"/tiles/{KEY}:species:3/WebMercatorQuad/{tile.z}/{tile.x}/{tile.y}"
+    codes = npy(client.get(base + ".npy"))
+    for fmt in ["png", "webp"]:
+        for cmap, rescale in [(None, None), ("magma", "0,0.5"), ("ffffff,ff0000", None)]:
+            params = {k: v for k, v in (("colormap", cmap), ("rescale", rescale)) if v}
+            r = client.get(f"{base}.{fmt}", params=params)
+            assert r.status_code == 200 and r.headers["content-type"] == f"image/{fmt}"
+            img = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGBA"))
+            lo, hi = (float(v) for v in rescale.split(",")) if rescale else (0.0, 1.0)
+            want = code_palette(parse_style(cmap, rescale, (lo, hi)))[codes]
+            assert np.array_equal(img, want), (fmt, cmap)
+            assert (img[codes == NODATA, 3] == 0).all()
+
+
+def test_tiles_outside_the_data_are_empty_not_errors(client: TestClient) -> None:
+    for fmt in ["png", "webp", "npy"]:
+        r = client.get(f"/tiles/{KEY}:species:3/WebMercatorQuad/6/0/0.{fmt}")
+        assert r.status_code == 200 and r.headers["x-tile-empty"] == "true"
+    img = np.asarray(
+        Image.open(
+            io.BytesIO(client.get(f"/tiles/{KEY}:species:3/WebMercatorQuad/6/0/0.png").content)
+        ).convert("RGBA")
+    )
+    assert (img[..., 3] == 0).all()
+    assert (npy(client.get(f"/tiles/{KEY}:species:3/WebMercatorQuad/6/0/0.npy")) == NODATA).all()
+
+
+def test_group_tiles_equal_the_sum_of_their_species(
+    client: TestClient, release: Path, grid: Grid
+) -> None:
+    tms = morecantile.tms.get("EuropeanETRS89_LAEAQuad")
+    maxz = client.get(f"/layers/{KEY}:species:3/tilejson.json", params={"tms": tms.id}).json()[
+        "maxzoom"
+    ]
+    tile = tiles_over(grid, tms, maxz)[0]
+    path = f"EuropeanETRS89_LAEAQuad/{tile.z}/{tile.x}/{tile.y}.npy"
+    ids = np.asarray(array(open_release(release), "species")[:])
+    alpha = [int(s) for i, s in enumerate(ids) if i % 4 == 0]
+    total = np.zeros((256, 256), np.float64)
+    for sid in alpha:
+        codes = npy(client.get(f"/tiles/{KEY}:species:{sid}/{path}"))
+        total += np.where(codes == NODATA, np.nan, codes * SCALE)
+    got = npy(client.get(f"/tiles/{KEY}:group:richness/{path}", params={"genus": "alpha"}))
+    assert np.allclose(got, total, atol=1e-4, equal_nan=True)
+    by_ids = npy(
+        client.get(f"/tiles/{KEY}:group:richness/{path}", params={"ids": ",".join(map(str, alpha))})
+    )
+    assert np.allclose(by_ids, got, equal_nan=True)
+    thr = npy(
+        client.get(f"/tiles/{KEY}:group:richness_thresholded/{path}", params={"genus": "Alpha"})
+    )
+    valid = ~np.isnan(total)
+    assert np.nanmax(thr) <= len(alpha) and (thr[valid] >= 0).all()
+
+
+def test_etags_304_and_cache_control(client: TestClient, grid: Grid) -> None:
+    tj = client.get(f"/layers/{KEY}:species:3/tilejson.json").json()
+    url = tj["tiles"][0].replace("http://testserver", "")
+    tile = tiles_over(grid, morecantile.tms.get("WebMercatorQuad"), tj["maxzoom"])[0]
+    url = url.replace("{z}", str(tile.z)).replace("{x}", str(tile.x)).replace("{y}", str(tile.y))
+    assert f"v={tj['version']}" in url
+    r = client.get(url)
+    assert r.status_code == 200 and "immutable" in r.headers["cache-control"]
+    assert "read;dur=" in r.headers["server-timing"] and "encode;dur=" in r.headers["server-timing"]
+    tag = r.headers["etag"]
+    assert tag.startswith('"') and not tag.startswith("W/")
+    again = client.get(url, headers={"If-None-Match": tag})
+    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == tag
+    assert client.get(url, headers={"If-None-Match": '"other"'}).status_code == 200
+    unversioned = client.get(url.split("?")[0])
+    assert "immutable" not in unversioned.headers["cache-control"]
+    other = client.get(url.split("?")[0], params={"colormap": "magma"})
+    assert other.headers["etag"] != tag
+    cors = client.get(url, headers={"Origin": "https://maps.example.org"})
+    assert cors.headers["access-control-allow-origin"] in ("*", "https://maps.example.org")
+
+
+def test_tilejson_style_and_legend(client: TestClient) -> None:
+    for tms_name in TMS_NAMES:
+        tj = client.get(f"/layers/{KEY}:indicator:richness/tilejson.json", params={"tms": tms_name})
+        doc = tj.json()
+        assert doc["tilejson"] == "3.0.0" and doc["minzoom"] <= doc["maxzoom"]
+        assert f"/{tms_name}/{{z}}/{{x}}/{{y}}.png" in doc["tiles"][0]
+    style = client.get(f"/layers/{KEY}:species:3/style.json", params={"colormap": "greens"}).json()
+    assert style["version"] == 8 and "tilejson.json" in style["sources"]["sdmatlas"]["url"]
+    assert "colormap=greens" in style["sources"]["sdmatlas"]["url"]
+    leg = client.get(f"/layers/{KEY}:species:3/legend.png", params={"colormap": "magma"})
+    img = Image.open(io.BytesIO(leg.content))
+    assert leg.status_code == 200 and img.size == (256, 48)
+
+
+# -- point and area -----------------------------------------------------------------------------
+
+
+def test_point_answers_equal_the_cube(
+    client: TestClient, cube: Path, release: Path, grid: Grid
+) -> None:
+    c = open_cube(cube)
+    prob = c.read()
+    ids = np.asarray(c.species_ids)
+    to_ll = Transformer.from_crs(grid.crs, 4326, always_xy=True)
+    rng = np.random.default_rng(3)
+    checked = 0
+    for _ in range(12):
+        r, col = int(rng.integers(grid.height)), int(rng.integers(grid.width))
+        x, y = grid.x0 + (col + 0.5) * grid.res, grid.y0 - (r + 0.5) * grid.res
+        lon, lat = to_ll.transform(x, y)
+        doc = client.get("/point", params={"lon": lon, "lat": lat, "limit": 10_000}).json()
+        if prob[0, r, col] == NODATA:
+            assert doc["inside"] is False and doc["species"] == []
+            continue
+        checked += 1
+        assert doc["inside"] and (doc["row"], doc["col"]) == (r, col)
+        got = {s["id"]: s["probability"] for s in doc["species"]}
+        want = {int(i): round(float(prob[k, r, col] * SCALE), 4) for k, i in enumerate(ids)}
+        assert got == want
+        ps = [s["probability"] for s in doc["species"]]
+        assert ps == sorted(ps, reverse=True)
+        for name, v in doc["indicators"].items():
+            assert v == pytest.approx(float(level_array(release, 0, name)[r, col]), abs=1e-5)
+        top = client.get("/point", params={"lon": lon, "lat": lat, "min_probability": 0.5}).json()
+        assert all(s["probability"] >= 0.5 for s in top["species"])
+        assert top["total"] == sum(1 for v in want.values() if v >= 0.5)
+    assert checked >= 3
+    sea = client.get("/point", params={"lon": 10.0, "lat": 40.0}).json()
+    assert sea["inside"] is False and sea["species"] == [] and sea["indicators"] == {}
+
+
+def _area_reference(
+    cube: Path, release: Path, grid: Grid, poly_ll: Polygon
+) -> tuple[dict[int, float], dict[int, float], int]:
+    c = open_cube(cube)
+    prob = c.read()
+    ids = np.asarray(c.species_ids)
+    to_ll = Transformer.from_crs(grid.crs, 4326, always_xy=True)
+    to_grid = Transformer.from_crs(4326, grid.crs, always_xy=True)
+    from shapely.ops import transform
+
+    poly = transform(lambda a, b: to_grid.transform(a, b), poly_ll)
+    xs, ys = np.meshgrid(*grid.pixel_centres())
+    import shapely
+
+    inside = shapely.contains_xy(poly, xs, ys) & (prob[0] != NODATA)
+    n = int(inside.sum())
+    p = prob[:, inside].astype(np.float64) * SCALE
+    km2 = (grid.res / 1000) ** 2
+    mean = {int(i): float(p[k].mean()) for k, i in enumerate(ids)}
+    area = {int(i): float(p[k].sum() * km2) for k, i in enumerate(ids)}
+    del to_ll
+    return mean, area, n
+
+
+def test_area_reports_equal_the_cube(
+    client: TestClient, cube: Path, release: Path, grid: Grid
+) -> None:
+    to_ll = Transformer.from_crs(grid.crs, 4326, always_xy=True)
+    cx, cy = grid.x0 + grid.width * grid.res * 0.55, grid.y0 - grid.height * grid.res * 0.45
+    disc = Point(cx, cy).buffer(grid.res * 22, 32)
+    poly = Polygon([to_ll.transform(x, y) for x, y in disc.exterior.coords])
+    mean, area, n = _area_reference(cube, release, grid, poly)
+    assert n > 200
+    doc = client.post("/report", json=mapping(poly)).json()
+    assert doc["pixels"] == n
+    got = {s["id"]: s for s in doc["species"]}
+    for sid, m in mean.items():
+        if m > 0:
+            assert got[sid]["mean_probability"] == pytest.approx(m, abs=1e-6)
+            assert got[sid]["expected_area_km2"] == pytest.approx(area[sid], abs=1e-3)
+        else:
+            assert sid not in got
+    present = [s for s in doc["species"] if s["present"]]
+    assert doc["species_present"] == len(present)
+    assert doc["protected_present"] == sum(s["protected"] for s in present)
+    assert doc["endemic_present"] == sum(s["endemic"] for s in present)
+    assert set(doc["indicators"]) == set(INDICATORS)
+    feature = {"type": "Feature", "properties": {}, "geometry": mapping(poly)}
+    assert client.post("/report", json=feature).json()["pixels"] == n
+    csv_text = client.post("/report", params={"format": "csv"}, json=mapping(poly)).text
+    lines = csv_text.strip().splitlines()
+    assert lines[0].startswith("id,name,mean_probability") and len(lines) == len(got) + 1
+
+
+def test_area_report_of_a_territory(client: TestClient) -> None:
+    doc = client.get("/report", params={"territory": "HR"}).json()
+    assert doc["territory"] == "HR" and doc["pixels"] > 0
+    assert (
+        client.get("/report", params={"territory": "HR", "format": "csv"})
+        .headers["content-type"]
+        .startswith("text/csv")
+    )
+    r = client.get("/report", params={"territory": "AT"})  # far from the coast window
+    assert r.status_code == 400 and "does not overlap" in r.json()["detail"]
+
+
+def test_cog_download(client: TestClient, release: Path, tmp_path: Path) -> None:
+    from rio_cogeo.cogeo import cog_validate
+
+    r = client.get(f"/layers/{KEY}:species:3/cog")
+    assert r.status_code == 200
+    path = tmp_path / "sp3.tif"
+    path.write_bytes(r.content)
+    assert cog_validate(str(path))[0]
+    with rasterio.open(path) as ds:
+        assert np.array_equal(ds.read(1), level_array(release, 0, "probability", 3))
+    assert client.get(f"/layers/{KEY}:group:richness/cog").status_code == 400
+
+
+# -- metadata -----------------------------------------------------------------------------------
+
+
+def test_metadata_endpoints(client: TestClient) -> None:
+    assert client.get("/releases").json()[0]["key"] == KEY
+    layers = client.get("/layers", params={"release": KEY, "kind": "indicator"}).json()
+    assert {x["indicator"] for x in layers} == set(INDICATORS)
+    one = client.get(f"/layers/{layers[0]['id']}").json()
+    assert one["links"]["tilejson"].endswith("/tilejson.json")
+    assert client.get("/species/3").json()["layers"][0]["id"] == f"{KEY}:species:3"
+    hr = client.get("/territories/HR").json()
+    assert hr["type"] == "Feature" and hr["geometry"]["type"] in ("Polygon", "MultiPolygon")
+    assert [t["id"] for t in client.get("/tms").json()] == list(TMS_NAMES)
+    openapi = client.get("/openapi.json").json()
+    for path in ["/tiles/{layer}/{tms}/{z}/{x}/{y}.{format}", "/point", "/report"]:
+        assert path in openapi["paths"]
+
+
+# -- bad input ----------------------------------------------------------------------------------
+
+L = f"/tiles/{KEY}:species:3/WebMercatorQuad"
+
+
+@pytest.mark.parametrize(
+    ("url", "status", "says"),
+    [
+        (f"/tiles/{KEY}:species:9999/WebMercatorQuad/8/1/1.png", 404, "no layer for species 9999"),
+        ("/tiles/nothing/WebMercatorQuad/8/1/1.png", 404, "is not a layer id"),
+        ("/tiles/other-9:species:3/WebMercatorQuad/8/1/1.png", 404, "no release 'other-9'"),
+        (f"/tiles/{KEY}:species:3/Mercator/8/1/1.png", 404, "WebMercatorQuad, WGS1984Quad"),
+        (f"{L}/8/1/1.gif", 400, "png, webp, npy"),
+        (f"{L}/2/4/0.png", 404, "outside WebMercatorQuad"),
+        (f"{L}/31/0/0.png", 400, "z"),
+        (f"{L}/8/1/1.png?colormap=rainbow", 400, "viridis"),
+        (f"{L}/8/1/1.png?colormap=ff0000", 400, "2 to 32"),
+        (f"{L}/8/1/1.png?rescale=1", 400, "two numbers"),
+        (f"{L}/8/1/1.png?rescale=0.5,0.1", 400, "min must be less than max"),
+        (f"{L}/8/1/1.png?rescale=nan,1", 400, "finite"),
+        (f"{L}/8/1/1.png?genus=Alpha", 400, "group layers"),
+        (f"/tiles/{KEY}:group:richness/WebMercatorQuad/8/1/1.png", 400, "exactly one of"),
+        (f"/tiles/{KEY}:group:richness/WebMercatorQuad/8/1/1.png?genus=Zeta", 404, "unknown genus"),
+        (f"/tiles/{KEY}:group:shannon/WebMercatorQuad/8/1/1.png?genus=Alpha", 404, "richness"),
+        (f"/tiles/{KEY}:group:richness/WebMercatorQuad/8/1/1.png?ids=1,x", 400, "integers"),
+        ("/point?lon=200&lat=10", 400, "lon"),
+        ("/point?lon=10", 400, "lat"),
+        ("/point?lon=10&lat=45&release=nope", 404, "no release 'nope'"),
+        ("/report?territory=XX", 404, "no territory with code 'XX'"),
+        (f"/layers/{KEY}:species:3/cog?bbox=1,2,3", 400, "four numbers"),
+        (f"/layers/{KEY}:species:3/tilejson.json?tms=Nope", 404, "WebMercatorQuad"),
+        ("/species?mode=exact", 400, "prefix"),
+    ],
+)
+def test_bad_requests_say_what_to_fix(client: TestClient, url: str, status: int, says: str) -> None:
+    r = client.get(url)
+    assert r.status_code == status, r.text
+    assert says in r.json()["detail"], r.json()["detail"]
+
+
+def test_bad_polygons_say_what_to_fix(client: TestClient, grid: Grid) -> None:
+    to_ll = Transformer.from_crs(grid.crs, 4326, always_xy=True)
+    cx, cy = grid.x0 + grid.width * grid.res / 2, grid.y0 - grid.height * grid.res / 2
+    ring = [
+        to_ll.transform(cx + dx, cy + dy)
+        for dx, dy in [(0, 0), (5000, 0), (5000, 5000), (0, 5000), (0, 0)]
+    ]
+    swapped = {"type": "Polygon", "coordinates": [[[lat, lon] for lon, lat in ring]]}
+    bowtie = {"type": "Polygon", "coordinates": [[ring[0], ring[2], ring[1], ring[3], ring[0]]]}
+    angles = np.linspace(0, 2 * np.pi, 120_000, endpoint=False)
+    lon0, lat0 = ring[0]
+    huge = Polygon(np.c_[lon0 + 0.1 * np.cos(angles), lat0 + 0.1 * np.sin(angles)])
+    far = {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]}
+    for body, says in [
+        (swapped, "axes swapped"),
+        (bowtie, "invalid"),
+        (mapping(huge), "vertices"),
+        (far, "does not overlap"),
+        ({"type": "Point", "coordinates": [1, 2]}, "Polygon"),
+        ({"type": "Polygon", "coordinates": [[[0, 0], [1]]]}, "malformed"),
+        (
+            {"type": "Polygon", "coordinates": [[[500, 0], [501, 0], [501, 1], [500, 0]]]},
+            "longitude",
+        ),
+        ({"type": "Polygon", "coordinates": []}, "empty"),
+        ([1, 2, 3], "Polygon"),
+    ]:
+        r = client.post("/report", json=body)
+        assert r.status_code == 400, (says, r.text)
+        assert says in r.json()["detail"], r.json()["detail"]
+    assert (
+        client.post(
+            "/report", content=b"{not json", headers={"content-type": "application/json"}
+        ).status_code
+        == 400
+    )
+
+
+# -- nothing a client sends gives a 500 ---------------------------------------------------------
+
+_text = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(["", "-1", "0", "1e309", "nan", "inf", "%00", "'; drop table species;--",
+                     "WebMercatorQuad", f"{KEY}:species:3", f"{KEY}:group:richness", "a" * 300]),
+)  # fmt: skip
+
+
+def _fill(path: str, values: dict[str, str]) -> str:
+    for k, v in values.items():
+        path = path.replace("{" + k + "}", quote(v, safe="") or "x")
+    return path
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_no_request_gives_a_500(client: TestClient, data: st.DataObject) -> None:
+    openapi = client.get("/openapi.json").json()
+    gets = sorted(p for p, ops in openapi["paths"].items() if "get" in ops)
+    path = data.draw(st.sampled_from(gets))
+    op = openapi["paths"][path]["get"]
+    params = op.get("parameters", [])
+    path_values = {p["name"]: data.draw(_text) for p in params if p["in"] == "path"}
+    query = {
+        p["name"]: data.draw(st.one_of(_text, st.integers(-10, 10**6).map(str)))
+        for p in params
+        if p["in"] == "query" and data.draw(st.booleans())
+    }
+    r = client.get(_fill(path, path_values), params=query)
+    assert r.status_code < 500, (path, path_values, query, r.text[:300])
+
+
+_keys = st.sampled_from(["type", "coordinates", "geometry", "x"])
+_json = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=10),
+    lambda kids: st.lists(kids, max_size=5) | st.dictionaries(_keys, kids, max_size=4),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    body=st.one_of(
+        _json,
+        st.fixed_dictionaries(
+            {"type": st.sampled_from(["Polygon", "MultiPolygon"]), "coordinates": _json}
+        ),
+    )
+)
+def test_no_report_body_gives_a_500(client: TestClient, body: Any) -> None:
+    r = client.post(
+        "/report",
+        content=json.dumps(body, allow_nan=True),
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code < 500, (body, r.text[:300])
