@@ -158,14 +158,19 @@ def test_tiles_equal_a_gdal_warp_of_the_level_they_use(
             got = npy(r)
             k = int(r.headers.get("x-pyramid-level", 0))
             seen_levels.add(k)
-            # the level fits the zoom: its pixels are no larger than the tile's
+            # the level fits the zoom: the coarsest whose pixels are no larger than the tile's
             b = tms.xy_bounds(tile)
+            to_grid = Transformer.from_crs(f"EPSG:{tms.crs.to_epsg()}", grid.crs, always_xy=True)
+            cx, cy, step = (b.left + b.right) / 2, (b.bottom + b.top) / 2, (b.right - b.left) / 256
+            (x0, x1), (y0, y1) = to_grid.transform([cx, cx + step], [cy, cy])
+            size = float(np.hypot(x1 - x0, y1 - y0))
+            assert k == 0 or grid.res * 2**k <= size * 1.01, (z, k, size)
+            assert k == n_levels - 1 or grid.res * 2 ** (k + 1) > size * 0.99, (z, k, size)
             g = level_grid(grid, k)
             ref = reference_tile(level_array(release, k, "probability", 3), g, tms, tile, NODATA)
             data = (got != NODATA) | (ref != NODATA)
             same += int(((got == ref) & data).sum())
             total += int(data.sum())
-            assert b.right > b.left
     assert total > 10_000
     assert same / total >= 0.999, f"{same}/{total} pixels equal GDAL's"
     assert len(seen_levels) >= 2 and seen_levels <= set(range(n_levels))
@@ -311,6 +316,17 @@ def test_etags_304_and_cache_control(client: TestClient, grid: Grid) -> None:
     assert other.headers["etag"] != tag
     cors = client.get(url, headers={"Origin": "https://maps.example.org"})
     assert cors.headers["access-control-allow-origin"] in ("*", "https://maps.example.org")
+
+
+def test_every_response_has_an_etag_and_timing(client: TestClient) -> None:
+    for url in ["/releases", "/species?q=a", f"/layers/{KEY}:species:3", "/tms"]:
+        r = client.get(url)
+        assert r.status_code == 200 and r.headers["etag"].startswith('"'), url
+        assert "dur=" in r.headers["server-timing"]
+        again = client.get(url, headers={"If-None-Match": r.headers["etag"]})
+        assert again.status_code == 304 and again.content == b""
+    bad = client.get("/species/99999")
+    assert bad.status_code == 404 and "server-timing" in bad.headers
 
 
 def test_tilejson_style_and_legend(client: TestClient) -> None:

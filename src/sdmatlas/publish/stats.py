@@ -73,13 +73,7 @@ def code_summary(histogram: npt.NDArray[np.integer], bins: int = 10) -> dict[str
     n = int(counts.sum())
     edges = np.linspace(0.0, 1.0, bins + 1)
     if n == 0:
-        return {
-            "count": 0,
-            "min": None,
-            "max": None,
-            "mean": None,
-            "histogram": {"edges": edges.tolist(), "counts": [0] * bins},
-        }
+        return _no_values(edges.tolist(), [0] * bins)
     codes = np.arange(NODATA)
     p = codes / 254.0
     nz = np.flatnonzero(counts)
@@ -91,6 +85,17 @@ def code_summary(histogram: npt.NDArray[np.integer], bins: int = 10) -> dict[str
         "max": round(float(p[nz[-1]]), 6),
         "mean": round(float((counts * p).sum() / n), 6),
         "histogram": {"edges": [round(float(e), 6) for e in edges], "counts": binned.tolist()},
+    }
+
+
+def _no_values(edges: list[float], counts: list[int]) -> dict[str, Any]:
+    """The summary of a layer with no valid pixel."""
+    return {
+        "count": 0,
+        "min": None,
+        "max": None,
+        "mean": None,
+        "histogram": {"edges": edges, "counts": counts},
     }
 
 
@@ -106,13 +111,7 @@ def float_summary(
             total += float(v.sum(dtype=np.float64))
             n += v.size
     if n == 0:
-        return {
-            "count": 0,
-            "min": None,
-            "max": None,
-            "mean": None,
-            "histogram": {"edges": [], "counts": []},
-        }
+        return _no_values([], [])
     edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
     counts = np.zeros(bins, np.int64)
     for b in blocks:

@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from sdmatlas.catalog.db import Catalog
 from sdmatlas.serve import catalog_routes, errors, query_routes, tile_routes
+from sdmatlas.serve.middleware import ETagTimingMiddleware
 from sdmatlas.serve.services import Services
 from sdmatlas.settings import Settings
 
@@ -28,6 +29,7 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     app.state.catalog = catalog or Catalog.from_settings(settings)
     app.state.services = Services.build(settings, app.state.catalog)
     errors.install(app)
+    app.add_middleware(ETagTimingMiddleware)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
