@@ -5,16 +5,17 @@ queries through HTTP at 10,000 species.
 
 * Data: the synthetic 10,000-species release of bench/queries.py (512 x 512 px at
   1 km, EPSG:3035), published again here if it predates layer statistics, and
-  catalogued in a SQLite catalog of its own. The species with the widest range is
-  the layer served; it is exported as a COG (with overviews) for the peers.
+  catalogued in a SQLite catalog of its own. The 10 species with the widest ranges
+  are the layers served; each is exported as a COG (with overviews) for the peers.
 * Peers: TiTiler (titiler.application under uvicorn) and Terracotta (under
   gunicorn), each installed by this script into its own virtual environment under
   data/bench/venvs/ (from the package registry).
 * Same for all: 2 worker processes, the viridis colormap over p = 0..1 (codes
-  0..254), PNG, the same list of WebMercatorQuad tiles at zooms 5 to 9 over the
-  layer, shuffled, each requested once by bench/loadgen.py in a separate process at
-  concurrency 8. Each server is started fresh and warmed on tiles outside the list,
-  so every listed tile is rendered, not served from a cache.
+  0..254), PNG, the same list of requests: 400 WebMercatorQuad tiles at zooms 5 to
+  11 over the layers, for each of the 10 species, shuffled, each requested once by
+  bench/loadgen.py in a separate process at concurrency 8. Each server is started
+  fresh and warmed on zoom-4 tiles outside the list, so every listed tile is
+  rendered, not served from a tile cache.
 * Then, on sdmatlas only: the same list again (the in-process chunk and index caches
   warm), and /point and /report p50 over HTTP at 10,000 species.
 
@@ -90,8 +91,8 @@ def catalog_url(rel: Path) -> str:
     return url
 
 
-def widest_species(rel: Path) -> tuple[int, tuple[float, float, float, float]]:
-    """The species present on the largest box, and that box in lon/lat."""
+def widest_species(rel: Path, n: int) -> tuple[list[int], tuple[float, float, float, float]]:
+    """The ``n`` species present on the largest boxes, and the widest box in lon/lat."""
     from sdmatlas.grid import Grid
     from sdmatlas.publish.release import open_release
     from sdmatlas.zarr_access import array, sdmatlas_attrs
@@ -99,8 +100,10 @@ def widest_species(rel: Path) -> tuple[int, tuple[float, float, float, float]]:
     g = open_release(rel)
     pres = np.asarray(array(g, "stats/presence")[:])
     area = (pres[:, 2] - pres[:, 0]) * (pres[:, 3] - pres[:, 1])
-    i = int(np.argmax(area))
-    sid = int(np.asarray(array(g, "species")[:])[i])
+    order = np.argsort(-area, kind="stable")[:n]
+    i = int(order[0])
+    ids = np.asarray(array(g, "species")[:])
+    sids = [int(ids[j]) for j in order]
     grid = Grid.model_validate(sdmatlas_attrs(g)["grid"])
     r0, c0, r1, c1 = (int(v) for v in pres[i])
     t = Transformer.from_crs(grid.crs, 4326, always_xy=True)
@@ -108,25 +111,36 @@ def widest_species(rel: Path) -> tuple[int, tuple[float, float, float, float]]:
         grid.x0 + c0 * grid.res, grid.y0 - r1 * grid.res,
         grid.x0 + c1 * grid.res, grid.y0 - r0 * grid.res,
     )  # fmt: skip
-    return sid, box
+    return sids, box
 
 
-def export(rel: Path, sid: int) -> Path:
+def export(rel: Path, sids: list[int]) -> Path:
+    """One COG per species for the peers, in one directory: sp<id>.tif (Terracotta's
+    keys are alphanumeric)."""
     from sdmatlas.publish.export import export_cog
     from sdmatlas.publish.release import open_release
 
-    out = WORK / "tiles" / "cog" / "species.tif"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        export_cog(open_release(rel), f"species/{sid}", out)
-    return out
+    folder = WORK / "tiles" / "cogs"
+    folder.mkdir(parents=True, exist_ok=True)
+    for sid in sids:
+        out = folder / f"sp{sid}.tif"
+        if not out.exists():
+            export_cog(open_release(rel), f"species/{sid}", out)
+    return folder
 
 
-def tile_list(box: tuple[float, float, float, float], n: int) -> list[morecantile.Tile]:
+Job = tuple[int, morecantile.Tile]  # (species id, tile)
+
+
+def tile_list(box: tuple[float, float, float, float], n: int, sids: list[int]) -> list[Job]:
+    """``n`` tiles at zooms 5 to 11 over the box, each for every species, shuffled: every
+    (species, tile) pair is requested once, so every response is rendered."""
     tms = morecantile.tms.get("WebMercatorQuad")
-    tiles = list(tms.tiles(*box, list(range(5, 10))))
+    tiles = list(tms.tiles(*box, list(range(5, 12))))
     random.Random(7).shuffle(tiles)
-    return tiles[:n]
+    jobs = [(sid, t) for t in tiles[:n] for sid in sids]
+    random.Random(8).shuffle(jobs)
+    return jobs
 
 
 def venv(name: str) -> Path:
@@ -205,18 +219,17 @@ def warm(base: str, paths: list[str]) -> None:
 
 
 def bench_sdmatlas(
-    db: str, sid: int, tiles: list[morecantile.Tile], warmups: list[morecantile.Tile],
-    conc: int, rel: Path,
-) -> dict[str, Any]:  # fmt: skip
+    db: str, jobs: list[Job], warmups: list[Job], conc: int, rel: Path
+) -> dict[str, Any]:
     port = 8801
     base = f"http://127.0.0.1:{port}"
     env = {"SDMATLAS_DATABASE_URL": db, "SDMATLAS_DATA_DIR": str(WORK / "tiles")}
     srv = Server([str(BIN / "sdmatlas"), "serve", "--port", str(port), "--workers", "2"], env,
                  f"{base}/health", ROOT)  # fmt: skip
     try:
-        path = f"/tiles/{KEY}:species:{sid}/WebMercatorQuad/{{z}}/{{x}}/{{y}}.png?colormap=viridis"
-        warm(base, [path.format(z=t.z, x=t.x, y=t.y) for t in warmups])
-        urls = [base + path.format(z=t.z, x=t.x, y=t.y) for t in tiles]
+        path = f"/tiles/{KEY}:species:{{s}}/WebMercatorQuad/{{z}}/{{x}}/{{y}}.png?colormap=viridis"
+        warm(base, [path.format(s=s, z=t.z, x=t.x, y=t.y) for s, t in warmups])
+        urls = [base + path.format(s=s, z=t.z, x=t.x, y=t.y) for s, t in jobs]
         out: dict[str, Any] = {"uncached": run_load(urls, conc), "warm": run_load(urls, conc)}
         out["point_p50_ms"], out["report_p50_ms"] = queries_over_http(base, rel)
         return out
@@ -261,9 +274,7 @@ def queries_over_http(base: str, rel: Path) -> tuple[float, float]:
     return round(float(np.median(point_ms)), 2), round(float(np.median(report_ms)), 1)
 
 
-def bench_titiler(
-    cog: Path, tiles: list[morecantile.Tile], warmups: list[morecantile.Tile], conc: int
-) -> dict[str, Any]:
+def bench_titiler(cogs: Path, jobs: list[Job], warmups: list[Job], conc: int) -> dict[str, Any]:
     env_path = venv("titiler")
     port = 8802
     base = f"http://127.0.0.1:{port}"
@@ -271,23 +282,20 @@ def bench_titiler(
                   "--port", str(port), "--workers", "2", "--log-level", "warning"], {},
                  f"{base}/healthz", ROOT)  # fmt: skip
     try:
-        path = (f"/cog/tiles/WebMercatorQuad/{{z}}/{{x}}/{{y}}.png?url={cog}"
+        path = (f"/cog/tiles/WebMercatorQuad/{{z}}/{{x}}/{{y}}.png?url={cogs}/sp{{s}}.tif"
                 "&colormap_name=viridis&rescale=0,254")  # fmt: skip
-        warm(base, [path.format(z=t.z, x=t.x, y=t.y) for t in warmups])
-        return {
-            "uncached": run_load([base + path.format(z=t.z, x=t.x, y=t.y) for t in tiles], conc)
-        }
+        warm(base, [path.format(s=s, z=t.z, x=t.x, y=t.y) for s, t in warmups])
+        urls = [base + path.format(s=s, z=t.z, x=t.x, y=t.y) for s, t in jobs]
+        return {"uncached": run_load(urls, conc)}
     finally:
         srv.stop()
 
 
-def bench_terracotta(
-    cog: Path, tiles: list[morecantile.Tile], warmups: list[morecantile.Tile], conc: int
-) -> dict[str, Any]:
+def bench_terracotta(cogs: Path, jobs: list[Job], warmups: list[Job], conc: int) -> dict[str, Any]:
     env_path = venv("terracotta")
     db = WORK / "tiles" / "terracotta.sqlite"
     db.unlink(missing_ok=True)
-    subprocess.run([str(env_path / "bin" / "terracotta"), "ingest", f"{cog.parent}/{{name}}.tif",
+    subprocess.run([str(env_path / "bin" / "terracotta"), "ingest", f"{cogs}/{{name}}.tif",
                     "-o", str(db)], check=True, capture_output=True)  # fmt: skip
     port = 8803
     base = f"http://127.0.0.1:{port}"
@@ -295,11 +303,10 @@ def bench_terracotta(
                   "terracotta.server:create_app()"], {"TC_DRIVER_PATH": str(db)},
                  f"{base}/keys", ROOT)  # fmt: skip
     try:
-        path = "/singleband/species/{z}/{x}/{y}.png?colormap=viridis&stretch_range=[0,254]"
-        warm(base, [path.format(z=t.z, x=t.x, y=t.y) for t in warmups])
-        return {
-            "uncached": run_load([base + path.format(z=t.z, x=t.x, y=t.y) for t in tiles], conc)
-        }
+        path = "/singleband/sp{s}/{z}/{x}/{y}.png?colormap=viridis&stretch_range=[0,254]"
+        warm(base, [path.format(s=s, z=t.z, x=t.x, y=t.y) for s, t in warmups])
+        urls = [base + path.format(s=s, z=t.z, x=t.x, y=t.y) for s, t in jobs]
+        return {"uncached": run_load(urls, conc)}
     finally:
         srv.stop()
 
@@ -307,30 +314,33 @@ def bench_terracotta(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--tiles", type=int, default=400)
+    ap.add_argument("--species", type=int, default=10, help="species layers served")
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--skip-peers", action="store_true")
     args = ap.parse_args()
 
     rel = ensure_release()
     db = catalog_url(rel)
-    sid, box = widest_species(rel)
-    cog = export(rel, sid)
-    all_tiles = tile_list(box, args.tiles + 6)
-    tiles, warmups = all_tiles[:-6], all_tiles[-6:]
+    sids, box = widest_species(rel, args.species)
+    cogs = export(rel, sids)
+    jobs = tile_list(box, args.tiles, sids)
+    # warm-ups: tiles at zoom 4, outside the list, for every species
+    tms = morecantile.tms.get("WebMercatorQuad")
+    warmups = [(s, t) for s in sids for t in list(tms.tiles(*box, [4]))[:2]]
     results: dict[str, Any] = {
         "date": dt.date.today().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "layer": f"{KEY}:species:{sid}",
-        "tiles": len(tiles),
-        "zooms": sorted({t.z for t in tiles}),
+        "layers": [f"{KEY}:species:{s}" for s in sids],
+        "requests": len(jobs),
+        "zooms": sorted({t.z for _, t in jobs}),
         "concurrency": args.concurrency,
         "servers": {},
     }
-    results["servers"]["sdmatlas"] = bench_sdmatlas(db, sid, tiles, warmups, args.concurrency, rel)
+    results["servers"]["sdmatlas"] = bench_sdmatlas(db, jobs, warmups, args.concurrency, rel)
     if not args.skip_peers:
         for name, fn in [("titiler", bench_titiler), ("terracotta", bench_terracotta)]:
             try:
-                results["servers"][name] = fn(cog, tiles, warmups, args.concurrency)
+                results["servers"][name] = fn(cogs, jobs, warmups, args.concurrency)
             except (RuntimeError, subprocess.CalledProcessError) as exc:
                 results["servers"][name] = {"error": str(exc)[-500:]}
                 print(f"{name}: {exc}")

@@ -79,6 +79,14 @@ def client(release: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 @pytest.fixture(scope="module")
+def slow_client(client: TestClient) -> Iterator[TestClient]:
+    """The same app without the tile fast path: every tile through FastAPI's router."""
+    s = client.app.state.settings.model_copy(update={"tile_fast_path": False})  # type: ignore[attr-defined]
+    with TestClient(create_app(s, client.app.state.catalog)) as c:  # type: ignore[attr-defined]
+        yield c
+
+
+@pytest.fixture(scope="module")
 def grid(release: Path) -> Grid:
     return Grid.model_validate(sdmatlas_attrs(open_release(release))["grid"])
 
@@ -253,6 +261,35 @@ def test_png_and_webp_tiles_show_the_codes_through_the_palette(
             want = code_palette(parse_style(cmap, rescale, (lo, hi)))[codes]
             assert np.array_equal(img, want), (fmt, cmap)
             assert (img[codes == NODATA, 3] == 0).all()
+
+
+def test_the_fast_path_answers_as_the_documented_route(
+    client: TestClient, slow_client: TestClient, grid: Grid
+) -> None:
+    tms = morecantile.tms.get("WebMercatorQuad")
+    tile = tiles_over(grid, tms, 9)[0]
+    t = f"WebMercatorQuad/{tile.z}/{tile.x}/{tile.y}"
+    urls = [
+        f"/tiles/{KEY}:species:3/{t}.png",
+        f"/tiles/{KEY}:species:3/{t}.webp?colormap=magma&rescale=0,0.5",
+        f"/tiles/{KEY}:species:3/{t}.npy",
+        f"/tiles/{KEY}:indicator:shannon/{t}.png?colormap=ff0000,00ff00",
+        f"/tiles/{KEY}:group:richness/{t}.png?genus=Alpha",
+        f"/tiles/{KEY}:species:3/WebMercatorQuad/6/0/0.png",
+        f"/tiles/{KEY}:species:3/{t}.gif",
+        f"/tiles/{KEY}:species:3/Nope/{tile.z}/{tile.x}/{tile.y}.png",
+        f"/tiles/{KEY}:species:3/{t}.png?rescale=2,1",
+        f"/tiles/{KEY}:species:3/{t}.png?unknown=1",
+        f"/tiles/{KEY}:species:3/{t}.png?colormap=a&colormap=b",
+        f"/tiles/{KEY}:species:999/{t}.png",
+        f"/tiles/{KEY}:species:3/WebMercatorQuad/40/0/0.png",
+    ]
+    for url in urls:
+        fast, slow = client.get(url), slow_client.get(url)
+        assert fast.status_code == slow.status_code, url
+        assert fast.content == slow.content or fast.json() == slow.json(), url
+        for h in ["etag", "cache-control", "content-type", "x-tile-empty", "x-pyramid-level"]:
+            assert fast.headers.get(h) == slow.headers.get(h), (url, h)
 
 
 def test_tiles_outside_the_data_are_empty_not_errors(client: TestClient) -> None:

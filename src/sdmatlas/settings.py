@@ -79,6 +79,10 @@ class Settings(BaseSettings):
         description="How long a process reuses a layer's catalog entry (a retired or "
         "republished release is seen within this delay).",
     )
+    tile_fast_path: bool = Field(
+        default=True,
+        description="Answer tile URLs before FastAPI's router (same responses, less overhead).",
+    )
     cors_origins: list[str] = Field(
         default=["*"], description="Origins allowed by CORS (JSON list; [] disables CORS)."
     )

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from sdmatlas.catalog.db import Catalog
-from sdmatlas.serve import catalog_routes, errors, query_routes, tile_routes
+from sdmatlas.serve import catalog_routes, errors, fastpath, query_routes, tile_routes
 from sdmatlas.serve.middleware import ETagTimingMiddleware
 from sdmatlas.serve.services import Services
 from sdmatlas.settings import Settings
@@ -29,6 +29,8 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     app.state.catalog = catalog or Catalog.from_settings(settings)
     app.state.services = Services.build(settings, app.state.catalog)
     errors.install(app)
+    if settings.tile_fast_path:
+        fastpath.install(app, app.state.services)  # innermost: inside ETag and CORS
     app.add_middleware(ETagTimingMiddleware)
     if settings.cors_origins:
         app.add_middleware(

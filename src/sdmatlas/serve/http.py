@@ -21,14 +21,17 @@ def etag(*parts: object) -> str:
     return f'"{digest[:32]}"'
 
 
+def tag_matches(if_none_match: str, tag: str) -> bool:
+    """True when an If-None-Match header value holds ``tag`` (or is ``*``)."""
+    if if_none_match.strip() == "*":
+        return True
+    return tag in {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+
+
 def not_modified(request: Request, tag: str) -> bool:
     """True when the client's If-None-Match already holds ``tag``."""
     header = request.headers.get("if-none-match")
-    if not header:
-        return False
-    if header.strip() == "*":
-        return True
-    return tag in {t.strip().removeprefix("W/") for t in header.split(",")}
+    return bool(header) and tag_matches(str(header), tag)
 
 
 def cache_control(version: str, v: str | None) -> str:

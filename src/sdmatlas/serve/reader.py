@@ -200,7 +200,11 @@ class ReleaseReader:
                     mosaic[y : y + block.shape[0], x : x + block.shape[1]] = block
             oy, ox = idx.r0 - cy0 * ch, idx.c0 - cx0 * ch
             window = mosaic[oy : oy + idx.h, ox : ox + idx.w]
-        out[idx.inside] = np.ascontiguousarray(window).ravel()[idx.offsets]
+        flat = np.ascontiguousarray(window).ravel()
+        if idx.full:
+            whole: npt.NDArray[Any] = flat[idx.offsets].reshape(idx.rows.shape)
+            return whole
+        out[idx.inside] = flat[idx.offsets]
         return out
 
     def gather_group(

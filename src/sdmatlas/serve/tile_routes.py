@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from sdmatlas.errors import InvalidInputError
 from sdmatlas.quantize import NODATA, SCALE
 from sdmatlas.serve import render
-from sdmatlas.serve.http import SHORT, Timer, cache_control, etag, not_modified, respond
+from sdmatlas.serve.http import SHORT, Timer, cache_control, etag, respond, tag_matches
 from sdmatlas.serve.layers import GroupSpec, LayerRef, parse_group
 from sdmatlas.serve.services import Services, services
 from sdmatlas.serve.tiling import TMS_NAMES, _transformer, check_tile, get_tms, tms_crs
@@ -159,11 +159,37 @@ async def tile(
     """Tiles of species, indicator and group layers. ``npy`` tiles hold the raw values:
     uint8 codes for species (p = code / 254, 255 = nodata), float32 with NaN otherwise.
     Tiles where the layer has no data are transparent, with ``X-Tile-Empty: true``."""
+    params = {
+        "colormap": colormap, "rescale": rescale, "v": v, "genus": genus, "family": family,
+        "status": status, "ids": ids,
+    }  # fmt: skip
+    status_code, headers, body, media = tile_response(
+        services(request), request.headers.get("if-none-match"), layer, tms, z, x, y, format,
+        params,
+    )  # fmt: skip
+    return Response(body, status_code=status_code, headers=headers, media_type=media)
+
+
+TileParams = dict[str, str | None]
+
+
+def tile_response(
+    svc: Services,
+    if_none_match: str | None,
+    layer: str,
+    tms: str,
+    z: int,
+    x: int,
+    y: int,
+    format: str,
+    params: TileParams,
+) -> tuple[int, dict[str, str], bytes, str | None]:
+    """Status, headers, body and media type of a tile request: shared by the FastAPI
+    route and the fast path (serve/fastpath.py), so both answer the same bytes."""
     # Rendered on the event loop's thread on purpose: the work is CPU-bound (threads
     # would not run it in parallel), and PROJ transformers are per thread and cost
     # 50-200 ms to create in each new one. The catalog is only asked on a layer-cache miss.
     timer = Timer()
-    svc = services(request)
     with timer.span("layer"):
         ref = svc.layers.resolve(layer)
     get_tms(tms)
@@ -171,21 +197,24 @@ async def tile(
         raise InvalidInputError(
             f"format {format!r} is not served; use one of {', '.join(render.FORMATS)}"
         )
-    group = _group(ref, genus, family, status, ids)
+    group = _group(ref, params.get("genus"), params.get("family"), params.get("status"),
+                   params.get("ids"))  # fmt: skip
     rows = svc.group_rows(ref, group) if group is not None else None
-    style = render.parse_style(colormap, rescale, ref.default_range)
+    style = render.parse_style(params.get("colormap"), params.get("rescale"), ref.default_range)
     tag = etag(ref.version, tms, z, x, y, format, style.key(), group.key() if group else "")
-    cache = cache_control(ref.version, v)
-    if not_modified(request, tag):
+    cache = cache_control(ref.version, params.get("v"))
+    if if_none_match and tag_matches(if_none_match, tag):
         check_tile(get_tms(tms), z, x, y)
-        return Response(status_code=304, headers={"ETag": tag, "Cache-Control": cache})
+        return 304, {"ETag": tag, "Cache-Control": cache}, b"", None
     body, empty = render_tile(svc, ref, rows, tms, z, x, y, format, style, timer)
-    extra = {"X-Tile-Empty": "true"} if empty else {}
+    headers = {"ETag": tag, "Cache-Control": cache, "Server-Timing": timer.header()}
+    if empty:
+        headers["X-Tile-Empty"] = "true"
     if timer.level is not None:
-        extra["X-Pyramid-Level"] = str(timer.level)
+        headers["X-Pyramid-Level"] = str(timer.level)
     if format == "npy" and ref.kind == "species":
-        extra |= {"X-Scale": repr(SCALE), "X-Nodata": str(NODATA)}
-    return respond(request, body, render.FORMATS[format], tag, cache, timer, extra)
+        headers |= {"X-Scale": repr(SCALE), "X-Nodata": str(NODATA)}
+    return 200, headers, body, render.FORMATS[format]
 
 
 def _zoom_range(svc: Services, ref: LayerRef, tms_name: str) -> tuple[int, int]:

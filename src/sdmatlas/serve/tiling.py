@@ -100,12 +100,25 @@ def _lattice() -> F64:
     return np.unique(np.r_[np.arange(0, TILE_SIZE, _STEP), TILE_SIZE - 1]).astype(np.float64)
 
 
-def _bilinear(lat: F64, v: F64, at: F64) -> F64:
-    """Bilinear interpolation at pixel positions ``at`` x ``at`` of values ``v`` known
-    on the lattice ``lat`` x ``lat`` (rows first, then columns)."""
-    k = np.clip(np.searchsorted(lat, at, side="right") - 1, 0, len(lat) - 2)
-    t = (at - lat[k]) / (lat[k + 1] - lat[k])
-    rows = v[k] * (1 - t)[:, None] + v[k + 1] * t[:, None]  # [TILE, len(lat)]
+_LAT = _lattice()
+_POS = np.arange(TILE_SIZE, dtype=np.float64)
+_MID = np.union1d(_LAT, (_LAT[:-1] + _LAT[1:]) / 2)
+
+
+@functools.cache
+def _interp(at: str) -> tuple[npt.NDArray[np.intp], F64]:
+    positions = _POS if at == "pos" else _MID
+    k = np.clip(np.searchsorted(_LAT, positions, side="right") - 1, 0, len(_LAT) - 2)
+    return k, (positions - _LAT[k]) / (_LAT[k + 1] - _LAT[k])
+
+
+def _bilinear(v: F64, at: str) -> F64:
+    """Bilinear interpolation of values ``v`` known on the lattice, at the tile's pixel
+    positions (``"pos"``) or at the lattice's midpoints (``"mid"``), rows then columns.
+    (Not as W v W^T: BLAS threads spinning in every API worker cost far more, under
+    load, than the matrix products save.)"""
+    k, t = _interp(at)
+    rows = v[k] * (1 - t)[:, None] + v[k + 1] * t[:, None]
     out: F64 = rows[:, k] * (1 - t)[None, :] + rows[:, k + 1] * t[None, :]
     return out
 
@@ -126,23 +139,32 @@ class TileIndex:
     c0: int
     h: int
     w: int
-    offsets: npt.NDArray[np.int64]
+    offsets: npt.NDArray[np.integer]
 
     @property
     def empty(self) -> bool:
         return self.h == 0
 
     @classmethod
-    def build(cls, level: int, rows: I32, cols: I32) -> TileIndex:
-        inside = rows >= 0
-        if not inside.any():
+    def build(
+        cls, level: int, rows: I32, cols: I32, inside: npt.NDArray[np.bool_] | None = None
+    ) -> TileIndex:
+        inside = rows >= 0 if inside is None else inside
+        full = bool(inside.all())
+        if not full and not inside.any():
             z = np.zeros(0, np.int64)
             return cls(level, rows, cols, inside, 0, 0, 0, 0, z)
-        r, c = rows[inside], cols[inside]
+        r, c = (rows, cols) if full else (rows[inside], cols[inside])
         r0, c0 = int(r.min()), int(c.min())
         h, w = int(r.max()) - r0 + 1, int(c.max()) - c0 + 1
-        offsets = (r.astype(np.int64) - r0) * w + (c - c0)
+        # int32 is enough: a tile's window at its level is at most a few thousand pixels
+        offsets = ((r - np.int32(r0)) * np.int32(w) + (c - np.int32(c0))).ravel()
         return cls(level, rows, cols, inside, r0, c0, h, w, offsets)
+
+    @property
+    def full(self) -> bool:
+        """Every tile pixel is inside the level (then no mask is needed)."""
+        return self.h > 0 and self.offsets.size == self.rows.size
 
 
 def choose_level(grid: Grid, n_levels: int, tile_pixel_size: float) -> int:
@@ -166,7 +188,7 @@ def tile_index(
     """The tile's index map into the release (see the module's docstring)."""
     t = _transformer(tms_crs(tms), grid.crs)
     bounds = tile_bounds(tms, z, x, y)
-    lat = _lattice()
+    lat = _LAT
     jj, ii = np.meshgrid(lat, lat, indexing="ij")
     lx, ly = t.transform(*_centres(bounds, ii, jj))
     lx, ly = np.asarray(lx), np.asarray(ly)
@@ -177,26 +199,41 @@ def tile_index(
     size = math.hypot(lx[c, c + 1] - lx[c, c], ly[c, c + 1] - ly[c, c]) / (lat[c + 1] - lat[c])
     k = choose_level(grid, n_levels, size)
     g = level_grid(grid, k)
-    pos = np.arange(TILE_SIZE, dtype=np.float64)
-    fx = (_bilinear(lat, lx, pos) - g.x0) / g.res
-    fy = (g.y0 - _bilinear(lat, ly, pos)) / g.res
+    # A tile whose lattice lies wholly off the level (one pixel of margin) is empty.
+    gx0, gx1 = (float(lx.min()) - g.x0) / g.res, (float(lx.max()) - g.x0) / g.res
+    gy0, gy1 = (g.y0 - float(ly.max())) / g.res, (g.y0 - float(ly.min())) / g.res
+    if gx1 < -1 or gx0 > g.width + 1 or gy1 < -1 or gy0 > g.height + 1:
+        return TileIndex.build(k, *_outside())
+    fx = _bilinear(lx, "pos")
+    fx -= g.x0
+    fx /= g.res
+    fy = _bilinear(ly, "pos")
+    np.subtract(g.y0, fy, out=fy)
+    fy /= g.res
     # Interpolation error, measured at the cell centres and edge midpoints of the lattice
     # (centres alone miss it where the two curvatures cancel there).
-    mid = np.union1d(lat, (lat[:-1] + lat[1:]) / 2)
-    mj, mi = np.meshgrid(mid, mid, indexing="ij")
+    mj, mi = np.meshgrid(_MID, _MID, indexing="ij")
     mx, my = t.transform(*_centres(bounds, mi, mj))
-    ax, ay = _bilinear(lat, lx, mid), _bilinear(lat, ly, mid)
+    ax, ay = _bilinear(lx, "mid"), _bilinear(ly, "mid")
     err = max(float(np.abs(ax - mx).max()), float(np.abs(ay - my).max())) / g.res
     if not math.isfinite(err) or err > 0.25:
         return _exact_index(tms, z, x, y, grid, n_levels, k)
     tol = 4 * err + 1e-9
-    near = (np.abs(fx - np.rint(fx)) < tol) | (np.abs(fy - np.rint(fy)) < tol)
+    cols, rows = np.floor(fx), np.floor(fy)
+    fx -= cols  # now the fractions within the pixel
+    fy -= rows
+    near = (fx < tol) | (fx > 1 - tol) | (fy < tol) | (fy > 1 - tol)
     if near.any():
         j, i = np.nonzero(near)
         ex_x, ex_y = t.transform(*_centres(bounds, i.astype(np.float64), j.astype(np.float64)))
-        fx[j, i] = (np.asarray(ex_x) - g.x0) / g.res
-        fy[j, i] = (g.y0 - np.asarray(ex_y)) / g.res
-    return _to_index(fx, fy, g, k)
+        cols[j, i] = np.floor((np.asarray(ex_x) - g.x0) / g.res)
+        rows[j, i] = np.floor((g.y0 - np.asarray(ex_y)) / g.res)
+    return _from_floors(cols, rows, g, k)
+
+
+def _outside() -> tuple[I32, I32]:
+    full = np.full((TILE_SIZE, TILE_SIZE), -1, np.int32)
+    return full, full
 
 
 def _exact_index(
@@ -225,12 +262,17 @@ def _pixel_size(gx: F64, gy: F64, ok: npt.NDArray[np.bool_]) -> float:
 
 def _to_index(fx: F64, fy: F64, g: Grid, k: int) -> TileIndex:
     with np.errstate(invalid="ignore"):
-        cols = np.floor(fx)
-        rows = np.floor(fy)
+        return _from_floors(np.floor(fx), np.floor(fy), g, k)
+
+
+def _from_floors(cols: F64, rows: F64, g: Grid, k: int) -> TileIndex:
+    with np.errstate(invalid="ignore"):
         inside = (cols >= 0) & (cols < g.width) & (rows >= 0) & (rows < g.height)
-    return TileIndex.build(
-        k, np.where(inside, rows, -1).astype(np.int32), np.where(inside, cols, -1).astype(np.int32)
-    )
+        r = rows.astype(np.int32)
+        c = cols.astype(np.int32)
+    r[~inside] = -1
+    c[~inside] = -1
+    return TileIndex.build(k, r, c, inside)
 
 
 class IndexCache:
