@@ -22,13 +22,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sdmatlas.errors import DatabaseUnavailableError, SdmAtlasError
 from sdmatlas.serve.services import Services
-from sdmatlas.serve.tile_routes import tile_response
+from sdmatlas.serve.tile_routes import PARAM_LIMITS, tile_response
 
 _TILE = re.compile(
     r"^/tiles/([^/]{1,200})/([A-Za-z0-9_]{1,64})/(\d{1,2})/(\d{1,10})/(\d{1,10})\.([a-z]{2,5})$"
 )
-_PARAMS = {"colormap": 600, "rescale": 100, "v": 64, "genus": 100, "family": 100, "status": 16,
-           "ids": 20_000}  # fmt: skip
+_PARAMS = PARAM_LIMITS
 
 
 class TileFastPath:

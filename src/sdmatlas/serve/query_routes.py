@@ -23,7 +23,7 @@ from sdmatlas.quantize import NODATA
 from sdmatlas.serve.http import SHORT, Timer
 from sdmatlas.serve.reader import OpenRelease
 from sdmatlas.serve.services import Services, services
-from sdmatlas.serve.tiling import _transformer
+from sdmatlas.serve.tiling import transformer
 from sdmatlas.zarr_access import array
 
 router = APIRouter(tags=["queries"])
@@ -52,7 +52,7 @@ def _open(svc: Services, release: str | None, period: str | None) -> OpenRelease
 
 
 def _to_grid(rel: OpenRelease) -> Transformer:
-    return _transformer("EPSG:4326", rel.grid.crs)
+    return transformer("EPSG:4326", rel.grid.crs)
 
 
 def _indicator_values(
@@ -186,7 +186,7 @@ def _footprint_lonlat(rel: OpenRelease) -> BaseGeometry:
     ring = shapely.box(left, bottom, right, top).exterior.segmentize(
         max(right - left, top - bottom) / 32
     )
-    t = _transformer(g.crs, "EPSG:4326")
+    t = transformer(g.crs, "EPSG:4326")
     xs, ys = t.transform(*np.asarray(ring.coords).T)
     return shapely.Polygon(zip(xs, ys, strict=True))
 

@@ -148,6 +148,13 @@ _HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
 MAX_CUSTOM_COLORS = 32
 
 
+def check_format(fmt: str) -> str:
+    """A served tile format, or a 400 naming them."""
+    if fmt not in FORMATS:
+        raise InvalidInputError(f"format {fmt!r} is not served; use one of {', '.join(FORMATS)}")
+    return fmt
+
+
 @dataclass(frozen=True)
 class Style:
     """How a layer is coloured: control colours and the value range they span."""

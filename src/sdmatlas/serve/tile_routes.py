@@ -16,7 +16,7 @@ from sdmatlas.serve import render
 from sdmatlas.serve.http import SHORT, Timer, cache_control, etag, respond, tag_matches
 from sdmatlas.serve.layers import GroupSpec, LayerRef, parse_group
 from sdmatlas.serve.services import Services, services
-from sdmatlas.serve.tiling import TMS_NAMES, _transformer, check_tile, get_tms, tms_crs
+from sdmatlas.serve.tiling import TMS_NAMES, check_tile, get_tms, tms_crs, transformer
 
 router = APIRouter(tags=["tiles"])
 
@@ -29,10 +29,14 @@ LayerId = Annotated[
         examples=["demo-1.0.0:species:17", "demo-1.0.0:indicator:richness"],
     ),
 ]
+#: The longest value accepted for each tile query parameter (the fast path uses them too).
+PARAM_LIMITS = {"colormap": 600, "rescale": 100, "v": 64, "genus": 100, "family": 100,
+                "status": 16, "ids": 20_000}  # fmt: skip
+
 Colormap = Annotated[
     str | None,
     Query(
-        max_length=600,
+        max_length=PARAM_LIMITS["colormap"],
         description=f"One of {', '.join(render.COLORMAPS)}, or 2 to 32 comma-separated hex "
         "colours. Default viridis.",
         examples=["viridis", "ffffcc,41ab5d,004529"],
@@ -41,7 +45,7 @@ Colormap = Annotated[
 Rescale = Annotated[
     str | None,
     Query(
-        max_length=100,
+        max_length=PARAM_LIMITS["rescale"],
         description="min,max in the layer's units mapped to the colormap's ends "
         "(default: 0,1 for species; the layer's min,max for indicators).",
         examples=["0,0.8"],
@@ -50,18 +54,24 @@ Rescale = Annotated[
 Version = Annotated[
     str | None,
     Query(
-        max_length=64,
+        max_length=PARAM_LIMITS["v"],
         description="The layer version (from TileJSON): with it the response is cached "
         "as immutable.",
     ),
 ]
-Genus = Annotated[str | None, Query(max_length=100, description="Group: a genus.")]
-Family = Annotated[str | None, Query(max_length=100, description="Group: a family.")]
+Genus = Annotated[
+    str | None, Query(max_length=PARAM_LIMITS["genus"], description="Group: a genus.")
+]
+Family = Annotated[
+    str | None, Query(max_length=PARAM_LIMITS["family"], description="Group: a family.")
+]
 Status = Annotated[
-    str | None, Query(max_length=16, description="Group: protected, invasive or endemic.")
+    str | None,
+    Query(max_length=PARAM_LIMITS["status"], description="Group: protected, invasive or endemic."),
 ]
 Ids = Annotated[
-    str | None, Query(max_length=20_000, description="Group: comma-separated species ids.")
+    str | None,
+    Query(max_length=PARAM_LIMITS["ids"], description="Group: comma-separated species ids."),
 ]
 
 TILE_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -193,10 +203,7 @@ def tile_response(
     with timer.span("layer"):
         ref = svc.layers.resolve(layer)
     get_tms(tms)
-    if format not in render.FORMATS:
-        raise InvalidInputError(
-            f"format {format!r} is not served; use one of {', '.join(render.FORMATS)}"
-        )
+    render.check_format(format)
     group = _group(ref, params.get("genus"), params.get("family"), params.get("status"),
                    params.get("ids"))  # fmt: skip
     rows = svc.group_rows(ref, group) if group is not None else None
@@ -224,7 +231,7 @@ def _zoom_range(svc: Services, ref: LayerRef, tms_name: str) -> tuple[int, int]:
     rel = svc.open(ref)
     g = rel.grid
     cx, cy = g.x0 + g.width * g.res / 2, g.y0 - g.height * g.res / 2
-    t = _transformer(g.crs, tms_crs(tms))
+    t = transformer(g.crs, tms_crs(tms))
     (ax, bx), (ay, by) = t.transform([cx, cx + g.res], [cy, cy])
     res = math.hypot(bx - ax, by - ay)
     maxz = tms.minzoom
@@ -257,10 +264,7 @@ def tilejson(
     svc = services(request)
     ref = svc.layers.resolve(layer)
     get_tms(tms)
-    if format not in render.FORMATS:
-        raise InvalidInputError(
-            f"format {format!r} is not served; use one of {', '.join(render.FORMATS)}"
-        )
+    render.check_format(format)
     group = _group(ref, genus, family, status, ids)
     render.parse_style(colormap, rescale, ref.default_range)  # validate now, not per tile
     if group is not None:

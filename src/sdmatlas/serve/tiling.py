@@ -63,7 +63,7 @@ def check_tile(tms: morecantile.TileMatrixSet, z: int, x: int, y: int) -> None:
 
 
 @functools.cache
-def _transformer(src: str, dst: str) -> Transformer:
+def transformer(src: str, dst: str) -> Transformer:
     # One per CRS pair and process; pyproj transformers are safe to share between threads.
     return Transformer.from_crs(CRS.from_user_input(src), CRS.from_user_input(dst), always_xy=True)
 
@@ -92,7 +92,7 @@ def exact_grid_xy(
     """Every tile pixel centre in the grid's CRS, each transformed by PROJ (the reference)."""
     jj, ii = np.mgrid[0:TILE_SIZE, 0:TILE_SIZE].astype(np.float64)
     cx, cy = _centres(tile_bounds(tms, z, x, y), ii, jj)
-    gx, gy = _transformer(tms_crs(tms), grid_crs).transform(cx, cy)
+    gx, gy = transformer(tms_crs(tms), grid_crs).transform(cx, cy)
     return np.asarray(gx), np.asarray(gy)
 
 
@@ -186,7 +186,7 @@ def tile_index(
     tms: morecantile.TileMatrixSet, z: int, x: int, y: int, grid: Grid, n_levels: int
 ) -> TileIndex:
     """The tile's index map into the release (see the module's docstring)."""
-    t = _transformer(tms_crs(tms), grid.crs)
+    t = transformer(tms_crs(tms), grid.crs)
     bounds = tile_bounds(tms, z, x, y)
     lat = _LAT
     jj, ii = np.meshgrid(lat, lat, indexing="ij")
