@@ -12,7 +12,14 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from sdmatlas.catalog.db import Catalog
-from sdmatlas.serve import catalog_routes, errors, fastpath, query_routes, tile_routes
+from sdmatlas.serve import (
+    catalog_routes,
+    errors,
+    fastpath,
+    query_routes,
+    tile_routes,
+    tms_routes,
+)
 from sdmatlas.serve.middleware import ETagTimingMiddleware
 from sdmatlas.serve.services import Services
 from sdmatlas.settings import Settings
@@ -60,6 +67,7 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     app.include_router(catalog_routes.router)
     app.include_router(tile_routes.router)
     app.include_router(query_routes.router)
+    app.include_router(tms_routes.router)
     return app
 
 

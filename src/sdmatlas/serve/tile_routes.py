@@ -224,7 +224,7 @@ def tile_response(
     return 200, headers, body, render.FORMATS[format]
 
 
-def _zoom_range(svc: Services, ref: LayerRef, tms_name: str) -> tuple[int, int]:
+def zoom_range(svc: Services, ref: LayerRef, tms_name: str) -> tuple[int, int]:
     """maxzoom: the first zoom whose pixels are as fine as the release's; minzoom: that,
     less the pyramid's levels and three more (coarser tiles come from the last level)."""
     tms = get_tms(tms_name)
@@ -269,7 +269,7 @@ def tilejson(
     render.parse_style(colormap, rescale, ref.default_range)  # validate now, not per tile
     if group is not None:
         svc.group_rows(ref, group)
-    minz, maxz = _zoom_range(svc, ref, tms)
+    minz, maxz = zoom_range(svc, ref, tms)
     qs = _query_string(
         colormap=colormap, rescale=rescale, v=ref.version, genus=genus, family=family,
         status=status, ids=ids,

@@ -1,0 +1,134 @@
+"""OSGeo TMS 1.0.0: the service, tile map and tile resources (y counted from the bottom).
+
+Tiles come from the same renderer as the XYZ routes (:func:`tile_response`): a TMS
+tile (z, x, y) is the XYZ tile (z, x, matrixHeight - 1 - y), same bytes, same ETag.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+from xml.etree import ElementTree as ET
+
+from fastapi import APIRouter, Path, Query, Request, Response
+
+from sdmatlas.catalog import queries
+from sdmatlas.errors import InvalidInputError, NotFoundError
+from sdmatlas.serve import render
+from sdmatlas.serve.catalog_routes import layer_id
+from sdmatlas.serve.services import services
+from sdmatlas.serve.tile_routes import LayerId, tile_response, zoom_range
+from sdmatlas.serve.tiling import TMS_NAMES, get_tms
+
+router = APIRouter(tags=["ogc"])
+
+PROFILES = {
+    "WebMercatorQuad": "global-mercator",
+    "WGS1984Quad": "global-geodetic",
+    "EuropeanETRS89_LAEAQuad": "local",
+}
+#: Zoom levels offered beyond the one matching the release's resolution.
+OVERZOOM = 3
+XML = "application/xml"
+
+
+def _xml(root: ET.Element) -> Response:
+    body = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return Response(body, media_type=XML, headers={"Cache-Control": "public, max-age=60"})
+
+
+def _image_format(fmt: str) -> None:
+    if render.check_format(fmt) == "npy":
+        raise InvalidInputError("TMS serves images: format png or webp")
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + "/tms/1.0.0"
+
+
+@router.get("/tms/1.0.0", summary="TMS 1.0.0 TileMapService: every layer in every profile.")
+def tile_map_service(request: Request) -> Response:
+    svc = services(request)
+    root = ET.Element("TileMapService", version="1.0.0", services=str(request.base_url))
+    ET.SubElement(root, "Title").text = "sdmatlas"
+    ET.SubElement(root, "Abstract").text = "AI-predicted species distributions and indicators"
+    maps = ET.SubElement(root, "TileMaps")
+    offset = 0
+    with svc.catalog.session() as s:
+        while True:
+            page = queries.find_layers(s, limit=queries.MAX_LIMIT, offset=offset)
+            for info in page:
+                lid = layer_id(info.release, info.name)
+                for name in TMS_NAMES:
+                    ET.SubElement(
+                        maps, "TileMap", title=f"{info.title} ({info.release})",
+                        srs=f"EPSG:{get_tms(name).crs.to_epsg()}", profile=PROFILES[name],
+                        href=f"{_base(request)}/{lid}/{name}",
+                    )  # fmt: skip
+            if len(page) < queries.MAX_LIMIT:
+                break
+            offset += queries.MAX_LIMIT
+    return _xml(root)
+
+
+@router.get("/tms/1.0.0/{layer}/{tms}", summary="TMS 1.0.0 TileMap of a layer in a profile.")
+def tile_map(
+    request: Request,
+    layer: LayerId,
+    tms: Annotated[str, Path(description=f"One of {', '.join(TMS_NAMES)}.")],
+    format: Annotated[str, Query(description="png or webp.")] = "png",
+) -> Response:
+    """The tile sets from the zoom that shows the whole layer to three zooms past the
+    release's resolution; tiles use the layer's default colormap and range."""
+    svc = services(request)
+    ref = svc.layers.resolve(layer)
+    matrix_set = get_tms(tms)
+    _image_format(format)
+    minz, maxz = zoom_range(svc, ref, tms)
+    root = ET.Element("TileMap", version="1.0.0", tilemapservice=_base(request) + "/")
+    ET.SubElement(root, "Title").text = ref.title
+    ET.SubElement(root, "Abstract").text = f"{ref.id}, version {ref.version}"
+    ET.SubElement(root, "SRS").text = f"EPSG:{matrix_set.crs.to_epsg()}"
+    b = matrix_set.xy_bbox
+    ET.SubElement(root, "BoundingBox", minx=repr(b.left), miny=repr(b.bottom), maxx=repr(b.right),
+                  maxy=repr(b.top))  # fmt: skip
+    ET.SubElement(root, "Origin", x=repr(b.left), y=repr(b.bottom))
+    ET.SubElement(root, "TileFormat", {"width": "256", "height": "256",
+                  "mime-type": render.FORMATS[format], "extension": format})  # fmt: skip
+    sets = ET.SubElement(root, "TileSets", profile=PROFILES[tms])
+    for z in range(minz, min(maxz + OVERZOOM, matrix_set.maxzoom) + 1):
+        attrs = {
+            "href": f"{_base(request)}/{ref.id}/{tms}/{z}",
+            "units-per-pixel": repr(matrix_set.matrix(z).cellSize),
+            "order": str(z),
+        }
+        ET.SubElement(sets, "TileSet", attrs)
+    return _xml(root)
+
+
+@router.get(
+    "/tms/1.0.0/{layer}/{tms}/{z}/{x}/{y}.{format}",
+    summary="A TMS 1.0.0 tile (y counted from the bottom of the matrix).",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}, "image/webp": {}}}},
+)
+async def tms_tile(
+    request: Request,
+    layer: LayerId,
+    tms: Annotated[str, Path(description=f"One of {', '.join(TMS_NAMES)}.")],
+    z: Annotated[int, Path(ge=0, le=30)],
+    x: Annotated[int, Path(ge=0)],
+    y: Annotated[int, Path(ge=0)],
+    format: Annotated[str, Path(description="png or webp.")],
+) -> Response:
+    matrix_set = get_tms(tms)
+    _image_format(format)
+    if not matrix_set.minzoom <= z <= matrix_set.maxzoom:
+        raise NotFoundError(f"zoom {z} is outside {tms}")
+    height = matrix_set.matrix(z).matrixHeight
+    if y >= height:
+        raise NotFoundError(f"tile row {y} is outside {tms} at zoom {z} (rows < {height})")
+    status, headers, body, media = tile_response(
+        services(request), request.headers.get("if-none-match"), layer, tms, z, x,
+        height - 1 - y, format, {},
+    )  # fmt: skip
+    return Response(body, status_code=status, headers=headers, media_type=media)
