@@ -19,6 +19,7 @@ from sdmatlas.serve import (
     query_routes,
     tile_routes,
     tms_routes,
+    wmts_routes,
 )
 from sdmatlas.serve.middleware import ETagTimingMiddleware
 from sdmatlas.serve.services import Services
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     app.include_router(tile_routes.router)
     app.include_router(query_routes.router)
     app.include_router(tms_routes.router)
+    app.include_router(wmts_routes.router)
     return app
 
 

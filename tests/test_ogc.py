@@ -1,4 +1,5 @@
-"""OSGeo TMS 1.0.0, read by real clients (OWSLib, GDAL's WMS driver) from a live server."""
+"""OGC and OSGeo services (WMTS 1.0.0, TMS 1.0.0), read by real clients (OWSLib, GDAL's
+WMTS and WMS drivers) from a live server."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import pytest
 import rasterio
 import uvicorn
 from owslib.tms import TileMapService
+from owslib.wmts import WebMapTileService
 from PIL import Image
 from rasterio.windows import Window
 
@@ -153,3 +155,81 @@ def test_bad_tms_requests(live: str) -> None:
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(live + url)
         assert e.value.code == status, url
+
+
+# -- WMTS ---------------------------------------------------------------------------------------
+
+
+def _xyz_png(live: str, z: int, x: int, y: int, cmap: str = "viridis") -> bytes:
+    url = f"{live}/tiles/{LAYER}/WebMercatorQuad/{z}/{x}/{y}.png?colormap={cmap}"
+    return urllib.request.urlopen(url).read()
+
+
+def test_owslib_reads_wmts_capabilities_and_gets_tiles(live: str) -> None:
+    wmts = WebMapTileService(f"{live}/wmts", version="1.0.0")
+    assert LAYER in wmts.contents
+    lay = wmts.contents[LAYER]
+    assert set(lay.tilematrixsetlinks) == {
+        "WebMercatorQuad",
+        "WGS1984Quad",
+        "EuropeanETRS89_LAEAQuad",
+    }
+    assert "viridis" in lay.styles and lay.styles["viridis"].get("isDefault")
+    assert "image/png" in lay.formats
+    assert any(r["format"] == "image/png" for r in lay.resourceURLs)
+    assert wmts.tilematrixsets["WebMercatorQuad"].crs == "urn:ogc:def:crs:EPSG::3857"
+    tile = _data_tile(live, 9)
+    for cmap in ["viridis", "magma"]:
+        got = wmts.gettile(layer=LAYER, tilematrixset="WebMercatorQuad", tilematrix="9",
+                           row=tile.y, column=tile.x, format="image/png", style=cmap)  # fmt: skip
+        assert got.read() == _xyz_png(live, 9, tile.x, tile.y, cmap)
+    rest = lay.resourceURLs[0]["template"]
+    url = (rest.replace("{Style}", "viridis").replace("{TileMatrixSet}", "WebMercatorQuad")
+           .replace("{TileMatrix}", "9").replace("{TileRow}", str(tile.y))
+           .replace("{TileCol}", str(tile.x)))  # fmt: skip
+    assert urllib.request.urlopen(url).read() == _xyz_png(live, 9, tile.x, tile.y)
+
+
+def test_gdal_wmts_driver_reads_our_pixels_georeferenced(live: str) -> None:
+    """GDAL's WMTS driver on our capabilities: a window read at the tile matrix of zoom 9
+    equals our XYZ tile, at the right place."""
+    tile = _data_tile(live, 9)
+    b = morecantile.tms.get("WebMercatorQuad").xy_bounds(tile)
+    src = (f"WMTS:{live}/wmts/1.0.0/WMTSCapabilities.xml,layer={LAYER},"
+           "tilematrixset=WebMercatorQuad,style=viridis")  # fmt: skip
+    res9 = morecantile.tms.get("WebMercatorQuad").matrix(9).cellSize
+    # zoom 9 at full resolution, over the whole matrix set (tile-aligned, not cropped)
+    with rasterio.open(src, ZOOM_LEVEL=9, EXTENT_METHOD="TILE_MATRIX_SET") as ds:
+        assert ds.crs.to_epsg() == 3857
+        assert ds.res[0] == pytest.approx(res9, rel=1e-9)
+        win = ds.window(b.left, b.bottom, b.right, b.top).round_offsets().round_lengths()
+        got = ds.read(window=win)
+    want = np.asarray(Image.open(io.BytesIO(_xyz_png(live, 9, tile.x, tile.y))).convert("RGBA"))
+    assert got.shape == (4, 256, 256)
+    assert np.array_equal(got.transpose(1, 2, 0), want)
+
+
+INVALID = "InvalidParameterValue"
+
+
+def test_wmts_errors_are_exception_reports(live: str) -> None:
+    for query, code in [
+        ("SERVICE=WMTS&REQUEST=GetTile", "MissingParameterValue"),
+        ("SERVICE=WMTS&REQUEST=DescribeEverything", "OperationNotSupported"),
+        (f"SERVICE=WMTS&REQUEST=GetTile&LAYER={LAYER}&STYLE=rainbow&FORMAT=image/png"
+         "&TILEMATRIXSET=WebMercatorQuad&TILEMATRIX=9&TILEROW=1&TILECOL=1", INVALID),
+        (f"SERVICE=WMTS&REQUEST=GetTile&LAYER={LAYER}&STYLE=default&FORMAT=image/gif"
+         "&TILEMATRIXSET=WebMercatorQuad&TILEMATRIX=9&TILEROW=1&TILECOL=1", INVALID),
+        (f"SERVICE=WMTS&REQUEST=GetTile&LAYER={LAYER}&STYLE=default&FORMAT=image/png"
+         "&TILEMATRIXSET=WebMercatorQuad&TILEMATRIX=2&TILEROW=9&TILECOL=1", "TileOutOfRange"),
+        ("SERVICE=WMTS&REQUEST=GetTile&LAYER=nope&STYLE=default&FORMAT=image/png"
+         "&TILEMATRIXSET=WebMercatorQuad&TILEMATRIX=2&TILEROW=1&TILECOL=1", INVALID),
+        (f"SERVICE=WMTS&REQUEST=GetTile&LAYER={LAYER}&STYLE=default&FORMAT=image/png"
+         "&TILEMATRIXSET=Nope&TILEMATRIX=2&TILEROW=1&TILECOL=1", "InvalidParameterValue"),
+    ]:  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"{live}/wmts?{query}")
+        assert 400 <= e.value.code < 500, query
+        doc = ET.fromstring(e.value.read())
+        exc = doc.find("{http://www.opengis.net/ows/1.1}Exception")
+        assert exc is not None and exc.attrib["exceptionCode"] == code, query

@@ -1,0 +1,253 @@
+"""OGC WMTS 1.0.0: capabilities, GetTile in KVP and RESTful encodings.
+
+Tiles come from the same renderer as the XYZ routes (:func:`tile_response`): the
+WMTS tile (TileMatrix, TileRow, TileCol) of a TileMatrixSet is the XYZ tile
+(z, x = TileCol, y = TileRow), same bytes, same ETag. Styles are the colormaps.
+Errors are OWS ExceptionReports with the standard codes (never a 5xx).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+from xml.etree import ElementTree as ET
+
+from fastapi import APIRouter, Path, Request, Response
+
+from sdmatlas.catalog import queries
+from sdmatlas.errors import NotFoundError, SdmAtlasError
+from sdmatlas.serve import render
+from sdmatlas.serve.catalog_routes import layer_id
+from sdmatlas.serve.services import Services, services
+from sdmatlas.serve.tile_routes import tile_response, zoom_range
+from sdmatlas.serve.tiling import TMS_NAMES, get_tms
+
+router = APIRouter(tags=["ogc"])
+
+WMTS = "http://www.opengis.net/wmts/1.0"
+OWS = "http://www.opengis.net/ows/1.1"
+XLINK = "http://www.w3.org/1999/xlink"
+ET.register_namespace("", WMTS)
+ET.register_namespace("ows", OWS)
+ET.register_namespace("xlink", XLINK)
+WELL_KNOWN = {"WebMercatorQuad": "urn:ogc:def:wkss:OGC:1.0:GoogleMapsCompatible"}
+IMAGE_FORMATS = {"image/png": "png", "image/webp": "webp"}
+#: Tile matrices advertised: up to three zooms past the layers' own resolution.
+OVERZOOM = 3
+
+
+class OWSError(Exception):
+    def __init__(self, code: str, message: str, locator: str | None = None, status: int = 400):
+        super().__init__(message)
+        self.code, self.locator, self.status = code, locator, status
+
+
+def _ows(tag: str) -> str:
+    return f"{{{OWS}}}{tag}"
+
+
+def _w(tag: str) -> str:
+    return f"{{{WMTS}}}{tag}"
+
+
+def exception_report(exc: OWSError) -> Response:
+    root = ET.Element(_ows("ExceptionReport"), version="1.1.0")
+    attrs = {"exceptionCode": exc.code} | ({"locator": exc.locator} if exc.locator else {})
+    e = ET.SubElement(root, _ows("Exception"), attrs)
+    ET.SubElement(e, _ows("ExceptionText")).text = str(exc)
+    body = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return Response(body, status_code=exc.status, media_type="application/xml")
+
+
+def _text(parent: ET.Element, tag: str, text: str) -> ET.Element:
+    el = ET.SubElement(parent, tag)
+    el.text = text
+    return el
+
+
+def _published_layers(svc: Services) -> list[queries.LayerInfo]:
+    out: list[queries.LayerInfo] = []
+    with svc.catalog.session() as s:
+        while True:
+            page = queries.find_layers(s, limit=queries.MAX_LIMIT, offset=len(out))
+            out.extend(page)
+            if len(page) < queries.MAX_LIMIT:
+                return out
+
+
+def capabilities(request: Request) -> Response:
+    svc = services(request)
+    base = str(request.base_url).rstrip("/")
+    root = ET.Element(_w("Capabilities"), version="1.0.0")
+    ident = ET.SubElement(root, _ows("ServiceIdentification"))
+    _text(ident, _ows("Title"), "sdmatlas")
+    _text(ident, _ows("Abstract"), "AI-predicted species distributions and indicators")
+    _text(ident, _ows("ServiceType"), "OGC WMTS")
+    _text(ident, _ows("ServiceTypeVersion"), "1.0.0")
+    ops = ET.SubElement(root, _ows("OperationsMetadata"))
+    for op in ("GetCapabilities", "GetTile"):
+        o = ET.SubElement(ops, _ows("Operation"), name=op)
+        http = ET.SubElement(ET.SubElement(o, _ows("DCP")), _ows("HTTP"))
+        for encoding, href in (("KVP", f"{base}/wmts?"), ("RESTful", f"{base}/wmts/1.0.0/")):
+            get = ET.SubElement(http, _ows("Get"), {f"{{{XLINK}}}href": href})
+            c = ET.SubElement(get, _ows("Constraint"), name="GetEncoding")
+            _text(ET.SubElement(c, _ows("AllowedValues")), _ows("Value"), encoding)
+    contents = ET.SubElement(root, _w("Contents"))
+    max_zoom = {name: 0 for name in TMS_NAMES}
+    seen_releases: set[str] = set()
+    for info in _published_layers(svc):
+        lid = layer_id(info.release, info.name)
+        if info.release not in seen_releases:  # zooms depend on the release's grid only
+            seen_releases.add(info.release)
+            ref = svc.layers.resolve(lid)
+            for name in TMS_NAMES:
+                max_zoom[name] = max(max_zoom[name], zoom_range(svc, ref, name)[1] + OVERZOOM)
+        layer = ET.SubElement(contents, _w("Layer"))
+        _text(layer, _ows("Title"), f"{info.title} ({info.release})")
+        _text(layer, _ows("Abstract"), f"{info.kind} layer {lid}, version {info.version}")
+        w, s_, e, n = info.bbox or (-180.0, -85.0, 180.0, 85.0)
+        bb = ET.SubElement(layer, _ows("WGS84BoundingBox"))
+        _text(bb, _ows("LowerCorner"), f"{w} {s_}")
+        _text(bb, _ows("UpperCorner"), f"{e} {n}")
+        _text(layer, _ows("Identifier"), lid)
+        for name in render.COLORMAPS:
+            st = ET.SubElement(
+                layer, _w("Style"), isDefault=str(name == render.DEFAULT_COLORMAP).lower()
+            )
+            _text(st, _ows("Identifier"), name)
+            legend = f"{base}/layers/{lid}/legend.png?colormap={name}"
+            ET.SubElement(st, _w("LegendURL"), {"format": "image/png", f"{{{XLINK}}}href": legend})
+        for mime in IMAGE_FORMATS:
+            _text(layer, _w("Format"), mime)
+        for name in TMS_NAMES:
+            link = ET.SubElement(layer, _w("TileMatrixSetLink"))
+            _text(link, _w("TileMatrixSet"), name)
+        for mime, ext in IMAGE_FORMATS.items():
+            template = (f"{base}/wmts/1.0.0/{lid}/{{Style}}/{{TileMatrixSet}}/{{TileMatrix}}/"
+                        f"{{TileRow}}/{{TileCol}}.{ext}")  # fmt: skip
+            ET.SubElement(layer, _w("ResourceURL"), format=mime, resourceType="tile",
+                          template=template)  # fmt: skip
+    for name in TMS_NAMES:
+        tms = get_tms(name)
+        el = ET.SubElement(contents, _w("TileMatrixSet"))
+        _text(el, _ows("Identifier"), name)
+        crs = f"urn:ogc:def:crs:EPSG::{tms.crs.to_epsg()}"
+        b = tms.xy_bbox  # x = easting or longitude; written in the CRS's own axis order
+        lower, upper = (b.left, b.bottom), (b.right, b.top)
+        if tms._invert_axis:
+            lower, upper = lower[::-1], upper[::-1]
+        box = ET.SubElement(el, _ows("BoundingBox"), crs=crs)
+        _text(box, _ows("LowerCorner"), f"{lower[0]!r} {lower[1]!r}")
+        _text(box, _ows("UpperCorner"), f"{upper[0]!r} {upper[1]!r}")
+        _text(el, _ows("SupportedCRS"), crs)
+        if name in WELL_KNOWN:
+            _text(el, _w("WellKnownScaleSet"), WELL_KNOWN[name])
+        for z in range(tms.minzoom, min(tms.maxzoom, max(max_zoom[name], 1)) + 1):
+            m = tms.matrix(z)
+            tm = ET.SubElement(el, _w("TileMatrix"))
+            _text(tm, _ows("Identifier"), str(z))
+            _text(tm, _w("ScaleDenominator"), repr(m.scaleDenominator))
+            _text(tm, _w("TopLeftCorner"), f"{m.pointOfOrigin[0]!r} {m.pointOfOrigin[1]!r}")
+            _text(tm, _w("TileWidth"), str(m.tileWidth))
+            _text(tm, _w("TileHeight"), str(m.tileHeight))
+            _text(tm, _w("MatrixWidth"), str(m.matrixWidth))
+            _text(tm, _w("MatrixHeight"), str(m.matrixHeight))
+    body = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return Response(
+        body, media_type="application/xml", headers={"Cache-Control": "public, max-age=60"}
+    )
+
+
+def get_tile(
+    request: Request, layer: str, style: str, tms: str, matrix: str, row: str, col: str, fmt: str
+) -> Response:
+    """One tile through the shared renderer; OWS exception codes for bad values."""
+    if tms not in TMS_NAMES:
+        raise OWSError("InvalidParameterValue", f"TileMatrixSet {tms!r} is not one of "
+                           f"{', '.join(TMS_NAMES)}", "TileMatrixSet")  # fmt: skip
+    if fmt not in IMAGE_FORMATS.values():
+        raise OWSError("InvalidParameterValue", "Format must be image/png or image/webp",
+                           "Format")  # fmt: skip
+    colormap = None if style in ("", "default") else style
+    if colormap is not None and colormap not in render.COLORMAPS:
+        raise OWSError("InvalidParameterValue", f"Style {style!r} is not one of default, "
+                           f"{', '.join(render.COLORMAPS)}", "Style")  # fmt: skip
+    try:
+        z, y, x = int(matrix), int(row), int(col)
+    except ValueError:
+        raise OWSError("InvalidParameterValue", "TileMatrix, TileRow and TileCol must be "
+                           "integers", "TileMatrix") from None  # fmt: skip
+    matrix_set = get_tms(tms)
+    if not matrix_set.minzoom <= z <= matrix_set.maxzoom:
+        raise OWSError("InvalidParameterValue", f"TileMatrix {z} is not in {tms}", "TileMatrix")
+    m = matrix_set.matrix(z)
+    if not (0 <= y < m.matrixHeight):
+        raise OWSError("TileOutOfRange", f"TileRow {y} is outside 0..{m.matrixHeight - 1}",
+                           "TileRow")  # fmt: skip
+    if not (0 <= x < m.matrixWidth):
+        raise OWSError("TileOutOfRange", f"TileCol {x} is outside 0..{m.matrixWidth - 1}",
+                           "TileCol")  # fmt: skip
+    try:
+        status, headers, body, media = tile_response(
+            services(request), request.headers.get("if-none-match"), layer, tms, z, x, y, fmt,
+            {"colormap": colormap},
+        )  # fmt: skip
+    except NotFoundError as exc:
+        raise OWSError("InvalidParameterValue", str(exc), "Layer") from None
+    except SdmAtlasError as exc:
+        raise OWSError("NoApplicableCode", str(exc), status=exc.http_status) from None
+    return Response(body, status_code=status, headers=headers, media_type=media)
+
+
+@router.get("/wmts", summary="WMTS 1.0.0, KVP encoding (GetCapabilities, GetTile).")
+async def wmts_kvp(request: Request) -> Response:
+    p = {k.lower(): v for k, v in request.query_params.items()}
+    try:
+        if p.get("service", "WMTS").upper() != "WMTS":
+            raise OWSError("InvalidParameterValue", "SERVICE must be WMTS", "SERVICE")
+        req = p.get("request")
+        if req is None:
+            raise OWSError("MissingParameterValue", "REQUEST is missing", "REQUEST")
+        if req.lower() == "getcapabilities":
+            return capabilities(request)
+        if req.lower() != "gettile":
+            raise OWSError("OperationNotSupported", f"REQUEST {req!r} is not supported: "
+                               "use GetCapabilities or GetTile", "REQUEST")  # fmt: skip
+        needed = ["layer", "style", "format", "tilematrixset", "tilematrix", "tilerow", "tilecol"]
+        missing = [k.upper() for k in needed if k not in p]
+        if missing:
+            raise OWSError("MissingParameterValue", f"missing {', '.join(missing)}", missing[0])
+        fmt = IMAGE_FORMATS.get(p["format"])
+        if fmt is None:
+            raise OWSError("InvalidParameterValue", "Format must be image/png or image/webp",
+                               "Format")  # fmt: skip
+        return get_tile(request, p["layer"], p["style"], p["tilematrixset"], p["tilematrix"],
+                        p["tilerow"], p["tilecol"], fmt)  # fmt: skip
+    except OWSError as exc:
+        return exception_report(exc)
+
+
+@router.get("/wmts/1.0.0/WMTSCapabilities.xml", summary="WMTS 1.0.0 capabilities (RESTful).")
+async def wmts_capabilities(request: Request) -> Response:
+    return capabilities(request)
+
+
+@router.get(
+    "/wmts/1.0.0/{layer}/{style}/{tms}/{matrix}/{row}/{col}.{format}",
+    summary="WMTS 1.0.0 GetTile (RESTful).",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}, "image/webp": {}}}},
+)
+async def wmts_rest_tile(
+    request: Request,
+    layer: Annotated[str, Path(max_length=200)],
+    style: Annotated[str, Path(max_length=64)],
+    tms: Annotated[str, Path(max_length=64)],
+    matrix: Annotated[str, Path(max_length=8)],
+    row: Annotated[str, Path(max_length=12)],
+    col: Annotated[str, Path(max_length=12)],
+    format: Annotated[str, Path(max_length=8)],
+) -> Response:
+    try:
+        return get_tile(request, layer, style, tms, matrix, row, col, format)
+    except OWSError as exc:
+        return exception_report(exc)
