@@ -99,6 +99,17 @@ def layer_id(release: str, name: str) -> str:
     return f"{release}:{name.replace('/', ':')}"
 
 
+def published_layers(svc: Any) -> list[queries.LayerInfo]:
+    """Every layer of the published releases, newest release first (for OGC documents)."""
+    out: list[queries.LayerInfo] = []
+    with svc.catalog.session() as s:
+        while True:
+            page = queries.find_layers(s, limit=queries.MAX_LIMIT, offset=len(out))
+            out.extend(page)
+            if len(page) < queries.MAX_LIMIT:
+                return out
+
+
 def _layer(info: queries.LayerInfo) -> dict[str, Any]:
     d = asdict(info)
     d.pop("id")

@@ -11,10 +11,9 @@ from xml.etree import ElementTree as ET
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from sdmatlas.catalog import queries
 from sdmatlas.errors import InvalidInputError, NotFoundError
 from sdmatlas.serve import render
-from sdmatlas.serve.catalog_routes import layer_id
+from sdmatlas.serve.catalog_routes import layer_id, published_layers
 from sdmatlas.serve.services import services
 from sdmatlas.serve.tile_routes import LayerId, tile_response, zoom_range
 from sdmatlas.serve.tiling import TMS_NAMES, get_tms
@@ -52,21 +51,14 @@ def tile_map_service(request: Request) -> Response:
     ET.SubElement(root, "Title").text = "sdmatlas"
     ET.SubElement(root, "Abstract").text = "AI-predicted species distributions and indicators"
     maps = ET.SubElement(root, "TileMaps")
-    offset = 0
-    with svc.catalog.session() as s:
-        while True:
-            page = queries.find_layers(s, limit=queries.MAX_LIMIT, offset=offset)
-            for info in page:
-                lid = layer_id(info.release, info.name)
-                for name in TMS_NAMES:
-                    ET.SubElement(
-                        maps, "TileMap", title=f"{info.title} ({info.release})",
-                        srs=f"EPSG:{get_tms(name).crs.to_epsg()}", profile=PROFILES[name],
-                        href=f"{_base(request)}/{lid}/{name}",
-                    )  # fmt: skip
-            if len(page) < queries.MAX_LIMIT:
-                break
-            offset += queries.MAX_LIMIT
+    for info in published_layers(svc):
+        lid = layer_id(info.release, info.name)
+        for name in TMS_NAMES:
+            ET.SubElement(
+                maps, "TileMap", title=f"{info.title} ({info.release})",
+                srs=f"EPSG:{get_tms(name).crs.to_epsg()}", profile=PROFILES[name],
+                href=f"{_base(request)}/{lid}/{name}",
+            )  # fmt: skip
     return _xml(root)
 
 

@@ -13,11 +13,10 @@ from xml.etree import ElementTree as ET
 
 from fastapi import APIRouter, Path, Request, Response
 
-from sdmatlas.catalog import queries
 from sdmatlas.errors import NotFoundError, SdmAtlasError
 from sdmatlas.serve import render
-from sdmatlas.serve.catalog_routes import layer_id
-from sdmatlas.serve.services import Services, services
+from sdmatlas.serve.catalog_routes import layer_id, published_layers
+from sdmatlas.serve.services import services
 from sdmatlas.serve.tile_routes import tile_response, zoom_range
 from sdmatlas.serve.tiling import TMS_NAMES, get_tms
 
@@ -64,16 +63,6 @@ def _text(parent: ET.Element, tag: str, text: str) -> ET.Element:
     return el
 
 
-def _published_layers(svc: Services) -> list[queries.LayerInfo]:
-    out: list[queries.LayerInfo] = []
-    with svc.catalog.session() as s:
-        while True:
-            page = queries.find_layers(s, limit=queries.MAX_LIMIT, offset=len(out))
-            out.extend(page)
-            if len(page) < queries.MAX_LIMIT:
-                return out
-
-
 def capabilities(request: Request) -> Response:
     svc = services(request)
     base = str(request.base_url).rstrip("/")
@@ -94,7 +83,7 @@ def capabilities(request: Request) -> Response:
     contents = ET.SubElement(root, _w("Contents"))
     max_zoom = {name: 0 for name in TMS_NAMES}
     seen_releases: set[str] = set()
-    for info in _published_layers(svc):
+    for info in published_layers(svc):
         lid = layer_id(info.release, info.name)
         if info.release not in seen_releases:  # zooms depend on the release's grid only
             seen_releases.add(info.release)
