@@ -122,7 +122,7 @@ def capabilities(request: Request) -> Response:
         crs = f"urn:ogc:def:crs:EPSG::{tms.crs.to_epsg()}"
         b = tms.xy_bbox  # x = easting or longitude; written in the CRS's own axis order
         lower, upper = (b.left, b.bottom), (b.right, b.top)
-        if tms._invert_axis:
+        if tms._invert_axis:  # morecantile keeps the CRS axis order here (no public name)
             lower, upper = lower[::-1], upper[::-1]
         box = ET.SubElement(el, _ows("BoundingBox"), crs=crs)
         _text(box, _ows("LowerCorner"), f"{lower[0]!r} {lower[1]!r}")
