@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree as ET
 
 import morecantile
@@ -233,3 +234,101 @@ def test_wmts_errors_are_exception_reports(live: str) -> None:
         doc = ET.fromstring(e.value.read())
         exc = doc.find("{http://www.opengis.net/ows/1.1}Exception")
         assert exc is not None and exc.attrib["exceptionCode"] == code, query
+
+
+# -- WMS ----------------------------------------------------------------------------------------
+
+
+def _getmap(live: str, **params: str) -> Any:
+    q = "&".join(f"{k}={v}" for k, v in {"SERVICE": "WMS", "REQUEST": "GetMap", **params}.items())
+    return urllib.request.urlopen(f"{live}/wms?{q}")
+
+
+def test_owslib_reads_wms_and_gets_maps(live: str) -> None:
+    from owslib.wms import WebMapService
+
+    images = {}
+    for version in ["1.1.1", "1.3.0"]:
+        wms = WebMapService(f"{live}/wms", version=version)
+        assert LAYER in wms.contents, version
+        lay = wms.contents[LAYER]
+        assert "viridis" in lay.styles
+        assert "EPSG:4326" in lay.crsOptions and "EPSG:3035" in lay.crsOptions
+        tile = _data_tile(live, 9)
+        b = morecantile.tms.get("WebMercatorQuad").bounds(tile)
+        bbox = (b.left, b.bottom, b.right, b.top)  # OWSLib swaps to lat/lon itself for 1.3.0
+        img = wms.getmap(layers=[LAYER], styles=["magma"], srs="EPSG:4326", bbox=bbox,
+                         size=(200, 150), format="image/png", transparent=True)  # fmt: skip
+        images[version] = np.asarray(Image.open(io.BytesIO(img.read())).convert("RGBA"))
+        assert images[version].shape == (150, 200, 4)
+        assert (images[version][..., 3] == 255).any(), img.geturl()
+    assert np.array_equal(images["1.1.1"], images["1.3.0"])
+
+
+def test_getmap_axis_order_follows_the_version(live: str) -> None:
+    """The same EPSG:4326 box: lon/lat under 1.1.1, lat/lon under 1.3.0, same image."""
+    tile = _data_tile(live, 9)
+    b = morecantile.tms.get("WebMercatorQuad").bounds(tile)
+    common = {"LAYERS": LAYER, "STYLES": "", "WIDTH": "120", "HEIGHT": "90",
+              "FORMAT": "image/png", "TRANSPARENT": "TRUE"}  # fmt: skip
+    old = _getmap(live, VERSION="1.1.1", SRS="EPSG:4326",
+                  BBOX=f"{b.left},{b.bottom},{b.right},{b.top}", **common).read()  # fmt: skip
+    new = _getmap(live, VERSION="1.3.0", CRS="EPSG:4326",
+                  BBOX=f"{b.bottom},{b.left},{b.top},{b.right}", **common).read()  # fmt: skip
+    crs84 = _getmap(live, VERSION="1.3.0", CRS="CRS:84",
+                    BBOX=f"{b.left},{b.bottom},{b.right},{b.top}", **common).read()  # fmt: skip
+    assert old == new == crs84
+    img = np.asarray(Image.open(io.BytesIO(old)).convert("RGBA"))
+    assert (img[..., 3] == 255).any()
+
+
+def test_getmap_in_web_mercator_equals_the_tile(live: str) -> None:
+    tile = _data_tile(live, 9)
+    b = morecantile.tms.get("WebMercatorQuad").xy_bounds(tile)
+    r = _getmap(live, VERSION="1.3.0", LAYERS=LAYER, STYLES="", CRS="EPSG:3857",
+                BBOX=f"{b.left},{b.bottom},{b.right},{b.top}", WIDTH="256", HEIGHT="256",
+                FORMAT="image/png", TRANSPARENT="TRUE")  # fmt: skip
+    got = np.asarray(Image.open(io.BytesIO(r.read())).convert("RGBA"))
+    want = np.asarray(Image.open(io.BytesIO(_xyz_png(live, 9, tile.x, tile.y))).convert("RGBA"))
+    assert np.array_equal(got, want)
+
+
+def test_gdal_wms_driver_reads_getmap(live: str) -> None:
+    tile = _data_tile(live, 9)
+    b = morecantile.tms.get("WebMercatorQuad").xy_bounds(tile)
+    xml = f"""<GDAL_WMS><Service name="WMS"><Version>1.1.1</Version>
+  <ServerUrl>{live}/wms?</ServerUrl><SRS>EPSG:3857</SRS><ImageFormat>image/png</ImageFormat>
+  <Layers>{LAYER}</Layers><Transparent>TRUE</Transparent></Service>
+  <DataWindow><UpperLeftX>{b.left}</UpperLeftX><UpperLeftY>{b.top}</UpperLeftY>
+  <LowerRightX>{b.right}</LowerRightX><LowerRightY>{b.bottom}</LowerRightY>
+  <SizeX>256</SizeX><SizeY>256</SizeY></DataWindow>
+  <BandsCount>4</BandsCount><BlockSizeX>256</BlockSizeX><BlockSizeY>256</BlockSizeY>
+</GDAL_WMS>"""
+    with rasterio.open(xml) as ds:
+        assert ds.crs.to_epsg() == 3857 and ds.bounds.left == pytest.approx(b.left)
+        got = ds.read()
+    want = np.asarray(Image.open(io.BytesIO(_xyz_png(live, 9, tile.x, tile.y))).convert("RGBA"))
+    assert np.array_equal(got.transpose(1, 2, 0), want)
+
+
+def test_wms_errors_are_service_exception_reports(live: str) -> None:
+    base = {"VERSION": "1.3.0", "LAYERS": LAYER, "STYLES": "", "CRS": "EPSG:3857",
+            "BBOX": "1500000,5600000,1600000,5700000", "WIDTH": "64", "HEIGHT": "64",
+            "FORMAT": "image/png"}  # fmt: skip
+    for change, code in [
+        ({"LAYERS": "nope"}, "LayerNotDefined"),
+        ({"STYLES": "rainbow"}, "StyleNotDefined"),
+        ({"CRS": "EPSG:2154"}, "InvalidCRS"),
+        ({"FORMAT": "image/gif"}, "InvalidFormat"),
+        ({"WIDTH": "99999"}, None),
+        ({"BBOX": "1600000,5600000,1500000,5700000"}, None),
+        ({"REQUEST": "GetSomething"}, "OperationNotSupported"),
+    ]:
+        params = {**base, **change}
+        with pytest.raises(urllib.error.HTTPError) as e:
+            _getmap(live, **params)
+        assert 400 <= e.value.code < 500
+        doc = ET.fromstring(e.value.read())
+        exc = doc.find("{http://www.opengis.net/ogc}ServiceException")
+        assert exc is not None, change
+        assert exc.attrib.get("code") == code, (change, exc.attrib)

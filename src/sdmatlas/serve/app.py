@@ -19,6 +19,7 @@ from sdmatlas.serve import (
     query_routes,
     tile_routes,
     tms_routes,
+    wms_routes,
     wmts_routes,
 )
 from sdmatlas.serve.middleware import ETagTimingMiddleware
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     app.include_router(query_routes.router)
     app.include_router(tms_routes.router)
     app.include_router(wmts_routes.router)
+    app.include_router(wms_routes.router)
     return app
 
 

@@ -1,0 +1,301 @@
+"""OGC WMS 1.1.1 and 1.3.0: GetCapabilities, GetMap, GetLegendGraphic.
+
+GetMap maps each output pixel to the release pixel holding its centre (nearest
+neighbour, exact PROJ transform of every pixel centre) at the pyramid level that fits
+the requested resolution, then colours through the same palettes as the tiles.
+Axis order follows the version: in 1.3.0, EPSG:4326 and EPSG:3035 bounding boxes are
+given in the CRS's own order (latitude/northing first); CRS:84 and 1.1.1 are x/y.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+from xml.etree import ElementTree as ET
+
+import numpy as np
+from fastapi import APIRouter, Request, Response
+from PIL import Image
+
+from sdmatlas.errors import SdmAtlasError
+from sdmatlas.serve import render
+from sdmatlas.serve.catalog_routes import layer_id, published_layers
+from sdmatlas.serve.services import Services, services
+from sdmatlas.serve.tiling import TileIndex, choose_level, level_grid, transformer
+
+router = APIRouter(tags=["ogc"])
+
+MAX_SIZE = 4096  # pixels per side of a GetMap image
+#: CRS codes served, and whether 1.3.0 gives their bbox in reversed (y, x) order.
+CRSS = {"EPSG:3857": False, "EPSG:4326": True, "CRS:84": False, "EPSG:3035": True}
+FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
+
+
+class WMSError(Exception):
+    def __init__(self, code: str | None, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code, self.status = code, status
+
+
+def exception_report(exc: WMSError, version: str) -> Response:
+    if version == "1.3.0":
+        root = ET.Element("ServiceExceptionReport", version="1.3.0",
+                          xmlns="http://www.opengis.net/ogc")  # fmt: skip
+        media = "text/xml"
+    else:
+        root = ET.Element("ServiceExceptionReport", version="1.1.1")
+        media = "application/vnd.ogc.se_xml"
+    e = ET.SubElement(root, "ServiceException", {"code": exc.code} if exc.code else {})
+    e.text = str(exc)
+    body = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return Response(body, status_code=exc.status, media_type=media)
+
+
+def _text(parent: ET.Element, tag: str, text: str) -> ET.Element:
+    el = ET.SubElement(parent, tag)
+    el.text = text
+    return el
+
+
+def capabilities(request: Request, version: str) -> Response:
+    svc = services(request)
+    base = str(request.base_url).rstrip("/") + "/wms?"
+    v13 = version == "1.3.0"
+    root = ET.Element("WMS_Capabilities" if v13 else "WMT_MS_Capabilities", version=version)
+    if v13:
+        root.set("xmlns", "http://www.opengis.net/wms")
+        root.set("xmlns:xlink", "http://www.w3.org/1999/xlink")
+    service = ET.SubElement(root, "Service")
+    _text(service, "Name", "WMS" if v13 else "OGC:WMS")
+    _text(service, "Title", "sdmatlas")
+    _text(service, "Abstract", "AI-predicted species distributions and indicators")
+    online = ET.SubElement(service, "OnlineResource")
+    online.set("xlink:href" if v13 else "{http://www.w3.org/1999/xlink}href", base)
+    if v13:
+        _text(service, "MaxWidth", str(MAX_SIZE))
+        _text(service, "MaxHeight", str(MAX_SIZE))
+    cap = ET.SubElement(root, "Capability")
+    req = ET.SubElement(cap, "Request")
+    ops = [
+        ("GetCapabilities", ["text/xml" if v13 else "application/vnd.ogc.wms_xml"]),
+        ("GetMap", list(FORMATS)),
+    ]
+    if not v13:  # in 1.3.0 GetLegendGraphic belongs to SLD: each style's LegendURL has it
+        ops.append(("GetLegendGraphic", ["image/png"]))
+    for op, formats in ops:
+        o = ET.SubElement(req, op)
+        for f in formats:
+            _text(o, "Format", f)
+        dcp = ET.SubElement(ET.SubElement(ET.SubElement(o, "DCPType"), "HTTP"), "Get")
+        res = ET.SubElement(dcp, "OnlineResource")
+        res.set("xlink:href" if v13 else "{http://www.w3.org/1999/xlink}href", base)
+    exc = ET.SubElement(cap, "Exception")
+    _text(exc, "Format", "XML" if v13 else "application/vnd.ogc.se_xml")
+    top = ET.SubElement(cap, "Layer")
+    _text(top, "Title", "sdmatlas layers")
+    for code in CRSS:
+        _text(top, "CRS" if v13 else "SRS", code)
+    releases: dict[str, ET.Element] = {}
+    for info in published_layers(svc):
+        group = releases.get(info.release)
+        if group is None:
+            group = ET.SubElement(top, "Layer")
+            _text(group, "Title", f"Release {info.release} ({info.period})")
+            releases[info.release] = group
+        lid = layer_id(info.release, info.name)
+        lay = ET.SubElement(group, "Layer", queryable="0", opaque="0")
+        _text(lay, "Name", lid)
+        _text(lay, "Title", info.title)
+        _text(lay, "Abstract", f"{info.kind} layer, version {info.version}")
+        w, s, e, n = info.bbox or (-180.0, -85.0, 180.0, 85.0)
+        if v13:
+            gb = ET.SubElement(lay, "EX_GeographicBoundingBox")
+            for tag, val in zip(["westBoundLongitude", "eastBoundLongitude",
+                                 "southBoundLatitude", "northBoundLatitude"],
+                                [w, e, s, n], strict=True):  # fmt: skip
+                _text(gb, tag, repr(val))
+        else:
+            ET.SubElement(lay, "LatLonBoundingBox", minx=repr(w), miny=repr(s), maxx=repr(e),
+                          maxy=repr(n))  # fmt: skip
+        for code, flipped in CRSS.items():
+            minx, miny, maxx, maxy = _bbox_in(code, (w, s, e, n))
+            if v13 and flipped:
+                minx, miny, maxx, maxy = miny, minx, maxy, maxx
+            ET.SubElement(lay, "BoundingBox", {"CRS" if v13 else "SRS": code, "minx": repr(minx),
+                          "miny": repr(miny), "maxx": repr(maxx), "maxy": repr(maxy)})  # fmt: skip
+        for name in render.COLORMAPS:
+            st = ET.SubElement(lay, "Style")
+            _text(st, "Name", name)
+            _text(st, "Title", f"{name} colormap")
+            legend = ET.SubElement(st, "LegendURL", width="256", height="48")
+            _text(legend, "Format", "image/png")
+            href = (f"{base}SERVICE=WMS&REQUEST=GetLegendGraphic&VERSION={version}&LAYER={lid}"
+                    f"&STYLE={name}&FORMAT=image/png")  # fmt: skip
+            r = ET.SubElement(legend, "OnlineResource")
+            r.set("xlink:href" if v13 else "{http://www.w3.org/1999/xlink}href", href)
+    body = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    media = "text/xml" if v13 else "application/vnd.ogc.wms_xml"
+    return Response(body, media_type=media, headers={"Cache-Control": "public, max-age=60"})
+
+
+def _bbox_in(code: str, lonlat: tuple[float, float, float, float]) -> tuple[float, ...]:
+    if code in ("EPSG:4326", "CRS:84"):
+        return lonlat
+    w, s, e, n = lonlat
+    t = transformer("EPSG:4326", code)
+    return tuple(float(v) for v in t.transform_bounds(w, s, e, n))
+
+
+def window_index(
+    crs: str, bbox: tuple[float, float, float, float], width: int, height: int, svc_grid: Any,
+    n_levels: int,
+) -> TileIndex:  # fmt: skip
+    """Each output pixel's release pixel (exact transform of every pixel centre)."""
+    left, bottom, right, top = bbox
+    t = transformer("EPSG:4326" if crs == "CRS:84" else crs, svc_grid.crs)
+    jj, ii = np.mgrid[0:height, 0:width].astype(np.float64)
+    x = left + (ii + 0.5) * (right - left) / width
+    y = top - (jj + 0.5) * (top - bottom) / height
+    gx, gy = (np.asarray(a) for a in t.transform(x, y))
+    cj, ci = height // 2, min(width // 2, width - 2)
+    size = math.hypot(gx[cj, ci + 1] - gx[cj, ci], gy[cj, ci + 1] - gy[cj, ci])
+    k = choose_level(svc_grid, n_levels, size) if math.isfinite(size) and size > 0 else 0
+    g = level_grid(svc_grid, k)
+    with np.errstate(invalid="ignore"):
+        cols, rows = np.floor((gx - g.x0) / g.res), np.floor((g.y0 - gy) / g.res)
+        inside = (cols >= 0) & (cols < g.width) & (rows >= 0) & (rows < g.height)
+        r, c = rows.astype(np.int32), cols.astype(np.int32)
+    r[~inside] = -1
+    c[~inside] = -1
+    return TileIndex.build(k, r, c, inside)
+
+
+def _params(request: Request) -> dict[str, str]:
+    return {k.upper(): v for k, v in request.query_params.items()}
+
+
+def get_map(svc: Services, p: dict[str, str], version: str) -> Response:
+    for key in ("LAYERS", "BBOX", "WIDTH", "HEIGHT", "FORMAT"):
+        if key not in p:
+            raise WMSError("MissingParameterValue" if version == "1.3.0" else None,
+                           f"{key} is missing")  # fmt: skip
+    crs_key = "CRS" if version == "1.3.0" else "SRS"
+    crs = p.get(crs_key)
+    if crs is None:
+        raise WMSError("MissingParameterValue" if version == "1.3.0" else None,
+                       f"{crs_key} is missing")  # fmt: skip
+    crs = crs.upper()
+    if crs not in CRSS:
+        raise WMSError("InvalidCRS" if version == "1.3.0" else "InvalidSRS",
+                       f"{crs} is not served; use one of {', '.join(CRSS)}")  # fmt: skip
+    fmt = FORMATS.get(p["FORMAT"])
+    if fmt is None:
+        raise WMSError("InvalidFormat", f"FORMAT must be one of {', '.join(FORMATS)}")
+    try:
+        width, height = int(p["WIDTH"]), int(p["HEIGHT"])
+        bbox = tuple(float(v) for v in p["BBOX"].split(","))
+    except ValueError:
+        raise WMSError(None, "WIDTH and HEIGHT must be integers, BBOX four numbers") from None
+    if len(bbox) != 4 or not all(math.isfinite(v) for v in bbox):
+        raise WMSError(None, "BBOX must be four finite numbers: minx,miny,maxx,maxy")
+    if not (1 <= width <= MAX_SIZE and 1 <= height <= MAX_SIZE):
+        raise WMSError(None, f"WIDTH and HEIGHT must be between 1 and {MAX_SIZE}")
+    if version == "1.3.0" and CRSS[crs]:
+        bbox = (bbox[1], bbox[0], bbox[3], bbox[2])  # (lat, lon) / (northing, easting) first
+    if not (bbox[0] < bbox[2] and bbox[1] < bbox[3]):
+        raise WMSError(None, "BBOX must have minx < maxx and miny < maxy")
+    layers = [x for x in p["LAYERS"].split(",") if x]
+    styles = [x for x in p.get("STYLES", "").split(",")] if p.get("STYLES") else []
+    if not layers:
+        raise WMSError("LayerNotDefined", "LAYERS is empty")
+    if styles and len(styles) != len(layers):
+        raise WMSError(None, "STYLES must name one style per layer (or be empty)")
+    transparent = p.get("TRANSPARENT", "FALSE").upper() == "TRUE"
+    bg = p.get("BGCOLOR", "0xFFFFFF")
+    if len(bg) != 8 or not bg.lower().startswith("0x"):
+        raise WMSError(None, f"BGCOLOR {bg[:20]!r} must be 0xRRGGBB")
+    try:
+        bgc = int(bg[2:], 16)
+    except ValueError:
+        raise WMSError(None, f"BGCOLOR {bg!r} must be 0xRRGGBB") from None
+    canvas = np.zeros((height, width, 4), np.uint8)
+    for i, name in enumerate(layers):
+        style = styles[i] if styles and styles[i] not in ("", "default") else None
+        if style is not None and style not in render.COLORMAPS:
+            raise WMSError("StyleNotDefined", f"style {style!r} is not one of "
+                           f"{', '.join(render.COLORMAPS)}")  # fmt: skip
+        try:
+            ref = svc.layers.resolve(name)
+        except SdmAtlasError as exc:
+            raise WMSError("LayerNotDefined", str(exc)) from None
+        if ref.kind == "group":
+            raise WMSError("LayerNotDefined", "group layers are not served by WMS")
+        rel = svc.open(ref)
+        idx = window_index(crs, bbox, width, height, rel.grid, rel.n_levels)
+        st = render.parse_style(style, None, ref.default_range)
+        if ref.kind == "species":
+            assert ref.species_id is not None
+            codes = svc.reader.gather(rel, idx, "probability", rel.species_row(ref.species_id))
+            rgba = render.code_palette(st)[codes]
+        else:
+            rgba = render.index_palette(st)[
+                render.quantise(svc.reader.gather(rel, idx, ref.var), st)
+            ]
+        a = rgba[..., 3:4].astype(np.float32) / 255
+        canvas[..., :3] = (rgba[..., :3] * a + canvas[..., :3] * (1 - a)).astype(np.uint8)
+        canvas[..., 3] = np.maximum(canvas[..., 3], rgba[..., 3])
+    if not transparent or fmt == "jpeg":
+        bg_rgb = np.array([(bgc >> 16) & 255, (bgc >> 8) & 255, bgc & 255], np.float32)
+        a = canvas[..., 3:4].astype(np.float32) / 255
+        canvas[..., :3] = (canvas[..., :3] * a + bg_rgb * (1 - a)).astype(np.uint8)
+        canvas[..., 3] = 255
+    img = Image.frombytes("RGBA", (width, height), canvas.tobytes())
+    buf = io.BytesIO()
+    if fmt == "jpeg":
+        img.convert("RGB").save(buf, "JPEG", quality=90)
+    elif fmt == "webp":
+        img.save(buf, "WEBP", lossless=True)
+    else:
+        img.save(buf, "PNG", compress_level=1)
+    return Response(buf.getvalue(), media_type=p["FORMAT"],
+                    headers={"Cache-Control": "public, max-age=60"})  # fmt: skip
+
+
+@router.get("/wms", summary="OGC WMS 1.1.1 and 1.3.0 (GetCapabilities, GetMap, GetLegendGraphic).")
+async def wms(request: Request) -> Response:
+    p = _params(request)
+    version = p.get("VERSION", "1.3.0")
+    if version not in ("1.1.1", "1.3.0"):
+        version = "1.3.0"
+    try:
+        if p.get("SERVICE", "WMS").upper() != "WMS":
+            raise WMSError(None, "SERVICE must be WMS")
+        req = p.get("REQUEST", "").lower()
+        if req == "getcapabilities":
+            return capabilities(request, version)
+        if req == "getmap":
+            return get_map(services(request), p, version)
+        if req == "getlegendgraphic":
+            return legend(services(request), p)
+        raise WMSError("OperationNotSupported",
+                       "REQUEST must be GetCapabilities, GetMap or GetLegendGraphic")  # fmt: skip
+    except WMSError as exc:
+        return exception_report(exc, version)
+
+
+def legend(svc: Services, p: dict[str, str]) -> Response:
+    name = p.get("LAYER")
+    if not name:
+        raise WMSError("MissingParameterValue", "LAYER is missing")
+    try:
+        ref = svc.layers.resolve(name)
+    except SdmAtlasError as exc:
+        raise WMSError("LayerNotDefined", str(exc)) from None
+    style = p.get("STYLE") or None
+    if style is not None and style not in render.COLORMAPS:
+        raise WMSError(
+            "StyleNotDefined", f"style {style!r} is not one of {', '.join(render.COLORMAPS)}"
+        )
+    png = render.legend_png(render.parse_style(style, None, ref.default_range), ref.units)
+    return Response(png, media_type="image/png")
