@@ -332,3 +332,35 @@ def test_wms_errors_are_service_exception_reports(live: str) -> None:
         exc = doc.find("{http://www.opengis.net/ogc}ServiceException")
         assert exc is not None, change
         assert exc.attrib.get("code") == code, (change, exc.attrib)
+
+
+def test_getfeatureinfo_gives_the_layer_value(live: str, app_settings: Settings) -> None:
+    """OWSLib's getfeatureinfo at a pixel returns the release's value there."""
+    import json
+
+    from owslib.wms import WebMapService
+
+    from sdmatlas.grid import Grid
+    from sdmatlas.zarr_access import array, sdmatlas_attrs
+
+    rel = open_release(Path(app_settings.data_dir) / "releases" / KEY)
+    grid = Grid.model_validate(sdmatlas_attrs(rel)["grid"])
+    ids = list(np.asarray(array(rel, "species")[:]))
+    codes = np.asarray(array(rel, "levels/0/probability")[ids.index(3)])
+    row, col = (int(v) for v in np.argwhere(codes != 255)[len(np.argwhere(codes != 255)) // 2])
+    # a 3 x 3 map centred on that release pixel, in the release's own CRS
+    x0, y0 = grid.x0 + (col - 1) * grid.res, grid.y0 - (row + 2) * grid.res
+    bbox = (x0, y0, x0 + 3 * grid.res, y0 + 3 * grid.res)
+    for version in ["1.1.1", "1.3.0"]:
+        wms = WebMapService(f"{live}/wms", version=version)
+        r = wms.getfeatureinfo(layers=[LAYER], srs="EPSG:3035", bbox=bbox, size=(3, 3),
+                               format="image/png", query_layers=[LAYER],
+                               info_format="application/json", xy=(1, 1))  # fmt: skip
+        doc = json.loads(r.read())
+        assert doc["features"][0]["value"] == pytest.approx(codes[row, col] / 254, abs=1e-4)
+    text = urllib.request.urlopen(
+        f"{live}/wms?SERVICE=WMS&VERSION=1.3.0&REQUEST=GetFeatureInfo&QUERY_LAYERS={LAYER}"
+        f"&CRS=EPSG:3035&BBOX={bbox[1]},{bbox[0]},{bbox[3]},{bbox[2]}&WIDTH=3&HEIGHT=3&I=1&J=1"
+        "&INFO_FORMAT=text/html"
+    ).read()
+    assert b"<table>" in text

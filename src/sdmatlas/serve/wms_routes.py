@@ -9,6 +9,7 @@ given in the CRS's own order (latitude/northing first); CRS:84 and 1.1.1 are x/y
 
 from __future__ import annotations
 
+import html
 import io
 import math
 from typing import Any
@@ -80,6 +81,7 @@ def capabilities(request: Request, version: str) -> Response:
     ops = [
         ("GetCapabilities", ["text/xml" if v13 else "application/vnd.ogc.wms_xml"]),
         ("GetMap", list(FORMATS)),
+        ("GetFeatureInfo", list(INFO_FORMATS)),
     ]
     if not v13:  # in 1.3.0 GetLegendGraphic belongs to SLD: each style's LegendURL has it
         ops.append(("GetLegendGraphic", ["image/png"]))
@@ -104,7 +106,7 @@ def capabilities(request: Request, version: str) -> Response:
             _text(group, "Title", f"Release {info.release} ({info.period})")
             releases[info.release] = group
         lid = layer_id(info.release, info.name)
-        lay = ET.SubElement(group, "Layer", queryable="0", opaque="0")
+        lay = ET.SubElement(group, "Layer", queryable="1", opaque="0")
         _text(lay, "Name", lid)
         _text(lay, "Title", info.title)
         _text(lay, "Abstract", f"{info.kind} layer, version {info.version}")
@@ -175,8 +177,11 @@ def _params(request: Request) -> dict[str, str]:
     return {k.upper(): v for k, v in request.query_params.items()}
 
 
-def get_map(svc: Services, p: dict[str, str], version: str) -> Response:
-    for key in ("LAYERS", "BBOX", "WIDTH", "HEIGHT", "FORMAT"):
+def _map_window(
+    p: dict[str, str], version: str
+) -> tuple[str, tuple[float, float, float, float], int, int]:
+    """CRS, x/y-ordered BBOX, WIDTH and HEIGHT of a GetMap or GetFeatureInfo request."""
+    for key in ("BBOX", "WIDTH", "HEIGHT"):
         if key not in p:
             raise WMSError("MissingParameterValue" if version == "1.3.0" else None,
                            f"{key} is missing")  # fmt: skip
@@ -189,9 +194,6 @@ def get_map(svc: Services, p: dict[str, str], version: str) -> Response:
     if crs not in CRSS:
         raise WMSError("InvalidCRS" if version == "1.3.0" else "InvalidSRS",
                        f"{crs} is not served; use one of {', '.join(CRSS)}")  # fmt: skip
-    fmt = FORMATS.get(p["FORMAT"])
-    if fmt is None:
-        raise WMSError("InvalidFormat", f"FORMAT must be one of {', '.join(FORMATS)}")
     try:
         width, height = int(p["WIDTH"]), int(p["HEIGHT"])
         bbox = tuple(float(v) for v in p["BBOX"].split(","))
@@ -205,6 +207,18 @@ def get_map(svc: Services, p: dict[str, str], version: str) -> Response:
         bbox = (bbox[1], bbox[0], bbox[3], bbox[2])  # (lat, lon) / (northing, easting) first
     if not (bbox[0] < bbox[2] and bbox[1] < bbox[3]):
         raise WMSError(None, "BBOX must have minx < maxx and miny < maxy")
+    return crs, (bbox[0], bbox[1], bbox[2], bbox[3]), width, height
+
+
+def get_map(svc: Services, p: dict[str, str], version: str) -> Response:
+    for key in ("LAYERS", "FORMAT"):
+        if key not in p:
+            raise WMSError("MissingParameterValue" if version == "1.3.0" else None,
+                           f"{key} is missing")  # fmt: skip
+    fmt = FORMATS.get(p["FORMAT"])
+    if fmt is None:
+        raise WMSError("InvalidFormat", f"FORMAT must be one of {', '.join(FORMATS)}")
+    crs, bbox, width, height = _map_window(p, version)
     layers = [x for x in p["LAYERS"].split(",") if x]
     styles = [x for x in p.get("STYLES", "").split(",")] if p.get("STYLES") else []
     if not layers:
@@ -278,10 +292,73 @@ async def wms(request: Request) -> Response:
             return get_map(services(request), p, version)
         if req == "getlegendgraphic":
             return legend(services(request), p)
-        raise WMSError("OperationNotSupported",
-                       "REQUEST must be GetCapabilities, GetMap or GetLegendGraphic")  # fmt: skip
+        if req == "getfeatureinfo":
+            return feature_info(services(request), p, version)
+        raise WMSError("OperationNotSupported", "REQUEST must be GetCapabilities, GetMap, "
+                       "GetFeatureInfo or GetLegendGraphic")  # fmt: skip
     except WMSError as exc:
         return exception_report(exc, version)
+
+
+INFO_FORMATS = ("application/json", "text/plain", "text/html")
+
+
+def feature_info(svc: Services, p: dict[str, str], version: str) -> Response:
+    """The value of each queried layer at the clicked pixel (its centre), with the
+    species name for species layers."""
+    crs, bbox, width, height = _map_window(p, version)
+    names = [x for x in p.get("QUERY_LAYERS", "").split(",") if x]
+    if not names:
+        raise WMSError("MissingParameterValue", "QUERY_LAYERS is missing")
+    fmt = p.get("INFO_FORMAT", "text/plain")
+    if fmt not in INFO_FORMATS:
+        raise WMSError("InvalidFormat", f"INFO_FORMAT must be one of {', '.join(INFO_FORMATS)}")
+    ik, jk = ("I", "J") if version == "1.3.0" else ("X", "Y")
+    try:
+        i, j = int(p[ik]), int(p[jk])
+    except (KeyError, ValueError):
+        raise WMSError("MissingParameterValue", f"{ik} and {jk} must be pixel integers") from None
+    if not (0 <= i < width and 0 <= j < height):
+        raise WMSError("InvalidPoint", f"{ik},{jk} must lie inside WIDTH x HEIGHT")
+    left, bottom, right, top = bbox
+    x = left + (i + 0.5) * (right - left) / width
+    y = top - (j + 0.5) * (top - bottom) / height
+    results = []
+    for name in names:
+        try:
+            ref = svc.layers.resolve(name)
+        except SdmAtlasError as exc:
+            raise WMSError("LayerNotDefined", str(exc)) from None
+        if ref.kind == "group":
+            raise WMSError("LayerNotQueryable", "group layers are not served by WMS")
+        rel = svc.open(ref)
+        gx, gy = transformer("EPSG:4326" if crs == "CRS:84" else crs, rel.grid.crs).transform(x, y)
+        row, col = (int(v) for v in rel.grid.rowcol(gx, gy))
+        value: float | None = None
+        if rel.grid.contains(row, col):
+            if ref.kind == "species":
+                assert ref.species_id is not None
+                srow = rel.species_row(ref.species_id)
+                code = int(np.asarray(rel.arr(0, "probability")[srow, row, col]))
+                value = None if code == 255 else round(code / 254, 4)
+            else:
+                v = float(svc.reader.value_at(rel, 0, ref.var, row, col))
+                value = None if math.isnan(v) else round(v, 6)
+        results.append({"layer": name, "title": ref.title, "units": ref.units, "value": value})
+    if fmt == "application/json":
+        import json
+
+        return Response(json.dumps({"features": results}), media_type=fmt)
+    if fmt == "text/html":
+        rows = "".join(
+            f"<tr><td>{html.escape(str(r['title']))}</td><td>{r['value']}</td>"
+            f"<td>{html.escape(str(r['units']))}</td></tr>"
+            for r in results
+        )
+        return Response(f"<table><tr><th>layer</th><th>value</th><th>units</th></tr>{rows}"
+                        "</table>", media_type=fmt)  # fmt: skip
+    text = "\n".join(f"{r['layer']} ({r['title']}): {r['value']} {r['units']}" for r in results)
+    return Response(text + "\n", media_type="text/plain")
 
 
 def legend(svc: Services, p: dict[str, str]) -> Response:
