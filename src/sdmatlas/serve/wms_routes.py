@@ -22,6 +22,7 @@ from PIL import Image
 from sdmatlas.errors import SdmAtlasError
 from sdmatlas.serve import render
 from sdmatlas.serve.catalog_routes import layer_id, published_layers
+from sdmatlas.serve.layers import LayerRef
 from sdmatlas.serve.services import Services, services
 from sdmatlas.serve.tiling import TileIndex, choose_level, level_grid, transformer
 
@@ -210,6 +211,17 @@ def _map_window(
     return crs, (bbox[0], bbox[1], bbox[2], bbox[3]), width, height
 
 
+def _wms_layer(svc: Services, name: str, group_code: str) -> LayerRef:
+    """A layer by id; unknown ones are LayerNotDefined, group layers ``group_code``."""
+    try:
+        ref = svc.layers.resolve(name)
+    except SdmAtlasError as exc:
+        raise WMSError("LayerNotDefined", str(exc)) from None
+    if ref.kind == "group":
+        raise WMSError(group_code, "group layers are not served by WMS")
+    return ref
+
+
 def get_map(svc: Services, p: dict[str, str], version: str) -> Response:
     for key in ("LAYERS", "FORMAT"):
         if key not in p:
@@ -239,12 +251,7 @@ def get_map(svc: Services, p: dict[str, str], version: str) -> Response:
         if style is not None and style not in render.COLORMAPS:
             raise WMSError("StyleNotDefined", f"style {style!r} is not one of "
                            f"{', '.join(render.COLORMAPS)}")  # fmt: skip
-        try:
-            ref = svc.layers.resolve(name)
-        except SdmAtlasError as exc:
-            raise WMSError("LayerNotDefined", str(exc)) from None
-        if ref.kind == "group":
-            raise WMSError("LayerNotDefined", "group layers are not served by WMS")
+        ref = _wms_layer(svc, name, "LayerNotDefined")
         rel = svc.open(ref)
         idx = window_index(crs, bbox, width, height, rel.grid, rel.n_levels)
         st = render.parse_style(style, None, ref.default_range)
@@ -325,12 +332,7 @@ def feature_info(svc: Services, p: dict[str, str], version: str) -> Response:
     y = top - (j + 0.5) * (top - bottom) / height
     results = []
     for name in names:
-        try:
-            ref = svc.layers.resolve(name)
-        except SdmAtlasError as exc:
-            raise WMSError("LayerNotDefined", str(exc)) from None
-        if ref.kind == "group":
-            raise WMSError("LayerNotQueryable", "group layers are not served by WMS")
+        ref = _wms_layer(svc, name, "LayerNotQueryable")
         rel = svc.open(ref)
         gx, gy = transformer("EPSG:4326" if crs == "CRS:84" else crs, rel.grid.crs).transform(x, y)
         row, col = (int(v) for v in rel.grid.rowcol(gx, gy))
