@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,6 +21,9 @@ from rich.progress import (
 
 from sdmatlas.errors import SdmAtlasError
 from sdmatlas.settings import Settings
+
+if TYPE_CHECKING:
+    from sdmatlas.catalog.db import Catalog
 
 app = typer.Typer(
     help="Predict, publish and serve species distribution maps.", no_args_is_help=True
@@ -46,6 +49,18 @@ def _errors(hint: str | None = None) -> Iterator[None]:
         if hint:
             console.print(hint, highlight=False)
         raise typer.Exit(code=2) from None
+
+
+@contextmanager
+def _catalog(settings: Settings) -> Iterator[Catalog]:
+    """The settings' catalog database for one command, closed afterwards."""
+    from sdmatlas.catalog.db import Catalog
+
+    catalog = Catalog.from_settings(settings)
+    try:
+        yield catalog
+    finally:
+        catalog.dispose()
 
 
 def _progress_bar(unit: str) -> Progress:
@@ -192,20 +207,16 @@ def publish_cmd(
 def _register(settings: Settings, path: Path, period: str) -> None:
     """Register a published release; the release stays on storage if this fails, and
     ``sdmatlas register`` can be run again once the cause is fixed."""
-    from sdmatlas.catalog.db import Catalog
     from sdmatlas.catalog.register import register_release
     from sdmatlas.publish.release import open_release
 
-    catalog = Catalog.from_settings(settings)
-    try:
+    with _catalog(settings) as catalog:
         with _errors(hint=f"the release is published; retry with: sdmatlas register {path}"):
             catalog.upgrade()
             rid = register_release(catalog, open_release(path), str(path.resolve()), period)
         console.print(
             f"release registered in the catalog {catalog.where} (id {rid}, period {period})"
         )
-    finally:
-        catalog.dispose()
 
 
 @app.command("register")
@@ -222,30 +233,19 @@ def db_upgrade(
     revision: Annotated[str, typer.Argument(help="Target migration.")] = "head",
 ) -> None:
     """Create or migrate the catalog schema (Alembic) up to REVISION."""
-    from sdmatlas.catalog.db import Catalog
-
-    catalog = Catalog.from_settings(Settings())
-    try:
-        with _errors():
-            catalog.upgrade(revision)
-            console.print(f"catalog {catalog.where} at revision {catalog.revision()}")
-    finally:
-        catalog.dispose()
+    with _catalog(Settings()) as catalog, _errors():
+        catalog.upgrade(revision)
+        console.print(f"catalog {catalog.where} at revision {catalog.revision()}")
 
 
 @db_app.command("current")
 def db_current() -> None:
     """Print the catalog's database and migration revision."""
-    from sdmatlas.catalog.db import Catalog
-
-    catalog = Catalog.from_settings(Settings())
-    try:
+    with _catalog(Settings()) as catalog:
         with _errors():
             rev = catalog.revision()
             state = "up to date" if catalog.is_current() else "needs: sdmatlas db upgrade"
         typer.echo(f"{catalog.where} revision {rev or '(empty)'} ({state})")
-    finally:
-        catalog.dispose()
 
 
 @app.command("import-species")
@@ -256,17 +256,13 @@ def import_species_cmd(
     ] = None,
 ) -> None:
     """Import or update species (names, genus, family, GBIF key, vernacular names, flags)."""
-    from sdmatlas.catalog.db import Catalog
     from sdmatlas.catalog.imports import import_species
 
-    catalog = Catalog.from_settings(Settings())
-    try:
+    with _catalog(Settings()) as catalog:
         with _errors():
             catalog.upgrade()
             report = import_species(catalog, csv_file, territory)
         console.print(f"species from {csv_file}: {report}")
-    finally:
-        catalog.dispose()
 
 
 @app.command("import-territories")
@@ -281,17 +277,13 @@ def import_territories_cmd(
     layer: Annotated[str | None, typer.Option(help="Layer of a GeoPackage.")] = None,
 ) -> None:
     """Import or update territories; invalid polygons are repaired or refused by id."""
-    from sdmatlas.catalog.db import Catalog
     from sdmatlas.catalog.imports import import_territories
 
-    catalog = Catalog.from_settings(Settings())
-    try:
+    with _catalog(Settings()) as catalog:
         with _errors():
             catalog.upgrade()
             report = import_territories(catalog, path, level, code_field, name_field, layer)
         console.print(f"territories from {path}: {report}")
-    finally:
-        catalog.dispose()
 
 
 def _run_publish(
@@ -506,7 +498,6 @@ def serve_cmd(
 def _demo_catalog(settings: Settings, species_csv: Path, release: Path) -> None:
     """Catalog the demo: its territories (real countries, simulated protected areas),
     its virtual species with their flags in the demo region, and the release."""
-    from sdmatlas.catalog.db import Catalog
     from sdmatlas.catalog.imports import import_species, import_territories
     from sdmatlas.catalog.queries import get_release
     from sdmatlas.catalog.register import register_release
@@ -514,8 +505,7 @@ def _demo_catalog(settings: Settings, species_csv: Path, release: Path) -> None:
     from sdmatlas.errors import NotFoundError
     from sdmatlas.publish.release import open_release
 
-    catalog = Catalog.from_settings(settings)
-    try:
+    with _catalog(settings) as catalog:
         catalog.upgrade()
         terr = import_territories(catalog, TERRITORIES)
         sp = import_species(catalog, species_csv, territory="demo-region")
@@ -530,8 +520,6 @@ def _demo_catalog(settings: Settings, species_csv: Path, release: Path) -> None:
             f"catalog [bold]{catalog.where}[/]: territories {terr}; species {sp}; "
             f"release {release.name} {state}"
         )
-    finally:
-        catalog.dispose()
 
 
 def main() -> None:  # pragma: no cover

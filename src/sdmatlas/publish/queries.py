@@ -112,11 +112,16 @@ def area_mask(grid: Grid, geom: BaseGeometry) -> tuple[npt.NDArray[np.bool_], in
     return mask, r0, c0
 
 
-def area(release: zarr.Group, geom: BaseGeometry) -> AreaResult:
-    """Per-species mean probability, expected occupied area and maximum within ``geom``."""
+def area(
+    release: zarr.Group,
+    geom: BaseGeometry,
+    window: tuple[npt.NDArray[np.bool_], int, int] | None = None,
+) -> AreaResult:
+    """Per-species mean probability, expected occupied area and maximum within ``geom``.
+    ``window`` is ``area_mask(grid, geom)`` when the caller already has it."""
     meta: dict[str, Any] = sdmatlas_attrs(release)
     grid, block = _grid(release), int(meta["block"])
-    mask, r0, c0 = area_mask(grid, geom)
+    mask, r0, c0 = window if window is not None else area_mask(grid, geom)
     r1, c1 = r0 + mask.shape[0], c0 + mask.shape[1]
     ids = _ids(release)
     s = len(ids)

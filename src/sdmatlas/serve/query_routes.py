@@ -192,14 +192,14 @@ def _footprint_lonlat(rel: OpenRelease) -> BaseGeometry:
 
 
 def _report(svc: Services, rel: OpenRelease, geom: BaseGeometry, min_mean: float) -> dict[str, Any]:
-    res = queries.area(rel.group, geom)
-    mask, r0, c0 = queries.area_mask(rel.grid, geom)
+    mask, r0, c0 = queries.area_mask(rel.grid, geom)  # rasterised once, for both uses
+    res = queries.area(rel.group, geom, (mask, r0, c0))
     window = (slice(r0, r0 + mask.shape[0]), slice(c0, c0 + mask.shape[1]))
     terr = np.asarray(array(rel.group, "territory")[window]) == 1
     sel = mask & terr
     indicators: dict[str, Any] = {}
     for name in rel.indicators:
-        vals = np.asarray(rel.arr(0, name)[r0 : r0 + mask.shape[0], c0 : c0 + mask.shape[1]])[sel]
+        vals = np.asarray(rel.arr(0, name)[window])[sel]
         vals = vals[np.isfinite(vals)]
         indicators[name] = (
             {

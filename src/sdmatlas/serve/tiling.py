@@ -250,6 +250,12 @@ def _exact_index(
         ok = np.isfinite(gx) & np.isfinite(gy)
         size = _pixel_size(gx, gy, ok)
         k = choose_level(grid, n_levels, size) if size else 0
+    return index_at(gx, gy, grid, k)
+
+
+def index_at(gx: F64, gy: F64, grid: Grid, k: int) -> TileIndex:
+    """The index map of positions (gx, gy), in the grid's CRS, into level ``k``: any
+    window's pixel centres (tiles, WMS maps), exactly transformed by the caller."""
     g = level_grid(grid, k)
     return _to_index((gx - g.x0) / g.res, (g.y0 - gy) / g.res, g, k)
 

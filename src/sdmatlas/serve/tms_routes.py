@@ -14,6 +14,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from sdmatlas.errors import InvalidInputError, NotFoundError
 from sdmatlas.serve import render
 from sdmatlas.serve.catalog_routes import layer_id, published_layers
+from sdmatlas.serve.ogc_xml import xml_response
 from sdmatlas.serve.services import services
 from sdmatlas.serve.tile_routes import LayerId, tile_response, zoom_range
 from sdmatlas.serve.tiling import TMS_NAMES, get_tms
@@ -27,12 +28,6 @@ PROFILES = {
 }
 #: Zoom levels offered beyond the one matching the release's resolution.
 OVERZOOM = 3
-XML = "application/xml"
-
-
-def _xml(root: ET.Element) -> Response:
-    body = ET.tostring(root, encoding="utf-8", xml_declaration=True)
-    return Response(body, media_type=XML, headers={"Cache-Control": "public, max-age=60"})
 
 
 def _image_format(fmt: str) -> None:
@@ -59,7 +54,7 @@ def tile_map_service(request: Request) -> Response:
                 srs=f"EPSG:{get_tms(name).crs.to_epsg()}", profile=PROFILES[name],
                 href=f"{_base(request)}/{lid}/{name}",
             )  # fmt: skip
-    return _xml(root)
+    return xml_response(root)
 
 
 @router.get("/tms/1.0.0/{layer}/{tms}", summary="TMS 1.0.0 TileMap of a layer in a profile.")
@@ -94,7 +89,7 @@ def tile_map(
             "order": str(z),
         }
         ET.SubElement(sets, "TileSet", attrs)
-    return _xml(root)
+    return xml_response(root)
 
 
 @router.get(

@@ -12,19 +12,21 @@ from __future__ import annotations
 import html
 import io
 import math
-from typing import Any
 from xml.etree import ElementTree as ET
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
 from PIL import Image
+from pyproj import Transformer
 
 from sdmatlas.errors import SdmAtlasError
+from sdmatlas.grid import Grid
 from sdmatlas.serve import render
 from sdmatlas.serve.catalog_routes import layer_id, published_layers
 from sdmatlas.serve.layers import LayerRef
+from sdmatlas.serve.ogc_xml import text_child, xml_response
 from sdmatlas.serve.services import Services, services
-from sdmatlas.serve.tiling import TileIndex, choose_level, level_grid, transformer
+from sdmatlas.serve.tiling import TileIndex, choose_level, index_at, transformer
 
 router = APIRouter(tags=["ogc"])
 
@@ -50,14 +52,7 @@ def exception_report(exc: WMSError, version: str) -> Response:
         media = "application/vnd.ogc.se_xml"
     e = ET.SubElement(root, "ServiceException", {"code": exc.code} if exc.code else {})
     e.text = str(exc)
-    body = ET.tostring(root, encoding="utf-8", xml_declaration=True)
-    return Response(body, status_code=exc.status, media_type=media)
-
-
-def _text(parent: ET.Element, tag: str, text: str) -> ET.Element:
-    el = ET.SubElement(parent, tag)
-    el.text = text
-    return el
+    return xml_response(root, media, exc.status)
 
 
 def capabilities(request: Request, version: str) -> Response:
@@ -69,14 +64,14 @@ def capabilities(request: Request, version: str) -> Response:
         root.set("xmlns", "http://www.opengis.net/wms")
         root.set("xmlns:xlink", "http://www.w3.org/1999/xlink")
     service = ET.SubElement(root, "Service")
-    _text(service, "Name", "WMS" if v13 else "OGC:WMS")
-    _text(service, "Title", "sdmatlas")
-    _text(service, "Abstract", "AI-predicted species distributions and indicators")
+    text_child(service, "Name", "WMS" if v13 else "OGC:WMS")
+    text_child(service, "Title", "sdmatlas")
+    text_child(service, "Abstract", "AI-predicted species distributions and indicators")
     online = ET.SubElement(service, "OnlineResource")
     online.set("xlink:href" if v13 else "{http://www.w3.org/1999/xlink}href", base)
     if v13:
-        _text(service, "MaxWidth", str(MAX_SIZE))
-        _text(service, "MaxHeight", str(MAX_SIZE))
+        text_child(service, "MaxWidth", str(MAX_SIZE))
+        text_child(service, "MaxHeight", str(MAX_SIZE))
     cap = ET.SubElement(root, "Capability")
     req = ET.SubElement(cap, "Request")
     ops = [
@@ -89,35 +84,35 @@ def capabilities(request: Request, version: str) -> Response:
     for op, formats in ops:
         o = ET.SubElement(req, op)
         for f in formats:
-            _text(o, "Format", f)
+            text_child(o, "Format", f)
         dcp = ET.SubElement(ET.SubElement(ET.SubElement(o, "DCPType"), "HTTP"), "Get")
         res = ET.SubElement(dcp, "OnlineResource")
         res.set("xlink:href" if v13 else "{http://www.w3.org/1999/xlink}href", base)
     exc = ET.SubElement(cap, "Exception")
-    _text(exc, "Format", "XML" if v13 else "application/vnd.ogc.se_xml")
+    text_child(exc, "Format", "XML" if v13 else "application/vnd.ogc.se_xml")
     top = ET.SubElement(cap, "Layer")
-    _text(top, "Title", "sdmatlas layers")
+    text_child(top, "Title", "sdmatlas layers")
     for code in CRSS:
-        _text(top, "CRS" if v13 else "SRS", code)
+        text_child(top, "CRS" if v13 else "SRS", code)
     releases: dict[str, ET.Element] = {}
     for info in published_layers(svc):
         group = releases.get(info.release)
         if group is None:
             group = ET.SubElement(top, "Layer")
-            _text(group, "Title", f"Release {info.release} ({info.period})")
+            text_child(group, "Title", f"Release {info.release} ({info.period})")
             releases[info.release] = group
         lid = layer_id(info.release, info.name)
         lay = ET.SubElement(group, "Layer", queryable="1", opaque="0")
-        _text(lay, "Name", lid)
-        _text(lay, "Title", info.title)
-        _text(lay, "Abstract", f"{info.kind} layer, version {info.version}")
+        text_child(lay, "Name", lid)
+        text_child(lay, "Title", info.title)
+        text_child(lay, "Abstract", f"{info.kind} layer, version {info.version}")
         w, s, e, n = info.bbox or (-180.0, -85.0, 180.0, 85.0)
         if v13:
             gb = ET.SubElement(lay, "EX_GeographicBoundingBox")
             for tag, val in zip(["westBoundLongitude", "eastBoundLongitude",
                                  "southBoundLatitude", "northBoundLatitude"],
                                 [w, e, s, n], strict=True):  # fmt: skip
-                _text(gb, tag, repr(val))
+                text_child(gb, tag, repr(val))
         else:
             ET.SubElement(lay, "LatLonBoundingBox", minx=repr(w), miny=repr(s), maxx=repr(e),
                           maxy=repr(n))  # fmt: skip
@@ -129,17 +124,15 @@ def capabilities(request: Request, version: str) -> Response:
                           "miny": repr(miny), "maxx": repr(maxx), "maxy": repr(maxy)})  # fmt: skip
         for name in render.COLORMAPS:
             st = ET.SubElement(lay, "Style")
-            _text(st, "Name", name)
-            _text(st, "Title", f"{name} colormap")
+            text_child(st, "Name", name)
+            text_child(st, "Title", f"{name} colormap")
             legend = ET.SubElement(st, "LegendURL", width="256", height="48")
-            _text(legend, "Format", "image/png")
+            text_child(legend, "Format", "image/png")
             href = (f"{base}SERVICE=WMS&REQUEST=GetLegendGraphic&VERSION={version}&LAYER={lid}"
                     f"&STYLE={name}&FORMAT=image/png")  # fmt: skip
             r = ET.SubElement(legend, "OnlineResource")
             r.set("xlink:href" if v13 else "{http://www.w3.org/1999/xlink}href", href)
-    body = ET.tostring(root, encoding="utf-8", xml_declaration=True)
-    media = "text/xml" if v13 else "application/vnd.ogc.wms_xml"
-    return Response(body, media_type=media, headers={"Cache-Control": "public, max-age=60"})
+    return xml_response(root, "text/xml" if v13 else "application/vnd.ogc.wms_xml")
 
 
 def _bbox_in(code: str, lonlat: tuple[float, float, float, float]) -> tuple[float, ...]:
@@ -150,28 +143,26 @@ def _bbox_in(code: str, lonlat: tuple[float, float, float, float]) -> tuple[floa
     return tuple(float(v) for v in t.transform_bounds(w, s, e, n))
 
 
+def _to_grid(crs: str, grid: Grid) -> Transformer:
+    """From a WMS CRS (CRS:84 is longitude/latitude) to the release grid's CRS."""
+    return transformer("EPSG:4326" if crs == "CRS:84" else crs, grid.crs)
+
+
 def window_index(
-    crs: str, bbox: tuple[float, float, float, float], width: int, height: int, svc_grid: Any,
+    crs: str, bbox: tuple[float, float, float, float], width: int, height: int, grid: Grid,
     n_levels: int,
 ) -> TileIndex:  # fmt: skip
     """Each output pixel's release pixel (exact transform of every pixel centre)."""
     left, bottom, right, top = bbox
-    t = transformer("EPSG:4326" if crs == "CRS:84" else crs, svc_grid.crs)
+    t = _to_grid(crs, grid)
     jj, ii = np.mgrid[0:height, 0:width].astype(np.float64)
     x = left + (ii + 0.5) * (right - left) / width
     y = top - (jj + 0.5) * (top - bottom) / height
     gx, gy = (np.asarray(a) for a in t.transform(x, y))
     cj, ci = height // 2, min(width // 2, width - 2)
     size = math.hypot(gx[cj, ci + 1] - gx[cj, ci], gy[cj, ci + 1] - gy[cj, ci])
-    k = choose_level(svc_grid, n_levels, size) if math.isfinite(size) and size > 0 else 0
-    g = level_grid(svc_grid, k)
-    with np.errstate(invalid="ignore"):
-        cols, rows = np.floor((gx - g.x0) / g.res), np.floor((g.y0 - gy) / g.res)
-        inside = (cols >= 0) & (cols < g.width) & (rows >= 0) & (rows < g.height)
-        r, c = rows.astype(np.int32), cols.astype(np.int32)
-    r[~inside] = -1
-    c[~inside] = -1
-    return TileIndex.build(k, r, c, inside)
+    k = choose_level(grid, n_levels, size) if math.isfinite(size) and size > 0 else 0
+    return index_at(gx, gy, grid, k)
 
 
 def _params(request: Request) -> dict[str, str]:
@@ -334,7 +325,7 @@ def feature_info(svc: Services, p: dict[str, str], version: str) -> Response:
     for name in names:
         ref = _wms_layer(svc, name, "LayerNotQueryable")
         rel = svc.open(ref)
-        gx, gy = transformer("EPSG:4326" if crs == "CRS:84" else crs, rel.grid.crs).transform(x, y)
+        gx, gy = _to_grid(crs, rel.grid).transform(x, y)
         row, col = (int(v) for v in rel.grid.rowcol(gx, gy))
         value: float | None = None
         if rel.grid.contains(row, col):

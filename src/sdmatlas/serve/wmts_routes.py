@@ -16,6 +16,7 @@ from fastapi import APIRouter, Path, Request, Response
 from sdmatlas.errors import NotFoundError, SdmAtlasError
 from sdmatlas.serve import render
 from sdmatlas.serve.catalog_routes import layer_id, published_layers
+from sdmatlas.serve.ogc_xml import text_child, xml_response
 from sdmatlas.serve.services import services
 from sdmatlas.serve.tile_routes import tile_response, zoom_range
 from sdmatlas.serve.tiling import TMS_NAMES, get_tms
@@ -53,14 +54,7 @@ def exception_report(exc: OWSError) -> Response:
     attrs = {"exceptionCode": exc.code} | ({"locator": exc.locator} if exc.locator else {})
     e = ET.SubElement(root, _ows("Exception"), attrs)
     ET.SubElement(e, _ows("ExceptionText")).text = str(exc)
-    body = ET.tostring(root, encoding="utf-8", xml_declaration=True)
-    return Response(body, status_code=exc.status, media_type="application/xml")
-
-
-def _text(parent: ET.Element, tag: str, text: str) -> ET.Element:
-    el = ET.SubElement(parent, tag)
-    el.text = text
-    return el
+    return xml_response(root, status=exc.status)
 
 
 def capabilities(request: Request) -> Response:
@@ -68,10 +62,10 @@ def capabilities(request: Request) -> Response:
     base = str(request.base_url).rstrip("/")
     root = ET.Element(_w("Capabilities"), version="1.0.0")
     ident = ET.SubElement(root, _ows("ServiceIdentification"))
-    _text(ident, _ows("Title"), "sdmatlas")
-    _text(ident, _ows("Abstract"), "AI-predicted species distributions and indicators")
-    _text(ident, _ows("ServiceType"), "OGC WMTS")
-    _text(ident, _ows("ServiceTypeVersion"), "1.0.0")
+    text_child(ident, _ows("Title"), "sdmatlas")
+    text_child(ident, _ows("Abstract"), "AI-predicted species distributions and indicators")
+    text_child(ident, _ows("ServiceType"), "OGC WMTS")
+    text_child(ident, _ows("ServiceTypeVersion"), "1.0.0")
     ops = ET.SubElement(root, _ows("OperationsMetadata"))
     for op in ("GetCapabilities", "GetTile"):
         o = ET.SubElement(ops, _ows("Operation"), name=op)
@@ -79,7 +73,7 @@ def capabilities(request: Request) -> Response:
         for encoding, href in (("KVP", f"{base}/wmts?"), ("RESTful", f"{base}/wmts/1.0.0/")):
             get = ET.SubElement(http, _ows("Get"), {f"{{{XLINK}}}href": href})
             c = ET.SubElement(get, _ows("Constraint"), name="GetEncoding")
-            _text(ET.SubElement(c, _ows("AllowedValues")), _ows("Value"), encoding)
+            text_child(ET.SubElement(c, _ows("AllowedValues")), _ows("Value"), encoding)
     contents = ET.SubElement(root, _w("Contents"))
     max_zoom = {name: 0 for name in TMS_NAMES}
     seen_releases: set[str] = set()
@@ -91,25 +85,25 @@ def capabilities(request: Request) -> Response:
             for name in TMS_NAMES:
                 max_zoom[name] = max(max_zoom[name], zoom_range(svc, ref, name)[1] + OVERZOOM)
         layer = ET.SubElement(contents, _w("Layer"))
-        _text(layer, _ows("Title"), f"{info.title} ({info.release})")
-        _text(layer, _ows("Abstract"), f"{info.kind} layer {lid}, version {info.version}")
+        text_child(layer, _ows("Title"), f"{info.title} ({info.release})")
+        text_child(layer, _ows("Abstract"), f"{info.kind} layer {lid}, version {info.version}")
         w, s_, e, n = info.bbox or (-180.0, -85.0, 180.0, 85.0)
         bb = ET.SubElement(layer, _ows("WGS84BoundingBox"))
-        _text(bb, _ows("LowerCorner"), f"{w} {s_}")
-        _text(bb, _ows("UpperCorner"), f"{e} {n}")
-        _text(layer, _ows("Identifier"), lid)
+        text_child(bb, _ows("LowerCorner"), f"{w} {s_}")
+        text_child(bb, _ows("UpperCorner"), f"{e} {n}")
+        text_child(layer, _ows("Identifier"), lid)
         for name in render.COLORMAPS:
             st = ET.SubElement(
                 layer, _w("Style"), isDefault=str(name == render.DEFAULT_COLORMAP).lower()
             )
-            _text(st, _ows("Identifier"), name)
+            text_child(st, _ows("Identifier"), name)
             legend = f"{base}/layers/{lid}/legend.png?colormap={name}"
             ET.SubElement(st, _w("LegendURL"), {"format": "image/png", f"{{{XLINK}}}href": legend})
         for mime in IMAGE_FORMATS:
-            _text(layer, _w("Format"), mime)
+            text_child(layer, _w("Format"), mime)
         for name in TMS_NAMES:
             link = ET.SubElement(layer, _w("TileMatrixSetLink"))
-            _text(link, _w("TileMatrixSet"), name)
+            text_child(link, _w("TileMatrixSet"), name)
         for mime, ext in IMAGE_FORMATS.items():
             template = (f"{base}/wmts/1.0.0/{lid}/{{Style}}/{{TileMatrixSet}}/{{TileMatrix}}/"
                         f"{{TileRow}}/{{TileCol}}.{ext}")  # fmt: skip
@@ -118,32 +112,29 @@ def capabilities(request: Request) -> Response:
     for name in TMS_NAMES:
         tms = get_tms(name)
         el = ET.SubElement(contents, _w("TileMatrixSet"))
-        _text(el, _ows("Identifier"), name)
+        text_child(el, _ows("Identifier"), name)
         crs = f"urn:ogc:def:crs:EPSG::{tms.crs.to_epsg()}"
         b = tms.xy_bbox  # x = easting or longitude; written in the CRS's own axis order
         lower, upper = (b.left, b.bottom), (b.right, b.top)
         if tms._invert_axis:  # morecantile keeps the CRS axis order here (no public name)
             lower, upper = lower[::-1], upper[::-1]
         box = ET.SubElement(el, _ows("BoundingBox"), crs=crs)
-        _text(box, _ows("LowerCorner"), f"{lower[0]!r} {lower[1]!r}")
-        _text(box, _ows("UpperCorner"), f"{upper[0]!r} {upper[1]!r}")
-        _text(el, _ows("SupportedCRS"), crs)
+        text_child(box, _ows("LowerCorner"), f"{lower[0]!r} {lower[1]!r}")
+        text_child(box, _ows("UpperCorner"), f"{upper[0]!r} {upper[1]!r}")
+        text_child(el, _ows("SupportedCRS"), crs)
         if name in WELL_KNOWN:
-            _text(el, _w("WellKnownScaleSet"), WELL_KNOWN[name])
+            text_child(el, _w("WellKnownScaleSet"), WELL_KNOWN[name])
         for z in range(tms.minzoom, min(tms.maxzoom, max(max_zoom[name], 1)) + 1):
             m = tms.matrix(z)
             tm = ET.SubElement(el, _w("TileMatrix"))
-            _text(tm, _ows("Identifier"), str(z))
-            _text(tm, _w("ScaleDenominator"), repr(m.scaleDenominator))
-            _text(tm, _w("TopLeftCorner"), f"{m.pointOfOrigin[0]!r} {m.pointOfOrigin[1]!r}")
-            _text(tm, _w("TileWidth"), str(m.tileWidth))
-            _text(tm, _w("TileHeight"), str(m.tileHeight))
-            _text(tm, _w("MatrixWidth"), str(m.matrixWidth))
-            _text(tm, _w("MatrixHeight"), str(m.matrixHeight))
-    body = ET.tostring(root, encoding="utf-8", xml_declaration=True)
-    return Response(
-        body, media_type="application/xml", headers={"Cache-Control": "public, max-age=60"}
-    )
+            text_child(tm, _ows("Identifier"), str(z))
+            text_child(tm, _w("ScaleDenominator"), repr(m.scaleDenominator))
+            text_child(tm, _w("TopLeftCorner"), f"{m.pointOfOrigin[0]!r} {m.pointOfOrigin[1]!r}")
+            text_child(tm, _w("TileWidth"), str(m.tileWidth))
+            text_child(tm, _w("TileHeight"), str(m.tileHeight))
+            text_child(tm, _w("MatrixWidth"), str(m.matrixWidth))
+            text_child(tm, _w("MatrixHeight"), str(m.matrixHeight))
+    return xml_response(root)
 
 
 def get_tile(
