@@ -17,6 +17,7 @@ from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
 from sdmatlas.catalog import queries as catalog_queries
+from sdmatlas.catalog.register import footprint
 from sdmatlas.errors import InvalidInputError
 from sdmatlas.publish import queries
 from sdmatlas.quantize import NODATA
@@ -181,14 +182,8 @@ def _project(geom: BaseGeometry, t: Transformer) -> BaseGeometry:
 
 
 def _footprint_lonlat(rel: OpenRelease) -> BaseGeometry:
-    g = rel.grid
-    left, bottom, right, top = g.bounds
-    ring = shapely.box(left, bottom, right, top).exterior.segmentize(
-        max(right - left, top - bottom) / 32
-    )
-    t = transformer(g.crs, "EPSG:4326")
-    xs, ys = t.transform(*np.asarray(ring.coords).T)
-    return shapely.Polygon(zip(xs, ys, strict=True))
+    """The release grid's outline in longitude/latitude (as registered in the catalog)."""
+    return footprint(rel.grid, 0, 0, rel.grid.height, rel.grid.width)
 
 
 def _report(svc: Services, rel: OpenRelease, geom: BaseGeometry, min_mean: float) -> dict[str, Any]:
