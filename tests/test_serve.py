@@ -199,6 +199,36 @@ def test_the_fast_index_equals_the_full_transform(grid: Grid) -> None:
                 assert np.array_equal(np.where(ok, c, -1), idx.cols), (name, tile)
 
 
+def test_the_window_index_of_wms_maps_equals_the_full_transform(grid: Grid) -> None:
+    """Any window (odd sizes, not square, any served CRS) maps like the exact transform."""
+    from pyproj import Transformer
+
+    from sdmatlas.serve.tiling import window_index
+
+    to_ll = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
+    w, s, e, n = to_ll.transform_bounds(*grid.bounds)
+    rng = np.random.default_rng(7)
+    for crs in ["EPSG:3857", "EPSG:4326", "EPSG:3035"]:
+        t = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+        for _ in range(4):
+            fx = np.sort(rng.uniform(-0.2, 1.2, 2))
+            fy = np.sort(rng.uniform(-0.2, 1.2, 2))
+            box = t.transform_bounds(w + fx[0] * (e - w), s + fy[0] * (n - s),
+                                     w + fx[1] * (e - w), s + fy[1] * (n - s))  # fmt: skip
+            width, height = (int(v) for v in rng.integers(33, 700, 2))
+            idx = window_index(crs, box, width, height, grid, 4)
+            jj, ii = np.mgrid[0:height, 0:width].astype(np.float64)
+            cx = box[0] + (ii + 0.5) * (box[2] - box[0]) / width
+            cy = box[3] - (jj + 0.5) * (box[3] - box[1]) / height
+            gx, gy = Transformer.from_crs(crs, grid.crs, always_xy=True).transform(cx, cy)
+            g = level_grid(grid, idx.level)
+            with np.errstate(invalid="ignore"):
+                c, r = np.floor((gx - g.x0) / g.res), np.floor((g.y0 - gy) / g.res)
+            ok = (c >= 0) & (c < g.width) & (r >= 0) & (r < g.height)
+            assert np.array_equal(np.where(ok, r, -1), idx.rows), (crs, box, width, height)
+            assert np.array_equal(np.where(ok, c, -1), idx.cols), (crs, box, width, height)
+
+
 def test_the_direct_chunk_reader_equals_zarr(release: Path) -> None:
     group = open_release(release)
     n_levels = int(sdmatlas_attrs(group)["levels"])

@@ -78,11 +78,13 @@ def tile_bounds(tms: morecantile.TileMatrixSet, z: int, x: int, y: int) -> tuple
     return (b.left, b.bottom, b.right, b.top)
 
 
-def _centres(bounds: tuple[float, ...], i: F64, j: F64) -> tuple[F64, F64]:
+def _centres(
+    bounds: tuple[float, ...], i: F64, j: F64, width: int = TILE_SIZE, height: int = TILE_SIZE
+) -> tuple[F64, F64]:
     left, bottom, right, top = bounds
     return (
-        left + (i + 0.5) * (right - left) / TILE_SIZE,
-        top - (j + 0.5) * (top - bottom) / TILE_SIZE,
+        left + (i + 0.5) * (right - left) / width,
+        top - (j + 0.5) * (top - bottom) / height,
     )
 
 
@@ -90,35 +92,45 @@ def exact_grid_xy(
     tms: morecantile.TileMatrixSet, z: int, x: int, y: int, grid_crs: str
 ) -> tuple[F64, F64]:
     """Every tile pixel centre in the grid's CRS, each transformed by PROJ (the reference)."""
-    jj, ii = np.mgrid[0:TILE_SIZE, 0:TILE_SIZE].astype(np.float64)
-    cx, cy = _centres(tile_bounds(tms, z, x, y), ii, jj)
-    gx, gy = transformer(tms_crs(tms), grid_crs).transform(cx, cy)
+    return _exact_xy(tms_crs(tms), tile_bounds(tms, z, x, y), TILE_SIZE, TILE_SIZE, grid_crs)
+
+
+def _exact_xy(
+    crs: str, bounds: tuple[float, ...], width: int, height: int, grid_crs: str
+) -> tuple[F64, F64]:
+    jj, ii = np.mgrid[0:height, 0:width].astype(np.float64)
+    gx, gy = transformer(crs, grid_crs).transform(*_centres(bounds, ii, jj, width, height))
     return np.asarray(gx), np.asarray(gy)
 
 
-def _lattice() -> F64:
-    return np.unique(np.r_[np.arange(0, TILE_SIZE, _STEP), TILE_SIZE - 1]).astype(np.float64)
-
-
-_LAT = _lattice()
-_POS = np.arange(TILE_SIZE, dtype=np.float64)
-_MID = np.union1d(_LAT, (_LAT[:-1] + _LAT[1:]) / 2)
+@functools.cache
+def _lattice(n: int) -> F64:
+    """Pixel positions transformed exactly along an axis of n pixels."""
+    return np.unique(np.r_[np.arange(0, n, _STEP), n - 1]).astype(np.float64)
 
 
 @functools.cache
-def _interp(at: str) -> tuple[npt.NDArray[np.intp], F64]:
-    positions = _POS if at == "pos" else _MID
-    k = np.clip(np.searchsorted(_LAT, positions, side="right") - 1, 0, len(_LAT) - 2)
-    return k, (positions - _LAT[k]) / (_LAT[k + 1] - _LAT[k])
+def _mid(n: int) -> F64:
+    lat = _lattice(n)
+    return np.union1d(lat, (lat[:-1] + lat[1:]) / 2)
 
 
-def _bilinear(v: F64, at: str) -> F64:
-    """Bilinear interpolation of values ``v`` known on the lattice, at the tile's pixel
+@functools.cache
+def _interp(n: int, at: str) -> tuple[npt.NDArray[np.intp], F64]:
+    lat = _lattice(n)
+    positions = np.arange(n, dtype=np.float64) if at == "pos" else _mid(n)
+    k = np.clip(np.searchsorted(lat, positions, side="right") - 1, 0, len(lat) - 2)
+    return k, (positions - lat[k]) / (lat[k + 1] - lat[k])
+
+
+def _bilinear(v: F64, height: int, width: int, at: str) -> F64:
+    """Bilinear interpolation of values ``v`` known on the lattice, at the window's pixel
     positions (``"pos"``) or at the lattice's midpoints (``"mid"``), rows then columns.
     (Not as W v W^T: BLAS threads spinning in every API worker cost far more, under
     load, than the matrix products save.)"""
-    k, t = _interp(at)
+    k, t = _interp(height, at)
     rows = v[k] * (1 - t)[:, None] + v[k + 1] * t[:, None]
+    k, t = _interp(width, at)
     out: F64 = rows[:, k] * (1 - t)[None, :] + rows[:, k + 1] * t[None, :]
     return out
 
@@ -157,8 +169,11 @@ class TileIndex:
         r, c = (rows, cols) if full else (rows[inside], cols[inside])
         r0, c0 = int(r.min()), int(c.min())
         h, w = int(r.max()) - r0 + 1, int(c.max()) - c0 + 1
-        # int32 is enough: a tile's window at its level is at most a few thousand pixels
-        offsets = ((r - np.int32(r0)) * np.int32(w) + (c - np.int32(c0))).ravel()
+        # int64 where a window's footprint could pass 2**31 pixels (huge WMS maps)
+        if h * w < 2**31:
+            offsets = ((r - np.int32(r0)) * np.int32(w) + (c - np.int32(c0))).ravel()
+        else:
+            offsets = ((r - np.int64(r0)) * np.int64(w) + (c - np.int64(c0))).ravel()
         return cls(level, rows, cols, inside, r0, c0, h, w, offsets)
 
     @property
@@ -186,38 +201,55 @@ def tile_index(
     tms: morecantile.TileMatrixSet, z: int, x: int, y: int, grid: Grid, n_levels: int
 ) -> TileIndex:
     """The tile's index map into the release (see the module's docstring)."""
-    t = transformer(tms_crs(tms), grid.crs)
     bounds = tile_bounds(tms, z, x, y)
-    lat = _LAT
-    jj, ii = np.meshgrid(lat, lat, indexing="ij")
-    lx, ly = t.transform(*_centres(bounds, ii, jj))
+    return window_index(tms_crs(tms), bounds, TILE_SIZE, TILE_SIZE, grid, n_levels)
+
+
+def window_index(
+    crs: str,
+    bounds: tuple[float, ...],
+    width: int,
+    height: int,
+    grid: Grid,
+    n_levels: int,
+) -> TileIndex:
+    """The index map of any width x height window over ``bounds`` (x/y order, in ``crs``):
+    tiles, WMS maps. Lattice-interpolated, exact (see the module's docstring)."""
+    if min(width, height) < 2 * _STEP:  # a lattice would save nothing
+        return _exact_index(crs, bounds, width, height, grid, n_levels)
+    t = transformer(crs, grid.crs)
+    lat_j, lat_i = _lattice(height), _lattice(width)
+    jj, ii = np.meshgrid(lat_j, lat_i, indexing="ij")
+    lx, ly = t.transform(*_centres(bounds, ii, jj, width, height))
     lx, ly = np.asarray(lx), np.asarray(ly)
     if not (np.isfinite(lx).all() and np.isfinite(ly).all()):
-        return _exact_index(tms, z, x, y, grid, n_levels)  # near a projection's edge
-    # Source pixel size at the tile centre: the level that fits the zoom.
-    c = len(lat) // 2
-    size = math.hypot(lx[c, c + 1] - lx[c, c], ly[c, c + 1] - ly[c, c]) / (lat[c + 1] - lat[c])
+        return _exact_index(crs, bounds, width, height, grid, n_levels)  # a projection's edge
+    # Source pixel size at the window centre: the level that fits the zoom.
+    cj, ci = len(lat_j) // 2, min(len(lat_i) // 2, len(lat_i) - 2)
+    size = math.hypot(lx[cj, ci + 1] - lx[cj, ci], ly[cj, ci + 1] - ly[cj, ci]) / (
+        lat_i[ci + 1] - lat_i[ci]
+    )
     k = choose_level(grid, n_levels, size)
     g = level_grid(grid, k)
-    # A tile whose lattice lies wholly off the level (one pixel of margin) is empty.
+    # A window whose lattice lies wholly off the level (one pixel of margin) is empty.
     gx0, gx1 = (float(lx.min()) - g.x0) / g.res, (float(lx.max()) - g.x0) / g.res
     gy0, gy1 = (g.y0 - float(ly.max())) / g.res, (g.y0 - float(ly.min())) / g.res
     if gx1 < -1 or gx0 > g.width + 1 or gy1 < -1 or gy0 > g.height + 1:
-        return TileIndex.build(k, *_outside())
-    fx = _bilinear(lx, "pos")
+        return TileIndex.build(k, *_outside(height, width))
+    fx = _bilinear(lx, height, width, "pos")
     fx -= g.x0
     fx /= g.res
-    fy = _bilinear(ly, "pos")
+    fy = _bilinear(ly, height, width, "pos")
     np.subtract(g.y0, fy, out=fy)
     fy /= g.res
     # Interpolation error, measured at the cell centres and edge midpoints of the lattice
     # (centres alone miss it where the two curvatures cancel there).
-    mj, mi = np.meshgrid(_MID, _MID, indexing="ij")
-    mx, my = t.transform(*_centres(bounds, mi, mj))
-    ax, ay = _bilinear(lx, "mid"), _bilinear(ly, "mid")
+    mj, mi = np.meshgrid(_mid(height), _mid(width), indexing="ij")
+    mx, my = t.transform(*_centres(bounds, mi, mj, width, height))
+    ax, ay = _bilinear(lx, height, width, "mid"), _bilinear(ly, height, width, "mid")
     err = max(float(np.abs(ax - mx).max()), float(np.abs(ay - my).max())) / g.res
     if not math.isfinite(err) or err > 0.25:
-        return _exact_index(tms, z, x, y, grid, n_levels, k)
+        return _exact_index(crs, bounds, width, height, grid, n_levels, k)
     tol = 4 * err + 1e-9
     cols, rows = np.floor(fx), np.floor(fy)
     fx -= cols  # now the fractions within the pixel
@@ -225,27 +257,29 @@ def tile_index(
     near = (fx < tol) | (fx > 1 - tol) | (fy < tol) | (fy > 1 - tol)
     if near.any():
         j, i = np.nonzero(near)
-        ex_x, ex_y = t.transform(*_centres(bounds, i.astype(np.float64), j.astype(np.float64)))
+        ex_x, ex_y = t.transform(
+            *_centres(bounds, i.astype(np.float64), j.astype(np.float64), width, height)
+        )
         cols[j, i] = np.floor((np.asarray(ex_x) - g.x0) / g.res)
         rows[j, i] = np.floor((g.y0 - np.asarray(ex_y)) / g.res)
     return _from_floors(cols, rows, g, k)
 
 
-def _outside() -> tuple[I32, I32]:
-    full = np.full((TILE_SIZE, TILE_SIZE), -1, np.int32)
+def _outside(height: int, width: int) -> tuple[I32, I32]:
+    full = np.full((height, width), -1, np.int32)
     return full, full
 
 
 def _exact_index(
-    tms: morecantile.TileMatrixSet,
-    z: int,
-    x: int,
-    y: int,
+    crs: str,
+    bounds: tuple[float, ...],
+    width: int,
+    height: int,
     grid: Grid,
     n_levels: int,
     k: int | None = None,
 ) -> TileIndex:
-    gx, gy = exact_grid_xy(tms, z, x, y, grid.crs)
+    gx, gy = _exact_xy(crs, bounds, width, height, grid.crs)
     if k is None:
         ok = np.isfinite(gx) & np.isfinite(gy)
         size = _pixel_size(gx, gy, ok)

@@ -1,8 +1,9 @@
 """OGC WMS 1.1.1 and 1.3.0: GetCapabilities, GetMap, GetLegendGraphic.
 
 GetMap maps each output pixel to the release pixel holding its centre (nearest
-neighbour, exact PROJ transform of every pixel centre) at the pyramid level that fits
-the requested resolution, then colours through the same palettes as the tiles.
+neighbour, exact: the tiles' lattice-interpolated mapping, :func:`tiling.window_index`)
+at the pyramid level that fits the requested resolution, then colours through the
+same palettes as the tiles.
 Axis order follows the version: in 1.3.0, EPSG:4326 and EPSG:3035 bounding boxes are
 given in the CRS's own order (latitude/northing first); CRS:84 and 1.1.1 are x/y.
 """
@@ -26,7 +27,7 @@ from sdmatlas.serve.catalog_routes import layer_id, published_layers
 from sdmatlas.serve.layers import LayerRef
 from sdmatlas.serve.ogc_xml import text_child, xml_response
 from sdmatlas.serve.services import Services, services
-from sdmatlas.serve.tiling import TileIndex, choose_level, index_at, transformer
+from sdmatlas.serve.tiling import TileIndex, transformer, window_index
 
 router = APIRouter(tags=["ogc"])
 
@@ -148,21 +149,13 @@ def _to_grid(crs: str, grid: Grid) -> Transformer:
     return transformer("EPSG:4326" if crs == "CRS:84" else crs, grid.crs)
 
 
-def window_index(
+def map_index(
     crs: str, bbox: tuple[float, float, float, float], width: int, height: int, grid: Grid,
     n_levels: int,
 ) -> TileIndex:  # fmt: skip
-    """Each output pixel's release pixel (exact transform of every pixel centre)."""
-    left, bottom, right, top = bbox
-    t = _to_grid(crs, grid)
-    jj, ii = np.mgrid[0:height, 0:width].astype(np.float64)
-    x = left + (ii + 0.5) * (right - left) / width
-    y = top - (jj + 0.5) * (top - bottom) / height
-    gx, gy = (np.asarray(a) for a in t.transform(x, y))
-    cj, ci = height // 2, min(width // 2, width - 2)
-    size = math.hypot(gx[cj, ci + 1] - gx[cj, ci], gy[cj, ci + 1] - gy[cj, ci])
-    k = choose_level(grid, n_levels, size) if math.isfinite(size) and size > 0 else 0
-    return index_at(gx, gy, grid, k)
+    """Each output pixel's release pixel: the tiles' exact lattice-interpolated mapping."""
+    return window_index("EPSG:4326" if crs == "CRS:84" else crs, bbox, width, height, grid,
+                        n_levels)  # fmt: skip
 
 
 def _params(request: Request) -> dict[str, str]:
@@ -244,7 +237,7 @@ def get_map(svc: Services, p: dict[str, str], version: str) -> Response:
                            f"{', '.join(render.COLORMAPS)}")  # fmt: skip
         ref = _wms_layer(svc, name, "LayerNotDefined")
         rel = svc.open(ref)
-        idx = window_index(crs, bbox, width, height, rel.grid, rel.n_levels)
+        idx = map_index(crs, bbox, width, height, rel.grid, rel.n_levels)
         st = render.parse_style(style, None, ref.default_range)
         if ref.kind == "species":
             assert ref.species_id is not None
