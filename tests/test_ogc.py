@@ -37,6 +37,9 @@ from sdmatlas.settings import Settings
 TERRITORIES = Path(__file__).resolve().parents[1] / "src/sdmatlas/demo/territories.geojson"
 KEY = "coast-tms"
 LAYER = f"{KEY}:species:3"
+# Two more releases of the same cube: a later period, and a republication of 2020 (which
+# then serves 2020 in the TIME dimension).
+LATER, LATER_PERIOD, REPUB = "coast-later", "2041/2060", "coast-v2"
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +55,9 @@ def app_settings(tmp_path_factory: pytest.TempPathFactory, cube: Path) -> Iterat
     c.upgrade()
     import_territories(c, TERRITORIES)
     register_release(c, open_release(rel), str(rel), "2020")
+    for key, period in [(LATER, LATER_PERIOD), (REPUB, "2020")]:
+        other = Path(publish(cube, tmp / "releases", key, info, PublishOptions(min_level_size=16)))
+        register_release(c, open_release(other), str(other), period)
     c.dispose()
     yield s
 
@@ -364,3 +370,319 @@ def test_getfeatureinfo_gives_the_layer_value(live: str, app_settings: Settings)
         "&INFO_FORMAT=text/html"
     ).read()
     assert b"<table>" in text
+
+
+def _wms_exception(url: str) -> tuple[Any, ET.Element]:
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(url)
+    assert 400 <= e.value.code < 500, url
+    return e.value, ET.fromstring(e.value.read())
+
+
+def _data_pixel(settings: Settings) -> tuple[tuple[float, ...], float]:
+    """A 3 x 3 EPSG:3035 box centred on a release pixel where species 3 has data, and
+    its value there."""
+    from sdmatlas.grid import Grid
+    from sdmatlas.zarr_access import array, sdmatlas_attrs
+
+    rel = open_release(Path(settings.data_dir) / "releases" / KEY)
+    grid = Grid.model_validate(sdmatlas_attrs(rel)["grid"])
+    ids = list(np.asarray(array(rel, "species")[:]))
+    codes = np.asarray(array(rel, "levels/0/probability")[ids.index(3)])
+    row, col = (int(v) for v in np.argwhere(codes != 255)[len(np.argwhere(codes != 255)) // 2])
+    x0, y0 = grid.x0 + (col - 1) * grid.res, grid.y0 - (row + 2) * grid.res
+    return (x0, y0, x0 + 3 * grid.res, y0 + 3 * grid.res), float(codes[row, col] / 254)
+
+
+def _feature_info(
+    live: str, layer: str, time: str | None = None, box: tuple[float, ...] | None = None
+) -> dict[str, Any]:
+    """WMS 1.3.0 GetFeatureInfo as JSON at the centre of ``box`` (EPSG:3035) or of a
+    box over Istria (CRS:84)."""
+    import json
+
+    t = "" if time is None else f"&TIME={time}"
+    where = "CRS=CRS:84&BBOX=13.5,45.0,14.0,45.5&WIDTH=11&HEIGHT=11&I=5&J=5"
+    if box is not None:  # 1.3.0 EPSG:3035: northing first
+        where = f"CRS=EPSG:3035&BBOX={box[1]},{box[0]},{box[3]},{box[2]}&WIDTH=3&HEIGHT=3&I=1&J=1"
+    url = (f"{live}/wms?SERVICE=WMS&VERSION=1.3.0&REQUEST=GetFeatureInfo&QUERY_LAYERS={layer}"
+           f"&{where}&INFO_FORMAT=application/json{t}")  # fmt: skip
+    feature: dict[str, Any] = json.loads(urllib.request.urlopen(url).read())["features"][0]
+    return feature
+
+
+def test_wms_time_dimension_serves_each_period(live: str, app_settings: Settings) -> None:
+    """Period layers (``species:3``) carry a TIME dimension listing the periods; TIME picks
+    the newest release of that period, and the default is the latest period."""
+    from owslib.wms import WebMapService
+
+    for version in ["1.1.1", "1.3.0"]:
+        wms = WebMapService(f"{live}/wms", version=version)
+        lay = wms.contents["species:3"]
+        assert lay.timepositions == ["2020", LATER_PERIOD], version
+        assert lay.defaulttimeposition == LATER_PERIOD
+        assert "viridis" in lay.styles  # inherited from the species group
+        assert f"{REPUB}:species:3" in wms.contents and LAYER in wms.contents
+        assert wms.contents[LAYER].styles.keys() == lay.styles.keys()
+    assert _feature_info(live, "species:3", "2020")["release"] == REPUB
+    assert _feature_info(live, "species:3", LATER_PERIOD)["release"] == LATER
+    assert _feature_info(live, "species:3")["release"] == LATER
+    assert _feature_info(live, "indicator:richness", "2020")["release"] == REPUB
+    box, value = _data_pixel(app_settings)
+    assert _feature_info(live, LAYER, box=box)["value"] == pytest.approx(value, abs=1e-4)
+    assert _feature_info(live, "species:3", "2020", box=box)["value"] == pytest.approx(
+        value, abs=1e-4
+    )
+    common = {"VERSION": "1.3.0", "STYLES": "", "CRS": "CRS:84", "BBOX": "13.0,44.8,14.5,45.6",
+              "WIDTH": "300", "HEIGHT": "160", "FORMAT": "image/png"}  # fmt: skip
+    by_time = _getmap(live, LAYERS="species:3", TIME="2020", **common).read()
+    assert by_time == _getmap(live, LAYERS=f"{REPUB}:species:3", **common).read()
+    wms = WebMapService(f"{live}/wms", version="1.3.0")
+    img = wms.getmap(layers=["species:3"], styles=[""], srs="CRS:84", bbox=(13.0, 44.8, 14.5, 45.6),
+                     size=(300, 160), format="image/png", time="2020")  # fmt: skip
+    assert img.read() == by_time
+    q = "&".join(f"{k}={v}" for k, v in common.items())
+    for when in ["1999", "2020,2041", "current"]:
+        _, doc = _wms_exception(f"{live}/wms?SERVICE=WMS&REQUEST=GetMap&LAYERS=species:3&{q}"
+                                f"&TIME={when}")  # fmt: skip
+        exc = doc.find("{http://www.opengis.net/ogc}ServiceException")
+        assert exc is not None and exc.attrib["code"] == "InvalidDimensionValue", when
+        assert "2020" in (exc.text or "") and LATER_PERIOD in (exc.text or "")
+    _, doc = _wms_exception(f"{live}/wms?SERVICE=WMS&REQUEST=GetMap&LAYERS=species:99999&{q}")
+    exc = doc.find("{http://www.opengis.net/ogc}ServiceException")
+    assert exc is not None and exc.attrib["code"] == "LayerNotDefined"
+
+
+# The capabilities documents' structure, element by element, as the schemas define it
+# (WMS 1.3.0: capabilities_1_3_0.xsd; WMS 1.1.1: its DTD; WMTS: wmtsGetCapabilities_response
+# .xsd with OWS 1.1): no pip package ships these schemas for offline validation, so each
+# element's content model is written out here as a regular expression over child names.
+WMS130 = {
+    "WMS_Capabilities": "Service Capability",
+    "Service": "Name Title Abstract? KeywordList? OnlineResource ContactInformation? Fees? "
+    "AccessConstraints? LayerLimit? MaxWidth? MaxHeight?",
+    "Capability": "Request Exception Layer?",
+    "Request": "GetCapabilities GetMap GetFeatureInfo?",
+    "GetCapabilities": "Format+ DCPType+",
+    "GetMap": "Format+ DCPType+",
+    "GetFeatureInfo": "Format+ DCPType+",
+    "DCPType": "HTTP",
+    "HTTP": "Get Post?",
+    "Get": "OnlineResource",
+    "Exception": "Format+",
+    "Layer": "Name? Title Abstract? KeywordList? CRS* EX_GeographicBoundingBox? BoundingBox* "
+    "Dimension* Attribution? AuthorityURL* Identifier* MetadataURL* DataURL* FeatureListURL* "
+    "Style* MinScaleDenominator? MaxScaleDenominator? Layer*",
+    "EX_GeographicBoundingBox": "westBoundLongitude eastBoundLongitude southBoundLatitude "
+    "northBoundLatitude",
+    "Style": "Name Title Abstract? LegendURL* StyleSheetURL? StyleURL?",
+    "LegendURL": "Format OnlineResource",
+}
+WMS111 = {
+    **WMS130,
+    "WMT_MS_Capabilities": "Service Capability",
+    "Service": "Name Title Abstract? KeywordList? OnlineResource ContactInformation? Fees? "
+    "AccessConstraints?",
+    "Capability": "Request Exception VendorSpecificCapabilities? UserDefinedSymbolization? Layer?",
+    "Request": "GetCapabilities GetMap GetFeatureInfo? DescribeLayer? GetLegendGraphic? "
+    "GetStyles? PutStyles?",
+    "GetLegendGraphic": "Format+ DCPType+",
+    "Layer": "Name? Title Abstract? KeywordList? SRS* LatLonBoundingBox? BoundingBox* Dimension* "
+    "Extent* Attribution? AuthorityURL* Identifier* MetadataURL* DataURL* FeatureListURL* "
+    "Style* ScaleHint? Layer*",
+}
+WMTS_XSD = {
+    "Capabilities": "ows:ServiceIdentification? ows:ServiceProvider? ows:OperationsMetadata? "
+    "Contents? Themes* WSDL* ServiceMetadataURL*",
+    "ows:ServiceIdentification": "ows:Title* ows:Abstract* ows:Keywords* ows:ServiceType "
+    "ows:ServiceTypeVersion+ ows:Profile* ows:Fees? ows:AccessConstraints*",
+    "ows:OperationsMetadata": "ows:Operation+ ows:Parameter* ows:Constraint*",
+    "ows:Operation": "ows:DCP+ ows:Parameter* ows:Constraint* ows:Metadata*",
+    "ows:DCP": "ows:HTTP",
+    "ows:HTTP": "ows:Get|ows:Post+",
+    "ows:Get": "ows:Constraint*",
+    "Contents": "Layer* TileMatrixSet*",
+    "Layer": "ows:Title* ows:Abstract* ows:Keywords* ows:WGS84BoundingBox* ows:Identifier "
+    "ows:BoundingBox* ows:Metadata* Style+ Format+ InfoFormat* Dimension* TileMatrixSetLink+ "
+    "ResourceURL*",
+    "ows:WGS84BoundingBox": "ows:LowerCorner ows:UpperCorner",
+    "Style": "ows:Title* ows:Abstract* ows:Keywords* ows:Identifier LegendURL*",
+    "TileMatrixSetLink": "TileMatrixSet TileMatrixSetLimits?",
+    "TileMatrixSetLink/TileMatrixSet": "",  # the link's text, not a TileMatrixSet
+    "TileMatrixSet": "ows:Title* ows:Abstract* ows:Keywords* ows:Identifier ows:BoundingBox? "
+    "ows:SupportedCRS WellKnownScaleSet? TileMatrix+",
+    "TileMatrix": "ows:Title* ows:Abstract* ows:Keywords* ows:Identifier ScaleDenominator "
+    "TopLeftCorner TileWidth TileHeight MatrixWidth MatrixHeight",
+}
+REQUIRED_ATTRIBUTES = {
+    "BoundingBox": {"minx", "miny", "maxx", "maxy"},
+    "Dimension": {"name", "units"},
+    "Extent": {"name"},
+    "LatLonBoundingBox": {"minx", "miny", "maxx", "maxy"},
+    "ows:Operation": {"name"},
+    "ResourceURL": {"format", "resourceType", "template"},
+    "LegendURL": set(),
+}
+
+
+def _check_structure(root: ET.Element, models: dict[str, str], names: dict[str | None, str]) -> int:
+    """Every element with a content model has children in its order; returns how many
+    elements were checked. ``names`` maps namespaces to the prefixes used in ``models``
+    (None: elements without a namespace are expected)."""
+    import re
+
+    def local(tag: str) -> str:
+        if tag.startswith("{"):
+            ns, name = tag[1:].split("}")
+            assert ns in names, f"unexpected namespace {ns}"
+            return f"{names[ns]}{name}"
+        assert None in names, f"<{tag}> has no namespace"
+        return tag
+
+    checked = 0
+    parent_of = {child: parent for parent in root.iter() for child in parent}
+    for el in root.iter():
+        name = local(el.tag)
+        for attr in REQUIRED_ATTRIBUTES.get(name, set()):
+            assert attr in el.attrib, (name, attr, el.attrib)
+        up = parent_of.get(el)
+        model = models.get(f"{local(up.tag)}/{name}" if up is not None else "", models.get(name))
+        if model is None:
+            continue
+        children = "".join(local(c.tag) + " " for c in el)
+        parts = []
+        for token in model.split():  # "A", "A?", "A*", "A+", "A|B+" (a choice)
+            base, q = (token[:-1], token[-1]) if token[-1] in "?*+" else (token, "")
+            choice = "|".join(f"{re.escape(b)} " for b in base.split("|"))
+            parts.append(f"(?:{choice}){q}")
+        pattern = "".join(parts)
+        assert re.fullmatch(pattern, children), f"<{name}> holds {children!r}; schema: {model}"
+        checked += 1
+    return checked
+
+
+def test_capabilities_follow_the_schemas(live: str) -> None:
+    """Well-formed, and every element's children in the order the schemas give."""
+    wms = "http://www.opengis.net/wms"
+    r13 = urllib.request.urlopen(f"{live}/wms?SERVICE=WMS&REQUEST=GetCapabilities&VERSION=1.3.0")
+    assert r13.headers["Content-Type"].startswith("text/xml")
+    doc13 = ET.fromstring(r13.read())
+    assert doc13.tag == f"{{{wms}}}WMS_Capabilities" and doc13.attrib["version"] == "1.3.0"
+    assert _check_structure(doc13, WMS130, {wms: ""}) > 100
+    named = [lay for lay in doc13.iter(f"{{{wms}}}Layer") if lay.find(f"{{{wms}}}Name") is not None]
+    assert len(named) > 10
+    for lay in named:  # stated on each named layer (1.3.0 7.2.4.6.6 allows inheriting it)
+        assert lay.find(f"{{{wms}}}EX_GeographicBoundingBox") is not None
+    r11 = urllib.request.urlopen(f"{live}/wms?SERVICE=WMS&REQUEST=GetCapabilities&VERSION=1.1.1")
+    assert r11.headers["Content-Type"].startswith("application/vnd.ogc.wms_xml")
+    doc11 = ET.fromstring(r11.read())
+    assert doc11.tag == "WMT_MS_Capabilities" and doc11.attrib["version"] == "1.1.1"
+    assert _check_structure(doc11, WMS111, {None: "", "http://www.w3.org/1999/xlink": "x:"}) > 100
+    wmts = ET.fromstring(urllib.request.urlopen(f"{live}/wmts/1.0.0/WMTSCapabilities.xml").read())
+    assert wmts.attrib["version"] == "1.0.0"
+    names: dict[str | None, str] = {"http://www.opengis.net/wmts/1.0": "",
+             "http://www.opengis.net/ows/1.1": "ows:",
+             "http://www.w3.org/1999/xlink": "xlink:"}  # fmt: skip
+    assert _check_structure(wmts, WMTS_XSD, names) > 100
+    # a broken order is caught: the checker is not vacuous
+    bad = ET.fromstring(b"<Style><Title>t</Title><Name>n</Name></Style>")
+    with pytest.raises(AssertionError):
+        _check_structure(bad, WMS111, {None: ""})
+
+
+def test_wms_111_errors_use_the_111_format(live: str) -> None:
+    base = {"VERSION": "1.1.1", "LAYERS": LAYER, "STYLES": "", "SRS": "EPSG:3857",
+            "BBOX": "1500000,5600000,1600000,5700000", "WIDTH": "64", "HEIGHT": "64",
+            "FORMAT": "image/png"}  # fmt: skip
+    for change, code, words in [
+        ({"SRS": "EPSG:2154"}, "InvalidSRS", "EPSG:2154"),
+        ({"LAYERS": "nope"}, "LayerNotDefined", "nope"),
+        ({"STYLES": "rainbow"}, "StyleNotDefined", "rainbow"),
+        ({"FORMAT": "image/gif"}, "InvalidFormat", "FORMAT"),
+        ({"LAYERS": "species:3", "TIME": "1999"}, "InvalidDimensionValue", "1999"),
+        ({"BBOX": None}, None, "BBOX"),
+        ({"SRS": None}, None, "SRS"),
+        ({"HEIGHT": "0"}, None, "HEIGHT"),
+    ]:
+        params = {k: v for k, v in {**base, **change}.items() if v is not None}
+        q = "&".join(f"{k}={v}" for k, v in params.items())
+        err, doc = _wms_exception(f"{live}/wms?SERVICE=WMS&REQUEST=GetMap&{q}")
+        assert err.headers["Content-Type"].startswith("application/vnd.ogc.se_xml"), change
+        assert doc.tag == "ServiceExceptionReport" and doc.attrib["version"] == "1.1.1"
+        exc = doc.find("ServiceException")
+        assert exc is not None and exc.attrib.get("code") == code, (change, exc.attrib)
+        assert words in (exc.text or ""), (change, exc.text)
+
+
+def test_wms_130_missing_parameters(live: str) -> None:
+    base = {"VERSION": "1.3.0", "LAYERS": LAYER, "STYLES": "", "CRS": "EPSG:3857",
+            "BBOX": "1500000,5600000,1600000,5700000", "WIDTH": "64", "HEIGHT": "64",
+            "FORMAT": "image/png"}  # fmt: skip
+    for missing in ["LAYERS", "CRS", "BBOX", "WIDTH", "HEIGHT", "FORMAT"]:
+        q = "&".join(f"{k}={v}" for k, v in base.items() if k != missing)
+        err, doc = _wms_exception(f"{live}/wms?SERVICE=WMS&REQUEST=GetMap&{q}")
+        assert err.headers["Content-Type"].startswith("text/xml")
+        exc = doc.find("{http://www.opengis.net/ogc}ServiceException")
+        assert exc is not None and exc.attrib["code"] == "MissingParameterValue", missing
+        assert missing in (exc.text or "")
+    for change in [{"WIDTH": "4097"}, {"HEIGHT": "-1"}, {"WIDTH": "abc"}, {"BBOX": "1,2,3"},
+                   {"BBOX": "1,2,3,nan"}, {"BBOX": "5,5,5,6"}, {"BGCOLOR": "red"}]:  # fmt: skip
+        q = "&".join(f"{k}={v}" for k, v in {**base, **change}.items())
+        err, doc = _wms_exception(f"{live}/wms?SERVICE=WMS&REQUEST=GetMap&{q}")
+        assert doc.find("{http://www.opengis.net/ogc}ServiceException") is not None, change
+
+
+def test_wmts_getfeatureinfo_kvp_and_rest(live: str, app_settings: Settings) -> None:
+    """The value at pixel (I, J) of a tile is the release's value under that pixel's centre."""
+    import json
+
+    from pyproj import Transformer
+
+    from sdmatlas.grid import Grid
+    from sdmatlas.zarr_access import array, sdmatlas_attrs
+
+    rel = open_release(Path(app_settings.data_dir) / "releases" / KEY)
+    grid = Grid.model_validate(sdmatlas_attrs(rel)["grid"])
+    ids = list(np.asarray(array(rel, "species")[:]))
+    codes = np.asarray(array(rel, "levels/0/probability")[ids.index(3)])
+    tms = morecantile.tms.get("WebMercatorQuad")
+    tile = _data_tile(live, 11)
+    b = tms.xy_bounds(tile)
+    to_grid = Transformer.from_crs("EPSG:3857", grid.crs, always_xy=True)
+    seen = 0
+    for i, j in [(10, 20), (128, 128), (200, 47), (255, 0)]:
+        x = b.left + (i + 0.5) * (b.right - b.left) / 256
+        y = b.top - (j + 0.5) * (b.top - b.bottom) / 256
+        row, col = (int(v) for v in grid.rowcol(*to_grid.transform(x, y)))
+        want = None
+        if grid.contains(row, col) and codes[row, col] != 255:
+            want = round(codes[row, col] / 254, 4)
+        kvp = (
+            f"{live}/wmts?SERVICE=WMTS&REQUEST=GetFeatureInfo&VERSION=1.0.0&LAYER={LAYER}"
+            f"&STYLE=default&FORMAT=image/png&TILEMATRIXSET=WebMercatorQuad&TILEMATRIX=11"
+            f"&TILEROW={tile.y}&TILECOL={tile.x}&J={j}&I={i}&INFOFORMAT=application/json"
+        )
+        got = json.loads(urllib.request.urlopen(kvp).read())["features"][0]
+        assert got["value"] == want and got["layer"] == LAYER, (i, j)
+        rest = (
+            f"{live}/wmts/1.0.0/{LAYER}/default/WebMercatorQuad/11/{tile.y}/{tile.x}/{j}/{i}.json"
+        )
+        assert json.loads(urllib.request.urlopen(rest).read())["features"][0] == got
+        seen += want is not None
+    assert seen >= 1
+    caps = WebMapTileService(f"{live}/wmts", version="1.0.0")
+    urls = [r for r in caps.contents[LAYER].resourceURLs if r["resourceType"] == "FeatureInfo"]
+    assert {r["format"] for r in urls} == {"application/json", "text/plain", "text/html"}
+    for query, code in [
+        ("&J=0&I=256&INFOFORMAT=application/json", "PointIJOutOfRange"),
+        ("&J=0&I=0&INFOFORMAT=application/xml", INVALID),
+        ("&J=0&INFOFORMAT=application/json", "MissingParameterValue"),
+    ]:
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(
+                f"{live}/wmts?SERVICE=WMTS&REQUEST=GetFeatureInfo&LAYER={LAYER}&STYLE=default"
+                f"&FORMAT=image/png&TILEMATRIXSET=WebMercatorQuad&TILEMATRIX=11&TILEROW={tile.y}"
+                f"&TILECOL={tile.x}{query}"
+            )
+        exc = ET.fromstring(e.value.read()).find("{http://www.opengis.net/ows/1.1}Exception")
+        assert exc is not None and exc.attrib["exceptionCode"] == code, query

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -15,6 +18,8 @@ from sdmatlas.serve.layers import GroupSpec, LayerRef, LayerResolver, group_rows
 from sdmatlas.serve.reader import OpenRelease, ReleaseReader
 from sdmatlas.serve.tiling import IndexCache
 from sdmatlas.settings import Settings
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -27,6 +32,7 @@ class Services:
     _groups: OrderedDict[tuple[str, str, str], npt.NDArray[np.intp]] = field(
         default_factory=OrderedDict
     )
+    _memo: dict[tuple[object, ...], tuple[float, Any]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -55,6 +61,23 @@ class Services:
             while len(self._groups) > 1024:
                 self._groups.popitem(last=False)
         return rows
+
+    def memo(self, key: tuple[object, ...], make: Callable[[], T]) -> T:
+        """``make()``, remembered for ``layer_cache_seconds`` under ``key``: catalog-derived
+        documents (service capabilities, the releases of each period) that every process
+        sees change within that delay, as it sees layers."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._memo.get(key)
+        if hit is not None and now - hit[0] < self.settings.layer_cache_seconds:
+            value: T = hit[1]
+            return value
+        value = make()
+        with self._lock:
+            if len(self._memo) > 256:
+                self._memo.clear()
+            self._memo[key] = (now, value)
+        return value
 
 
 def services(request: Request) -> Services:

@@ -10,7 +10,6 @@ given in the CRS's own order (latitude/northing first); CRS:84 and 1.1.1 are x/y
 
 from __future__ import annotations
 
-import html
 import io
 import math
 from xml.etree import ElementTree as ET
@@ -18,14 +17,18 @@ from xml.etree import ElementTree as ET
 import numpy as np
 from fastapi import APIRouter, Request, Response
 from PIL import Image
-from pyproj import Transformer
 
+from sdmatlas.catalog import queries
 from sdmatlas.errors import SdmAtlasError
 from sdmatlas.grid import Grid
 from sdmatlas.serve import render
 from sdmatlas.serve.catalog_routes import layer_id, published_layers
+from sdmatlas.serve.feature_info import INFO_FORMATS, info_response, value_at
+from sdmatlas.serve.http import SHORT
 from sdmatlas.serve.layers import LayerRef
 from sdmatlas.serve.ogc_xml import text_child, xml_response
+from sdmatlas.serve.periods import DimensionError, is_period_layer, period_layers
+from sdmatlas.serve.periods import resolve as resolve_period
 from sdmatlas.serve.services import Services, services
 from sdmatlas.serve.tiling import TileIndex, transformer, window_index
 
@@ -34,6 +37,7 @@ router = APIRouter(tags=["ogc"])
 MAX_SIZE = 4096  # pixels per side of a GetMap image
 #: CRS codes served, and whether 1.3.0 gives their bbox in reversed (y, x) order.
 CRSS = {"EPSG:3857": False, "EPSG:4326": True, "CRS:84": False, "EPSG:3035": True}
+XLINK = "http://www.w3.org/1999/xlink"
 FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
 
 
@@ -59,17 +63,117 @@ def exception_report(exc: WMSError, version: str) -> Response:
 def capabilities(request: Request, version: str) -> Response:
     svc = services(request)
     base = str(request.base_url).rstrip("/") + "/wms?"
+    body = svc.memo(("wms", version, base), lambda: _capabilities(svc, base, version))
+    return Response(body, media_type="text/xml" if version == "1.3.0" else
+                    "application/vnd.ogc.wms_xml", headers={"Cache-Control": SHORT})  # fmt: skip
+
+
+class _Writer:
+    """Writes the layer tree in each version's element order (1.3.0 XSD, 1.1.1 DTD):
+    Name, Title, Abstract, CRS/SRS, geographic box, BoundingBox, Dimension (1.1.1: and
+    Extent), Style, child Layers. Styles are inherited by child layers in both
+    versions, so the ten colormap styles of species layers, whose legends are all the
+    same (probability 0 to 1), are written once on their group, not on each of 10,000
+    layers."""
+
+    def __init__(self, base: str, version: str) -> None:
+        self.base, self.v13 = base, version == "1.3.0"
+        self.version = version
+
+    def href(self, el: ET.Element, url: str) -> None:
+        el.set("xlink:href" if self.v13 else f"{{{XLINK}}}href", url)
+
+    def layer(
+        self,
+        parent: ET.Element,
+        title: str,
+        bbox: tuple[float, float, float, float] | None,
+        name: str | None = None,
+        abstract: str | None = None,
+        styles_of: str | None = None,
+        crss: bool = False,
+        time: tuple[tuple[str, ...], str] | None = None,
+    ) -> ET.Element:
+        lay = ET.SubElement(parent, "Layer")
+        if name is not None:
+            lay.set("queryable", "1")
+            lay.set("opaque", "0")
+            text_child(lay, "Name", name)
+        text_child(lay, "Title", title)
+        if abstract:
+            text_child(lay, "Abstract", abstract)
+        if crss:
+            for code in CRSS:
+                text_child(lay, "CRS" if self.v13 else "SRS", code)
+        if bbox is not None:
+            self._boxes(lay, bbox)
+        if time is not None:
+            values, default = time
+            if self.v13:
+                ET.SubElement(lay, "Dimension", name="time", units="ISO8601", default=default,
+                              nearestValue="0").text = ",".join(values)  # fmt: skip
+            else:
+                ET.SubElement(lay, "Dimension", name="time", units="ISO8601")
+                ET.SubElement(lay, "Extent", name="time", default=default,
+                              nearestValue="0").text = ",".join(values)  # fmt: skip
+        if styles_of is not None:
+            for style in render.COLORMAPS:
+                self.style(lay, styles_of, style)
+        return lay
+
+    def _boxes(self, lay: ET.Element, lonlat: tuple[float, float, float, float]) -> None:
+        w, s, e, n = lonlat
+        if self.v13:
+            gb = ET.SubElement(lay, "EX_GeographicBoundingBox")
+            for tag, val in zip(["westBoundLongitude", "eastBoundLongitude",
+                                 "southBoundLatitude", "northBoundLatitude"],
+                                [w, e, s, n], strict=True):  # fmt: skip
+                text_child(gb, tag, repr(val))
+        else:
+            ET.SubElement(lay, "LatLonBoundingBox", minx=repr(w), miny=repr(s), maxx=repr(e),
+                          maxy=repr(n))  # fmt: skip
+        for code, flipped in CRSS.items():
+            minx, miny, maxx, maxy = _bbox_in(code, (w, s, e, n))
+            if self.v13 and flipped:
+                minx, miny, maxx, maxy = miny, minx, maxy, maxx
+            ET.SubElement(lay, "BoundingBox", {"CRS" if self.v13 else "SRS": code,
+                          "minx": repr(minx), "miny": repr(miny), "maxx": repr(maxx),
+                          "maxy": repr(maxy)})  # fmt: skip
+
+    def style(self, lay: ET.Element, legend_layer: str, name: str) -> None:
+        st = ET.SubElement(lay, "Style")
+        text_child(st, "Name", name)
+        text_child(st, "Title", f"{name} colormap")
+        legend = ET.SubElement(st, "LegendURL", width="256", height="48")
+        text_child(legend, "Format", "image/png")
+        href = (f"{self.base}SERVICE=WMS&REQUEST=GetLegendGraphic&VERSION={self.version}"
+                f"&LAYER={legend_layer}&STYLE={name}&FORMAT=image/png")  # fmt: skip
+        self.href(ET.SubElement(legend, "OnlineResource"), href)
+
+
+Box = tuple[float, float, float, float]
+
+
+def _union(boxes: list[Box | None]) -> Box | None:
+    b = [x for x in boxes if x is not None]
+    if not b:
+        return None
+    return (min(x[0] for x in b), min(x[1] for x in b), max(x[2] for x in b),
+            max(x[3] for x in b))  # fmt: skip
+
+
+def _capabilities(svc: Services, base: str, version: str) -> bytes:
     v13 = version == "1.3.0"
+    wr = _Writer(base, version)
     root = ET.Element("WMS_Capabilities" if v13 else "WMT_MS_Capabilities", version=version)
     if v13:
         root.set("xmlns", "http://www.opengis.net/wms")
-        root.set("xmlns:xlink", "http://www.w3.org/1999/xlink")
+        root.set("xmlns:xlink", XLINK)
     service = ET.SubElement(root, "Service")
     text_child(service, "Name", "WMS" if v13 else "OGC:WMS")
     text_child(service, "Title", "sdmatlas")
     text_child(service, "Abstract", "AI-predicted species distributions and indicators")
-    online = ET.SubElement(service, "OnlineResource")
-    online.set("xlink:href" if v13 else "{http://www.w3.org/1999/xlink}href", base)
+    wr.href(ET.SubElement(service, "OnlineResource"), base)
     if v13:
         text_child(service, "MaxWidth", str(MAX_SIZE))
         text_child(service, "MaxHeight", str(MAX_SIZE))
@@ -87,53 +191,50 @@ def capabilities(request: Request, version: str) -> Response:
         for f in formats:
             text_child(o, "Format", f)
         dcp = ET.SubElement(ET.SubElement(ET.SubElement(o, "DCPType"), "HTTP"), "Get")
-        res = ET.SubElement(dcp, "OnlineResource")
-        res.set("xlink:href" if v13 else "{http://www.w3.org/1999/xlink}href", base)
+        wr.href(ET.SubElement(dcp, "OnlineResource"), base)
     exc = ET.SubElement(cap, "Exception")
     text_child(exc, "Format", "XML" if v13 else "application/vnd.ogc.se_xml")
-    top = ET.SubElement(cap, "Layer")
-    text_child(top, "Title", "sdmatlas layers")
-    for code in CRSS:
-        text_child(top, "CRS" if v13 else "SRS", code)
-    releases: dict[str, ET.Element] = {}
-    for info in published_layers(svc):
-        group = releases.get(info.release)
-        if group is None:
-            group = ET.SubElement(top, "Layer")
-            text_child(group, "Title", f"Release {info.release} ({info.period})")
-            releases[info.release] = group
-        lid = layer_id(info.release, info.name)
-        lay = ET.SubElement(group, "Layer", queryable="1", opaque="0")
-        text_child(lay, "Name", lid)
-        text_child(lay, "Title", info.title)
-        text_child(lay, "Abstract", f"{info.kind} layer, version {info.version}")
-        w, s, e, n = info.bbox or (-180.0, -85.0, 180.0, 85.0)
-        if v13:
-            gb = ET.SubElement(lay, "EX_GeographicBoundingBox")
-            for tag, val in zip(["westBoundLongitude", "eastBoundLongitude",
-                                 "southBoundLatitude", "northBoundLatitude"],
-                                [w, e, s, n], strict=True):  # fmt: skip
-                text_child(gb, tag, repr(val))
-        else:
-            ET.SubElement(lay, "LatLonBoundingBox", minx=repr(w), miny=repr(s), maxx=repr(e),
-                          maxy=repr(n))  # fmt: skip
-        for code, flipped in CRSS.items():
-            minx, miny, maxx, maxy = _bbox_in(code, (w, s, e, n))
-            if v13 and flipped:
-                minx, miny, maxx, maxy = miny, minx, maxy, maxx
-            ET.SubElement(lay, "BoundingBox", {"CRS" if v13 else "SRS": code, "minx": repr(minx),
-                          "miny": repr(miny), "maxx": repr(maxx), "maxy": repr(maxy)})  # fmt: skip
-        for name in render.COLORMAPS:
-            st = ET.SubElement(lay, "Style")
-            text_child(st, "Name", name)
-            text_child(st, "Title", f"{name} colormap")
-            legend = ET.SubElement(st, "LegendURL", width="256", height="48")
-            text_child(legend, "Format", "image/png")
-            href = (f"{base}SERVICE=WMS&REQUEST=GetLegendGraphic&VERSION={version}&LAYER={lid}"
-                    f"&STYLE={name}&FORMAT=image/png")  # fmt: skip
-            r = ET.SubElement(legend, "OnlineResource")
-            r.set("xlink:href" if v13 else "{http://www.w3.org/1999/xlink}href", href)
-    return xml_response(root, "text/xml" if v13 else "application/vnd.ogc.wms_xml")
+    infos = published_layers(svc)
+    by_period = period_layers(svc, infos)
+    top = wr.layer(cap, "sdmatlas layers", _union([i.bbox for i in infos]), crss=True)
+    # Species and indicators across periods (the TIME dimension), then each release.
+    if by_period:
+        group = wr.layer(top, "By period (TIME: the period; default the latest)",
+                         _union([p.bbox for p in by_period]))  # fmt: skip
+        for kind, title in (("species", "Species"), ("indicator", "Indicators")):
+            plist = [p for p in by_period if p.kind == kind]
+            if not plist:
+                continue
+            shared = plist[0].name if kind == "species" else None
+            sub = wr.layer(group, title, _union([p.bbox for p in plist]), styles_of=shared)
+            for p in plist:
+                wr.layer(sub, p.title, p.bbox or _WORLD, name=p.name,
+                         abstract=f"{p.kind} layer in periods {', '.join(p.periods)}",
+                         styles_of=None if shared else p.name,
+                         time=(p.periods, p.default))  # fmt: skip
+    releases: dict[str, list[queries.LayerInfo]] = {}
+    for info in infos:
+        releases.setdefault(info.release, []).append(info)
+    for release, items in releases.items():
+        group = wr.layer(top, f"Release {release} ({items[0].period})",
+                         _union([i.bbox for i in items]))  # fmt: skip
+        for kind, title in (("species", "Species"), ("indicator", "Indicators"),
+                            ("habitat", "Habitats")):  # fmt: skip
+            of_kind = [i for i in items if i.kind == kind]
+            if not of_kind:
+                continue
+            shared = layer_id(release, of_kind[0].name) if kind == "species" else None
+            sub = wr.layer(group, title, _union([i.bbox for i in of_kind]), styles_of=shared)
+            for info in of_kind:
+                lid = layer_id(info.release, info.name)
+                wr.layer(sub, info.title, info.bbox or _WORLD, name=lid,
+                         abstract=f"{info.kind} layer, period {info.period}, version "
+                         f"{info.version}", styles_of=None if shared else lid)  # fmt: skip
+    body: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return body
+
+
+_WORLD = (-180.0, -85.0, 180.0, 85.0)
 
 
 def _bbox_in(code: str, lonlat: tuple[float, float, float, float]) -> tuple[float, ...]:
@@ -142,11 +243,6 @@ def _bbox_in(code: str, lonlat: tuple[float, float, float, float]) -> tuple[floa
     w, s, e, n = lonlat
     t = transformer("EPSG:4326", code)
     return tuple(float(v) for v in t.transform_bounds(w, s, e, n))
-
-
-def _to_grid(crs: str, grid: Grid) -> Transformer:
-    """From a WMS CRS (CRS:84 is longitude/latitude) to the release grid's CRS."""
-    return transformer("EPSG:4326" if crs == "CRS:84" else crs, grid.crs)
 
 
 def map_index(
@@ -195,10 +291,15 @@ def _map_window(
     return crs, (bbox[0], bbox[1], bbox[2], bbox[3]), width, height
 
 
-def _wms_layer(svc: Services, name: str, group_code: str) -> LayerRef:
-    """A layer by id; unknown ones are LayerNotDefined, group layers ``group_code``."""
+def _wms_layer(svc: Services, name: str, group_code: str, time: str | None) -> LayerRef:
+    """A layer by id (a period layer at TIME); unknown ones are LayerNotDefined, group
+    layers ``group_code``, a TIME naming no period of the layer InvalidDimensionValue."""
     try:
+        if is_period_layer(name):
+            name = resolve_period(svc, name, time)
         ref = svc.layers.resolve(name)
+    except DimensionError as exc:
+        raise WMSError("InvalidDimensionValue", str(exc)) from None
     except SdmAtlasError as exc:
         raise WMSError("LayerNotDefined", str(exc)) from None
     if ref.kind == "group":
@@ -235,7 +336,7 @@ def get_map(svc: Services, p: dict[str, str], version: str) -> Response:
         if style is not None and style not in render.COLORMAPS:
             raise WMSError("StyleNotDefined", f"style {style!r} is not one of "
                            f"{', '.join(render.COLORMAPS)}")  # fmt: skip
-        ref = _wms_layer(svc, name, "LayerNotDefined")
+        ref = _wms_layer(svc, name, "LayerNotDefined", p.get("TIME"))
         rel = svc.open(ref)
         idx = map_index(crs, bbox, width, height, rel.grid, rel.n_levels)
         st = render.parse_style(style, None, ref.default_range)
@@ -291,9 +392,6 @@ async def wms(request: Request) -> Response:
         return exception_report(exc, version)
 
 
-INFO_FORMATS = ("application/json", "text/plain", "text/html")
-
-
 def feature_info(svc: Services, p: dict[str, str], version: str) -> Response:
     """The value of each queried layer at the clicked pixel (its centre), with the
     species name for species layers."""
@@ -314,47 +412,18 @@ def feature_info(svc: Services, p: dict[str, str], version: str) -> Response:
     left, bottom, right, top = bbox
     x = left + (i + 0.5) * (right - left) / width
     y = top - (j + 0.5) * (top - bottom) / height
-    results = []
-    for name in names:
-        ref = _wms_layer(svc, name, "LayerNotQueryable")
-        rel = svc.open(ref)
-        gx, gy = _to_grid(crs, rel.grid).transform(x, y)
-        row, col = (int(v) for v in rel.grid.rowcol(gx, gy))
-        value: float | None = None
-        if rel.grid.contains(row, col):
-            if ref.kind == "species":
-                assert ref.species_id is not None
-                srow = rel.species_row(ref.species_id)
-                code = int(np.asarray(rel.arr(0, "probability")[srow, row, col]))
-                value = None if code == 255 else round(code / 254, 4)
-            else:
-                v = float(svc.reader.value_at(rel, 0, ref.var, row, col))
-                value = None if math.isnan(v) else round(v, 6)
-        results.append({"layer": name, "title": ref.title, "units": ref.units, "value": value})
-    if fmt == "application/json":
-        import json
-
-        return Response(json.dumps({"features": results}), media_type=fmt)
-    if fmt == "text/html":
-        rows = "".join(
-            f"<tr><td>{html.escape(str(r['title']))}</td><td>{r['value']}</td>"
-            f"<td>{html.escape(str(r['units']))}</td></tr>"
-            for r in results
-        )
-        return Response(f"<table><tr><th>layer</th><th>value</th><th>units</th></tr>{rows}"
-                        "</table>", media_type=fmt)  # fmt: skip
-    text = "\n".join(f"{r['layer']} ({r['title']}): {r['value']} {r['units']}" for r in results)
-    return Response(text + "\n", media_type="text/plain")
+    results = [
+        value_at(svc, name, _wms_layer(svc, name, "LayerNotQueryable", p.get("TIME")), crs, x, y)
+        for name in names
+    ]
+    return info_response(results, fmt)
 
 
 def legend(svc: Services, p: dict[str, str]) -> Response:
     name = p.get("LAYER")
     if not name:
         raise WMSError("MissingParameterValue", "LAYER is missing")
-    try:
-        ref = svc.layers.resolve(name)
-    except SdmAtlasError as exc:
-        raise WMSError("LayerNotDefined", str(exc)) from None
+    ref = _wms_layer(svc, name, "LayerNotDefined", p.get("TIME"))
     style = p.get("STYLE") or None
     if style is not None and style not in render.COLORMAPS:
         raise WMSError(

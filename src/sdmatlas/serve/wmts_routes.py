@@ -1,4 +1,4 @@
-"""OGC WMTS 1.0.0: capabilities, GetTile in KVP and RESTful encodings.
+"""OGC WMTS 1.0.0: capabilities, GetTile and GetFeatureInfo in KVP and RESTful encodings.
 
 Tiles come from the same renderer as the XYZ routes (:func:`tile_response`): the
 WMTS tile (TileMatrix, TileRow, TileCol) of a TileMatrixSet is the XYZ tile
@@ -16,10 +16,11 @@ from fastapi import APIRouter, Path, Request, Response
 from sdmatlas.errors import NotFoundError, SdmAtlasError
 from sdmatlas.serve import render
 from sdmatlas.serve.catalog_routes import layer_id, published_layers
+from sdmatlas.serve.feature_info import INFO_FORMATS, info_response, value_at
 from sdmatlas.serve.ogc_xml import text_child, xml_response
 from sdmatlas.serve.services import services
 from sdmatlas.serve.tile_routes import tile_response, zoom_range
-from sdmatlas.serve.tiling import TMS_NAMES, get_tms
+from sdmatlas.serve.tiling import TILE_SIZE, TMS_NAMES, get_tms, tile_bounds, tms_crs
 
 router = APIRouter(tags=["ogc"])
 
@@ -31,6 +32,7 @@ ET.register_namespace("ows", OWS)
 ET.register_namespace("xlink", XLINK)
 WELL_KNOWN = {"WebMercatorQuad": "urn:ogc:def:wkss:OGC:1.0:GoogleMapsCompatible"}
 IMAGE_FORMATS = {"image/png": "png", "image/webp": "webp"}
+INFO_EXTENSIONS = {"json": "application/json", "txt": "text/plain", "html": "text/html"}
 #: Tile matrices advertised: up to three zooms past the layers' own resolution.
 OVERZOOM = 3
 
@@ -67,7 +69,7 @@ def capabilities(request: Request) -> Response:
     text_child(ident, _ows("ServiceType"), "OGC WMTS")
     text_child(ident, _ows("ServiceTypeVersion"), "1.0.0")
     ops = ET.SubElement(root, _ows("OperationsMetadata"))
-    for op in ("GetCapabilities", "GetTile"):
+    for op in ("GetCapabilities", "GetTile", "GetFeatureInfo"):
         o = ET.SubElement(ops, _ows("Operation"), name=op)
         http = ET.SubElement(ET.SubElement(o, _ows("DCP")), _ows("HTTP"))
         for encoding, href in (("KVP", f"{base}/wmts?"), ("RESTful", f"{base}/wmts/1.0.0/")):
@@ -101,6 +103,8 @@ def capabilities(request: Request) -> Response:
             ET.SubElement(st, _w("LegendURL"), {"format": "image/png", f"{{{XLINK}}}href": legend})
         for mime in IMAGE_FORMATS:
             text_child(layer, _w("Format"), mime)
+        for mime in INFO_FORMATS:
+            text_child(layer, _w("InfoFormat"), mime)
         for name in TMS_NAMES:
             link = ET.SubElement(layer, _w("TileMatrixSetLink"))
             text_child(link, _w("TileMatrixSet"), name)
@@ -108,6 +112,11 @@ def capabilities(request: Request) -> Response:
             template = (f"{base}/wmts/1.0.0/{lid}/{{Style}}/{{TileMatrixSet}}/{{TileMatrix}}/"
                         f"{{TileRow}}/{{TileCol}}.{ext}")  # fmt: skip
             ET.SubElement(layer, _w("ResourceURL"), format=mime, resourceType="tile",
+                          template=template)  # fmt: skip
+        for ext, mime in INFO_EXTENSIONS.items():
+            template = (f"{base}/wmts/1.0.0/{lid}/{{Style}}/{{TileMatrixSet}}/{{TileMatrix}}/"
+                        f"{{TileRow}}/{{TileCol}}/{{J}}/{{I}}.{ext}")  # fmt: skip
+            ET.SubElement(layer, _w("ResourceURL"), format=mime, resourceType="FeatureInfo",
                           template=template)  # fmt: skip
     for name in TMS_NAMES:
         tms = get_tms(name)
@@ -137,20 +146,11 @@ def capabilities(request: Request) -> Response:
     return xml_response(root)
 
 
-def get_tile(
-    request: Request, layer: str, style: str, tms: str, matrix: str, row: str, col: str, fmt: str
-) -> Response:
-    """One tile through the shared renderer; OWS exception codes for bad values."""
+def _tile_address(tms: str, matrix: str, row: str, col: str) -> tuple[int, int, int]:
+    """(TileMatrix, TileRow, TileCol) as integers inside the matrix set, or OWS errors."""
     if tms not in TMS_NAMES:
         raise OWSError("InvalidParameterValue", f"TileMatrixSet {tms!r} is not one of "
                            f"{', '.join(TMS_NAMES)}", "TileMatrixSet")  # fmt: skip
-    if fmt not in IMAGE_FORMATS.values():
-        raise OWSError("InvalidParameterValue", "Format must be image/png or image/webp",
-                           "Format")  # fmt: skip
-    colormap = None if style in ("", "default") else style
-    if colormap is not None and colormap not in render.COLORMAPS:
-        raise OWSError("InvalidParameterValue", f"Style {style!r} is not one of default, "
-                           f"{', '.join(render.COLORMAPS)}", "Style")  # fmt: skip
     try:
         z, y, x = int(matrix), int(row), int(col)
     except ValueError:
@@ -166,6 +166,21 @@ def get_tile(
     if not (0 <= x < m.matrixWidth):
         raise OWSError("TileOutOfRange", f"TileCol {x} is outside 0..{m.matrixWidth - 1}",
                            "TileCol")  # fmt: skip
+    return z, y, x
+
+
+def get_tile(
+    request: Request, layer: str, style: str, tms: str, matrix: str, row: str, col: str, fmt: str
+) -> Response:
+    """One tile through the shared renderer; OWS exception codes for bad values."""
+    if fmt not in IMAGE_FORMATS.values():
+        raise OWSError("InvalidParameterValue", "Format must be image/png or image/webp",
+                           "Format")  # fmt: skip
+    colormap = None if style in ("", "default") else style
+    if colormap is not None and colormap not in render.COLORMAPS:
+        raise OWSError("InvalidParameterValue", f"Style {style!r} is not one of default, "
+                           f"{', '.join(render.COLORMAPS)}", "Style")  # fmt: skip
+    z, y, x = _tile_address(tms, matrix, row, col)
     try:
         status, headers, body, media = tile_response(
             services(request), request.headers.get("if-none-match"), layer, tms, z, x, y, fmt,
@@ -176,6 +191,35 @@ def get_tile(
     except SdmAtlasError as exc:
         raise OWSError("NoApplicableCode", str(exc), status=exc.http_status) from None
     return Response(body, status_code=status, headers=headers, media_type=media)
+
+
+def get_feature_info(
+    request: Request, layer: str, tms: str, matrix: str, row: str, col: str, j: str, i: str,
+    info_format: str,
+) -> Response:  # fmt: skip
+    """The layer's value at pixel (I, J) of a tile (its centre), as WMS GetFeatureInfo."""
+    if info_format not in INFO_FORMATS:
+        raise OWSError("InvalidParameterValue", f"InfoFormat must be one of "
+                       f"{', '.join(INFO_FORMATS)}", "InfoFormat")  # fmt: skip
+    z, y, x = _tile_address(tms, matrix, row, col)
+    try:
+        pi, pj = int(i), int(j)
+    except ValueError:
+        raise OWSError("InvalidParameterValue", "I and J must be integers", "I") from None
+    if not (0 <= pi < TILE_SIZE and 0 <= pj < TILE_SIZE):
+        raise OWSError("PointIJOutOfRange", f"I and J must be in 0..{TILE_SIZE - 1}", "I")
+    svc = services(request)
+    try:
+        ref = svc.layers.resolve(layer)
+    except SdmAtlasError as exc:
+        raise OWSError("InvalidParameterValue", str(exc), "Layer") from None
+    if ref.kind == "group":
+        raise OWSError("InvalidParameterValue", "group layers are not served by WMTS", "Layer")
+    matrix_set = get_tms(tms)
+    left, bottom, right, top = tile_bounds(matrix_set, z, x, y)
+    px = left + (pi + 0.5) * (right - left) / TILE_SIZE
+    py = top - (pj + 0.5) * (top - bottom) / TILE_SIZE
+    return info_response([value_at(svc, layer, ref, tms_crs(matrix_set), px, py)], info_format)
 
 
 @router.get("/wmts", summary="WMTS 1.0.0, KVP encoding (GetCapabilities, GetTile).")
@@ -189,13 +233,19 @@ async def wmts_kvp(request: Request) -> Response:
             raise OWSError("MissingParameterValue", "REQUEST is missing", "REQUEST")
         if req.lower() == "getcapabilities":
             return capabilities(request)
-        if req.lower() != "gettile":
+        if req.lower() not in ("gettile", "getfeatureinfo"):
             raise OWSError("OperationNotSupported", f"REQUEST {req!r} is not supported: "
-                               "use GetCapabilities or GetTile", "REQUEST")  # fmt: skip
+                           "use GetCapabilities, GetTile or GetFeatureInfo", "REQUEST")  # fmt: skip
         needed = ["layer", "style", "format", "tilematrixset", "tilematrix", "tilerow", "tilecol"]
+        if req.lower() == "getfeatureinfo":
+            needed += ["j", "i", "infoformat"]
         missing = [k.upper() for k in needed if k not in p]
         if missing:
             raise OWSError("MissingParameterValue", f"missing {', '.join(missing)}", missing[0])
+        if req.lower() == "getfeatureinfo":
+            return get_feature_info(request, p["layer"], p["tilematrixset"], p["tilematrix"],
+                                    p["tilerow"], p["tilecol"], p["j"], p["i"],
+                                    p["infoformat"])  # fmt: skip
         fmt = IMAGE_FORMATS.get(p["format"])
         if fmt is None:
             raise OWSError("InvalidParameterValue", "Format must be image/png or image/webp",
@@ -229,5 +279,31 @@ async def wmts_rest_tile(
 ) -> Response:
     try:
         return get_tile(request, layer, style, tms, matrix, row, col, format)
+    except OWSError as exc:
+        return exception_report(exc)
+
+
+@router.get(
+    "/wmts/1.0.0/{layer}/{style}/{tms}/{matrix}/{row}/{col}/{j}/{i}.{format}",
+    summary="WMTS 1.0.0 GetFeatureInfo (RESTful): json, txt or html.",
+)
+async def wmts_rest_feature_info(
+    request: Request,
+    layer: Annotated[str, Path(max_length=200)],
+    style: Annotated[str, Path(max_length=64)],
+    tms: Annotated[str, Path(max_length=64)],
+    matrix: Annotated[str, Path(max_length=8)],
+    row: Annotated[str, Path(max_length=12)],
+    col: Annotated[str, Path(max_length=12)],
+    j: Annotated[str, Path(max_length=8)],
+    i: Annotated[str, Path(max_length=8)],
+    format: Annotated[str, Path(max_length=8)],
+) -> Response:
+    try:
+        if format not in INFO_EXTENSIONS:
+            raise OWSError("InvalidParameterValue", f"the extension must be one of "
+                           f"{', '.join(INFO_EXTENSIONS)}", "InfoFormat")  # fmt: skip
+        return get_feature_info(request, layer, tms, matrix, row, col, j, i,
+                                INFO_EXTENSIONS[format])  # fmt: skip
     except OWSError as exc:
         return exception_report(exc)
