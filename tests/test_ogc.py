@@ -686,3 +686,29 @@ def test_wmts_getfeatureinfo_kvp_and_rest(live: str, app_settings: Settings) -> 
             )
         exc = ET.fromstring(e.value.read()).find("{http://www.opengis.net/ows/1.1}Exception")
         assert exc is not None and exc.attrib["exceptionCode"] == code, query
+
+
+def test_getmap_background_formats_and_layer_stacking(live: str) -> None:
+    """TRANSPARENT=FALSE fills no-data with BGCOLOR; JPEG and WebP carry the same
+    picture; a second layer is drawn over the first where it has data."""
+    rich = f"{KEY}:indicator:richness"
+    common = {"VERSION": "1.3.0", "STYLES": "", "CRS": "CRS:84", "BBOX": "13.0,44.8,14.5,45.6",
+              "WIDTH": "300", "HEIGHT": "160"}  # fmt: skip
+
+    def rgba(**kw: str) -> np.ndarray:
+        r = _getmap(live, **{**common, **kw})
+        return np.asarray(Image.open(io.BytesIO(r.read())).convert("RGBA")).astype(int)
+
+    clear = rgba(LAYERS=LAYER, FORMAT="image/png", TRANSPARENT="TRUE")
+    hole = clear[..., 3] == 0
+    assert hole.any() and (~hole).any()
+    red = rgba(LAYERS=LAYER, FORMAT="image/png", BGCOLOR="0xFF0000")
+    assert (red[hole] == [255, 0, 0, 255]).all()
+    assert (red[~hole] == clear[~hole]).all()
+    assert (rgba(LAYERS=LAYER, FORMAT="image/webp", TRANSPARENT="TRUE") == clear).all()
+    jpeg = rgba(LAYERS=LAYER, FORMAT="image/jpeg", BGCOLOR="0xFF0000")
+    assert np.abs(jpeg - red).mean() < 3  # lossy, but the same picture
+    top = rgba(LAYERS=rich, FORMAT="image/png", TRANSPARENT="TRUE")
+    both = rgba(LAYERS=f"{LAYER},{rich}", FORMAT="image/png", TRANSPARENT="TRUE")
+    over = top[..., 3] > 0
+    assert (both[over] == top[over]).all() and (both[~over] == clear[~over]).all()

@@ -15,6 +15,7 @@ import math
 from xml.etree import ElementTree as ET
 
 import numpy as np
+import numpy.typing as npt
 from fastapi import APIRouter, Request, Response
 from PIL import Image
 
@@ -330,7 +331,10 @@ def get_map(svc: Services, p: dict[str, str], version: str) -> Response:
         bgc = int(bg[2:], 16)
     except ValueError:
         raise WMSError(None, f"BGCOLOR {bg!r} must be 0xRRGGBB") from None
-    canvas = np.zeros((height, width, 4), np.uint8)
+    # Each layer as palette indices and its palette, as the tiles are made. Palette
+    # alphas are 0 or 255, so stacking layers is "the upper layer where it has data".
+    drawn: list[tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]] = []
+    indexes: dict[tuple[object, ...], TileIndex] = {}  # one per release grid
     for i, name in enumerate(layers):
         style = styles[i] if styles and styles[i] not in ("", "default") else None
         if style is not None and style not in render.COLORMAPS:
@@ -338,34 +342,45 @@ def get_map(svc: Services, p: dict[str, str], version: str) -> Response:
                            f"{', '.join(render.COLORMAPS)}")  # fmt: skip
         ref = _wms_layer(svc, name, "LayerNotDefined", p.get("TIME"))
         rel = svc.open(ref)
-        idx = map_index(crs, bbox, width, height, rel.grid, rel.n_levels)
+        g = rel.grid
+        gkey = (g.crs, g.res, g.x0, g.y0, g.width, g.height, rel.n_levels)
+        if gkey not in indexes:
+            indexes[gkey] = map_index(crs, bbox, width, height, g, rel.n_levels)
+        idx = indexes[gkey]
         st = render.parse_style(style, None, ref.default_range)
         if ref.kind == "species":
             assert ref.species_id is not None
             codes = svc.reader.gather(rel, idx, "probability", rel.species_row(ref.species_id))
-            rgba = render.code_palette(st)[codes]
+            drawn.append((codes, render.code_palette(st)))
         else:
-            rgba = render.index_palette(st)[
-                render.quantise(svc.reader.gather(rel, idx, ref.var), st)
-            ]
-        a = rgba[..., 3:4].astype(np.float32) / 255
-        canvas[..., :3] = (rgba[..., :3] * a + canvas[..., :3] * (1 - a)).astype(np.uint8)
-        canvas[..., 3] = np.maximum(canvas[..., 3], rgba[..., 3])
-    if not transparent or fmt == "jpeg":
-        bg_rgb = np.array([(bgc >> 16) & 255, (bgc >> 8) & 255, bgc & 255], np.float32)
-        a = canvas[..., 3:4].astype(np.float32) / 255
-        canvas[..., :3] = (canvas[..., :3] * a + bg_rgb * (1 - a)).astype(np.uint8)
-        canvas[..., 3] = 255
-    img = Image.frombytes("RGBA", (width, height), canvas.tobytes())
-    buf = io.BytesIO()
-    if fmt == "jpeg":
-        img.convert("RGB").save(buf, "JPEG", quality=90)
-    elif fmt == "webp":
-        img.save(buf, "WEBP", lossless=True)
+            values = svc.reader.gather(rel, idx, ref.var)
+            drawn.append((render.quantise(values, st), render.index_palette(st)))
+    bg_rgb = np.array([(bgc >> 16) & 255, (bgc >> 8) & 255, bgc & 255], np.uint8)
+    opaque = not transparent or fmt == "jpeg"
+    if len(drawn) == 1 and fmt != "jpeg":  # the common case: a palette image, as tiles
+        indices, palette = drawn[0]
+        if opaque:
+            palette = palette.copy()
+            palette[palette[:, 3] == 0] = [*bg_rgb, 255]
+        body = render.encode_indexed(indices, palette, fmt)
     else:
-        img.save(buf, "PNG", compress_level=1)
-    return Response(buf.getvalue(), media_type=p["FORMAT"],
-                    headers={"Cache-Control": "public, max-age=60"})  # fmt: skip
+        canvas = np.zeros((height, width, 4), np.uint8)
+        if opaque:
+            canvas[...] = [*bg_rgb, 255]
+        for indices, palette in drawn:
+            rgba = palette[indices]
+            has = rgba[..., 3] > 0
+            canvas[has] = rgba[has]
+        img = Image.frombytes("RGBA", (width, height), canvas.tobytes())
+        buf = io.BytesIO()
+        if fmt == "jpeg":
+            img.convert("RGB").save(buf, "JPEG", quality=90)
+        elif fmt == "webp":
+            img.save(buf, "WEBP", lossless=True, quality=0, method=0)
+        else:
+            img.save(buf, "PNG", compress_level=1)
+        body = buf.getvalue()
+    return Response(body, media_type=p["FORMAT"], headers={"Cache-Control": SHORT})
 
 
 @router.get("/wms", summary="OGC WMS 1.1.1 and 1.3.0 (GetCapabilities, GetMap, GetLegendGraphic).")
