@@ -49,6 +49,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/queries.py
 	$(BIN)/python bench/catalog.py
 	$(BIN)/python bench/tiles.py
+	$(BIN)/python bench/ogc.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
