@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SRC := src tests bench scripts
 
-.PHONY: demo test lint format bench clean system-packages
+.PHONY: demo test lint format bench clean system-packages viewer
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/catalog.py
 	$(BIN)/python bench/tiles.py
 	$(BIN)/python bench/ogc.py
+
+# Re-vendor the web viewer's libraries from npm (the output is committed; needs Node.js).
+viewer:
+	bash scripts/build-viewer.sh
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

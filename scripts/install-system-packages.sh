@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Debian packages the test suite needs: PostgreSQL 15 with PostGIS 3 (catalog tests).
+# Debian packages the test suite needs: PostgreSQL 15 with PostGIS 3 (catalog tests),
+# Redis (tile cache tests), Chromium and its WebDriver (web viewer tests).
 # Installs only what is missing; the servers themselves are started by the tests
-# (throwaway clusters in temporary directories), never as system services.
+# (throwaway instances in temporary directories), never as system services.
 set -euo pipefail
 
 missing=()
 [ -f /usr/share/postgresql/15/extension/postgis.control ] || missing+=(postgresql-15-postgis-3)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)
 [ -f /usr/share/postgresql/15/extension/pg_trgm.control ] || missing+=(postgresql-contrib)
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
+[ -d /usr/share/fonts/truetype/dejavu ] || missing+=(fonts-dejavu-core)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
@@ -27,4 +32,8 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q online; then
     $SUDO pg_ctlcluster 15 main stop || true
+fi
+# likewise the packaged Redis service, where a service manager started it
+if command -v service >/dev/null && pgrep -x redis-server >/dev/null; then
+    $SUDO service redis-server stop >/dev/null 2>&1 || true
 fi

@@ -462,7 +462,7 @@ def demo_run(
         f"{rec.mean_abs_error:.3f}, Pearson r mean {rec.mean_correlation:.3f} "
         f"(median {rec.median_correlation:.3f})\n"
         "next: sdmatlas serve (make demo starts it), then open "
-        f"http://{Settings().host}:{Settings().port}/docs"
+        f"http://{Settings().host}:{Settings().port}/ (the viewer)"
     )
 
 
@@ -483,7 +483,7 @@ def serve_cmd(
         os.environ.setdefault(var, "1")
     settings = Settings()
     h, p = host or settings.host, port or settings.port
-    console.print(f"serving on http://{h}:{p} (API docs at /docs), catalog {settings.catalog_url}")
+    console.print(f"serving on http://{h}:{p} (web viewer at /, API docs at /docs), catalog {settings.catalog_url}")
     uvicorn.run(
         "sdmatlas.serve.app:app_from_env",
         factory=True,

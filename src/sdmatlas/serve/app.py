@@ -19,6 +19,7 @@ from sdmatlas.serve import (
     query_routes,
     tile_routes,
     tms_routes,
+    viewer_routes,
     wms_routes,
     wmts_routes,
 )
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     app.include_router(tms_routes.router)
     app.include_router(wmts_routes.router)
     app.include_router(wms_routes.router)
+    viewer_routes.install(app)
     return app
 
 

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Rebuild the web viewer's vendored libraries from npm (viewer/package.json, locked by
+# viewer/package-lock.json) into src/sdmatlas/serve/static/vendor/. The output is
+# committed, so installing sdmatlas needs no Node.js; run this (`make viewer`) after
+# changing the pinned versions. The page loads nothing from any other host.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+npm ci --prefix viewer --no-audit --no-fund
+out=src/sdmatlas/serve/static/vendor/leaflet
+rm -rf "$out"
+mkdir -p "$out/images"
+src=viewer/node_modules/leaflet
+cp "$src/dist/leaflet.js" "$src/dist/leaflet.css" "$src/LICENSE" "$out/"
+cp "$src"/dist/images/*.png "$out/images/"
+echo "vendored leaflet $(node -p "require('./$src/package.json').version") into $out"

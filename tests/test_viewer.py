@@ -1,0 +1,232 @@
+"""The web viewer in a real headless Chromium (Debian's chromium and chromium-driver,
+driven by Selenium; no browser download), against ``sdmatlas serve`` on the demo
+release built by ``sdmatlas demo run``. Screenshots go to test-artifacts/viewer/."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts" / "viewer"
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``sdmatlas demo run`` into a temporary data directory, then ``sdmatlas serve``."""
+    data = tmp_path_factory.mktemp("viewer-demo")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SDMATLAS_")}
+    env |= {"SDMATLAS_DATA_DIR": str(data), "SDMATLAS_WORKERS": "0"}
+    subprocess.run([str(BIN / "sdmatlas"), "demo", "run"], env=env, check=True, timeout=900,
+                   capture_output=True)  # fmt: skip
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [str(BIN / "sdmatlas"), "serve", "--port", str(port), "--workers", "1"],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{base}/ready", timeout=2)
+            break
+        except OSError:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
+            assert time.time() < deadline, "sdmatlas serve did not start"
+            time.sleep(0.3)
+    yield base
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(20)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    assert chromium and driver, "Debian's chromium and chromium-driver (make test installs them)"
+    opts = Options()
+    opts.binary_location = chromium
+    for arg in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                "--window-size=1280,820", "--disable-gpu"]:  # fmt: skip
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    b = webdriver.Chrome(service=Service(driver), options=opts)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    yield b
+    b.quit()
+
+
+def wait(browser: WebDriver, script: str, timeout: float = 30) -> Any:
+    """Wait until the JavaScript expression is truthy; returns its value."""
+    return WebDriverWait(browser, timeout, poll_frequency=0.1).until(
+        lambda b: b.execute_script(f"return {script}")
+    )
+
+
+def resources(browser: WebDriver) -> list[str]:
+    names: list[str] = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+    )
+    return names
+
+
+def severe_console(browser: WebDriver) -> list[dict[str, Any]]:
+    return [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def map_image(browser: WebDriver, name: str) -> np.ndarray:
+    browser.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+    png = browser.find_element(By.ID, "map").screenshot_as_png
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def click_at(browser: WebDriver, lat: float, lon: float) -> None:
+    x, y = browser.execute_script(
+        "const p = sdmatlas.map.latLngToContainerPoint([arguments[0], arguments[1]]);"
+        "return [p.x, p.y];", lat, lon,
+    )  # fmt: skip
+    el = browser.find_element(By.ID, "map")
+    w, h = el.size["width"], el.size["height"]
+    ActionChains(browser).move_to_element_with_offset(el, int(x - w / 2), int(y - h / 2)).click()\
+        .perform()  # fmt: skip
+
+
+TILES_DRAWN = "document.querySelectorAll('.sdm-layer img.leaflet-tile-loaded').length"
+
+
+def test_the_viewer_end_to_end(server: str, browser: WebDriver) -> None:
+    browser.get(server + "/")
+    assert wait(browser, f"{TILES_DRAWN} >= 4")
+    wait(browser, "document.querySelectorAll('.leaflet-land-pane path').length > 0")
+    time.sleep(0.5)  # let the last tiles fade in
+    img = map_image(browser, "1-loaded")
+    # not blank: many colours, and much of the map differs from the background
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 50
+    background = np.array([0xCF, 0xE3, 0xEF])
+    assert (np.abs(img.astype(int) - background).sum(axis=2) > 30).mean() > 0.2
+    urls = resources(browser)
+    tiles = [u for u in urls if "/tiles/" in u]
+    assert tiles and all(":indicator:richness/WebMercatorQuad/" in u for u in tiles)
+    assert all(u.startswith(server) for u in urls), "the page must not call other hosts"
+    assert severe_console(browser) == []
+
+    # search a species: the tiles switch to it, and the URL keeps the view
+    box = browser.find_element(By.ID, "search")
+    box.send_keys("Fictag")
+    wait(browser, "document.querySelectorAll('#suggestions li[role=option]').length > 0")
+    first = browser.find_element(By.CSS_SELECTOR, "#suggestions li[role=option]")
+    name = first.text.split()[0:2]
+    first.click()
+    layer = wait(browser, "sdmatlas.state.layer.includes(':species:') && sdmatlas.state.layer")
+    sid = layer.rsplit(":", 1)[1]
+    wait(browser, f"[...document.querySelectorAll('.sdm-layer img.leaflet-tile-loaded')]"
+                  f".some(i => i.src.includes(':species:{sid}/'))")  # fmt: skip
+    assert any(f":species:{sid}/WebMercatorQuad/" in u for u in resources(browser))
+    title = browser.find_element(By.ID, "layer-title").text
+    assert " ".join(name) in title
+    map_image(browser, "2-species")
+    assert f"layer={layer.replace(':', '%3A')}" in browser.current_url
+
+    # a click on land: the most likely species and the indicators
+    click_at(browser, 45.65, 13.8)
+    wait(browser, "document.querySelectorAll('#result table tr').length > 3")
+    result = browser.find_element(By.ID, "result").text
+    assert "most likely" in result and "richness" in result
+    rows = browser.find_elements(By.CSS_SELECTOR, "#result table:first-of-type tr")
+    probs = [float(r.find_elements(By.TAG_NAME, "td")[1].text) for r in rows[1:]]
+    assert probs and probs == sorted(probs, reverse=True) and 0 < probs[0] <= 1
+    map_image(browser, "3-point")
+
+    # draw a rectangle: the area report, with a CSV download
+    browser.find_element(By.ID, "draw-rect").click()
+    click_at(browser, 45.75, 13.7)
+    click_at(browser, 45.55, 13.95)
+    wait(browser, "document.querySelector('#result h2')?.textContent.includes('drawn area')")
+    wait(browser, "document.querySelectorAll('#result table tr').length > 5")
+    report = browser.find_element(By.ID, "result").text
+    assert "km²" in report and "species present" in report
+    assert browser.find_element(By.ID, "csv").text == "Download CSV"
+    map_image(browser, "4-report")
+
+    # pick a territory: its report, with a CSV link to the same report
+    Select(browser.find_element(By.ID, "territory")).select_by_value("demo-pa-1")
+    wait(browser, "document.querySelector('#result h2')?.textContent.includes('demo-pa-1')")
+    href = browser.find_element(By.ID, "csv").get_attribute("href")
+    assert href and "format=csv" in href
+    csv = urllib.request.urlopen(href).read().decode()
+    assert csv.splitlines()[0].startswith("species_id") or "," in csv.splitlines()[0]
+    map_image(browser, "5-territory")
+    assert severe_console(browser) == []
+
+    # the shared URL restores the view: same layer, colormap, zoom
+    shared = browser.current_url
+    browser.get("about:blank")
+    browser.get(shared)
+    assert wait(browser, f"{TILES_DRAWN} >= 1")
+    assert browser.execute_script("return sdmatlas.state.layer") == layer
+    assert any(f":species:{sid}/" in u for u in resources(browser) if "/tiles/" in u)
+
+
+def test_group_richness_and_style_controls(server: str, browser: WebDriver) -> None:
+    browser.get(server + "/")
+    wait(browser, f"{TILES_DRAWN} >= 1")
+    Select(browser.find_element(By.ID, "group-kind")).select_by_value("genus")
+    browser.find_element(By.ID, "group-value").send_keys("Fictagrostis")
+    browser.find_element(By.ID, "group-show").click()
+    loaded = "[...document.querySelectorAll('.sdm-layer img.leaflet-tile-loaded')]"
+    wait(browser, loaded + ".some(i => i.src.includes(':group:richness/')"
+                  " && i.src.includes('genus=Fictagrostis'))")  # fmt: skip
+    Select(browser.find_element(By.ID, "colormap")).select_by_value("magma")
+    wait(browser, "[...document.querySelectorAll('.sdm-layer img.leaflet-tile-loaded')]"
+                  ".some(i => i.src.includes('colormap=magma'))")  # fmt: skip
+    assert "colormap=magma" in browser.find_element(By.ID, "legend").get_attribute("src")
+    browser.execute_script(
+        "const o = document.getElementById('opacity'); o.value = '0.3';"
+        "o.dispatchEvent(new Event('input'));"
+    )
+    assert (
+        browser.execute_script("return document.querySelector('.sdm-layer').style.opacity") == "0.3"
+    )
+    # an unknown genus is a message on the page, not a broken map
+    browser.find_element(By.ID, "group-value").clear()
+    browser.find_element(By.ID, "group-value").send_keys("Nonexistentia")
+    browser.find_element(By.ID, "group-show").click()
+    wait(browser, "!document.getElementById('error').hidden")
+    assert "Nonexistentia" in browser.find_element(By.ID, "error").text
+    map_image(browser, "6-group")
+
+
+def test_the_page_ships_its_libraries() -> None:
+    """Leaflet is vendored from the npm version pinned in viewer/package.json, and the
+    page's own files name no other host."""
+    pinned = json.loads((ROOT / "viewer" / "package.json").read_text())["dependencies"]["leaflet"]
+    static = ROOT / "src" / "sdmatlas" / "serve" / "static"
+    head = (static / "vendor" / "leaflet" / "leaflet.js").read_text()[:300]
+    assert f"Leaflet {pinned}" in head, head[:120]
+    for page in ["index.html", "viewer.js", "viewer.css"]:
+        text = (static / page).read_text()
+        assert "http://" not in text and "https://" not in text, page
