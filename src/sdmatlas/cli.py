@@ -483,7 +483,10 @@ def serve_cmd(
         os.environ.setdefault(var, "1")
     settings = Settings()
     h, p = host or settings.host, port or settings.port
-    console.print(f"serving on http://{h}:{p} (web viewer at /, API docs at /docs), catalog {settings.catalog_url}")
+    console.print(
+        f"serving on http://{h}:{p} (web viewer at /, API docs at /docs), "
+        f"catalog {settings.catalog_url}"
+    )
     uvicorn.run(
         "sdmatlas.serve.app:app_from_env",
         factory=True,
