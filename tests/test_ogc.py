@@ -294,6 +294,7 @@ def test_getmap_in_web_mercator_equals_the_tile(live: str) -> None:
     r = _getmap(live, VERSION="1.3.0", LAYERS=LAYER, STYLES="", CRS="EPSG:3857",
                 BBOX=f"{b.left},{b.bottom},{b.right},{b.top}", WIDTH="256", HEIGHT="256",
                 FORMAT="image/png", TRANSPARENT="TRUE")  # fmt: skip
+    assert r.headers["X-Cache"] in ("miss", "hit-memory", "hit-disk")  # through the tile path
     got = np.asarray(Image.open(io.BytesIO(r.read())).convert("RGBA"))
     want = np.asarray(Image.open(io.BytesIO(_xyz_png(live, 9, tile.x, tile.y))).convert("RGBA"))
     assert np.array_equal(got, want)

@@ -68,7 +68,8 @@ def release(tmp_path_factory: pytest.TempPathFactory, cube: Path) -> Path:
 @pytest.fixture(scope="module")
 def client(release: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     tmp = tmp_path_factory.mktemp("api")
-    s = Settings(data_dir=tmp, database_url=f"sqlite:///{tmp / 'catalog.sqlite'}")
+    # uncached: these tests check what the renderer makes (tests/test_cache.py: the cache)
+    s = Settings(data_dir=tmp, database_url=f"sqlite:///{tmp / 'catalog.sqlite'}", tile_cache=[])
     catalog = Catalog.from_settings(s)
     catalog.upgrade()
     import_territories(catalog, TERRITORIES)

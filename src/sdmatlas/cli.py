@@ -481,6 +481,17 @@ def serve_cmd(
     # workers on few cores that spinning costs more than any parallel product saves.
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
+    # Prometheus multiprocess mode: every worker writes its samples here and /metrics,
+    # answered by any worker, sums them. Emptied at start, as prometheus_client asks.
+    import shutil
+    import tempfile
+
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if metrics_dir:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        os.makedirs(metrics_dir, exist_ok=True)
+    else:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="sdmatlas-metrics-")
     settings = Settings()
     h, p = host or settings.host, port or settings.port
     console.print(
@@ -495,6 +506,7 @@ def serve_cmd(
         workers=workers or settings.serve_workers,
         proxy_headers=True,
         log_level="warning",
+        access_log=False,  # sdmatlas writes its own (JSON) access log: serve/observe.py
     )
 
 

@@ -72,3 +72,9 @@ class DatabaseUnavailableError(SdmAtlasError):
     """The catalog database cannot be reached; the request may succeed if retried."""
 
     http_status = 503
+
+
+class StorageUnavailableError(SdmAtlasError):
+    """Release storage cannot be read; the request may succeed if retried."""
+
+    http_status = 503

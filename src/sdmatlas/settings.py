@@ -86,9 +86,39 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(
         default=["*"], description="Origins allowed by CORS (JSON list; [] disables CORS)."
     )
+    tile_cache: list[Literal["memory", "disk", "redis"]] = Field(
+        default=["memory", "disk"],
+        description="Tile cache backends, fastest first (JSON list): memory (per process), "
+        "disk (the embedded default), redis (shared by replicas); [] turns caching off.",
+    )
+    tile_cache_dir: Path | None = Field(
+        default=None, description="Disk tile cache directory; unset, <data_dir>/tile-cache."
+    )
+    tile_cache_memory_mb: int = Field(
+        default=64, ge=1, le=1_000_000, description="In-process tile cache size per process."
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="Redis of the shared tile cache."
+    )
+    tile_cache_redis_ttl_days: float = Field(
+        default=30.0, ge=0, le=3650, description="Expiry of tiles in Redis (0: never)."
+    )
+    tile_cache_retry_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="How long a failed cache backend is skipped before it is tried again.",
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="Access and application logs of `sdmatlas serve`."
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Where models run: 'auto' takes a GPU when one is present."
     )
+
+    @property
+    def tile_cache_path(self) -> Path:
+        return self.tile_cache_dir or self.data_dir / "tile-cache"
 
     @property
     def catalog_url(self) -> str:

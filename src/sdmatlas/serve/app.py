@@ -8,7 +8,7 @@ connections are checked before use).
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from fastapi.middleware.cors import CORSMiddleware
 
 from sdmatlas.catalog.db import Catalog
@@ -16,6 +16,7 @@ from sdmatlas.serve import (
     catalog_routes,
     errors,
     fastpath,
+    metrics,
     query_routes,
     tile_routes,
     tms_routes,
@@ -24,6 +25,7 @@ from sdmatlas.serve import (
     wmts_routes,
 )
 from sdmatlas.serve.middleware import ETagTimingMiddleware
+from sdmatlas.serve.observe import ObserveMiddleware, configure_logging
 from sdmatlas.serve.services import Services
 from sdmatlas.settings import Settings
 
@@ -42,6 +44,7 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     if settings.tile_fast_path:
         fastpath.install(app, app.state.services)  # innermost: inside ETag and CORS
     app.add_middleware(ETagTimingMiddleware)
+    app.add_middleware(ObserveMiddleware, pool=getattr(app.state.catalog.engine, "pool", None))
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -55,6 +58,8 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
                 "X-Scale",
                 "X-Nodata",
                 "X-Pyramid-Level",
+                "X-Cache",
+                "X-Request-ID",
             ],
         )
 
@@ -62,10 +67,18 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/ready", tags=["service"], summary="Readiness: the catalog database answers.")
+    @app.get(
+        "/ready", tags=["service"], summary="Readiness: the catalog and release storage answer."
+    )
     def ready() -> dict[str, str]:
         app.state.catalog.ping()
+        check_storage(app.state.catalog)
         return {"status": "ready"}
+
+    @app.get("/metrics", tags=["service"], summary="Prometheus metrics of every worker process.")
+    def metrics_route() -> Response:
+        body, media = metrics.exposition()
+        return Response(body, media_type=media, headers={"Cache-Control": "no-store"})
 
     app.include_router(catalog_routes.router)
     app.include_router(tile_routes.router)
@@ -77,6 +90,28 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     return app
 
 
+def check_storage(catalog: Catalog) -> None:
+    """Every published release's storage answers (the newest 20): 503 if one does not."""
+    from sdmatlas.catalog import queries
+    from sdmatlas.errors import StorageUnavailableError
+    from sdmatlas.storage import release_store
+
+    with catalog.session() as s:
+        releases = queries.list_releases(s)[:20]
+    for r in releases:
+        parent, _, key = r.storage_uri.rstrip("/").rpartition("/")
+        try:
+            ok = release_store(parent or ".").exists(key)
+        except OSError as exc:
+            raise StorageUnavailableError(f"storage of release {r.key} fails: {exc}") from exc
+        if not ok:
+            raise StorageUnavailableError(
+                f"release {r.key} is not at {r.storage_uri} (storage unmounted or moved?)"
+            )
+
+
 def app_from_env() -> FastAPI:
     """The app with settings from the environment (uvicorn's factory, one per worker)."""
-    return create_app(Settings())
+    settings = Settings()
+    configure_logging(settings.log_format)
+    return create_app(settings)

@@ -14,6 +14,7 @@ import numpy.typing as npt
 from fastapi import Request
 
 from sdmatlas.catalog.db import Catalog
+from sdmatlas.serve.cache import TileCache, build_cache
 from sdmatlas.serve.layers import GroupSpec, LayerRef, LayerResolver, group_rows
 from sdmatlas.serve.reader import OpenRelease, ReleaseReader
 from sdmatlas.serve.tiling import IndexCache
@@ -29,6 +30,7 @@ class Services:
     layers: LayerResolver
     reader: ReleaseReader
     indexes: IndexCache
+    tiles: TileCache
     _groups: OrderedDict[tuple[str, str, str], npt.NDArray[np.intp]] = field(
         default_factory=OrderedDict
     )
@@ -43,6 +45,7 @@ class Services:
             layers=LayerResolver(catalog, settings.layer_cache_seconds),
             reader=ReleaseReader(settings.chunk_cache_mb * 2**20),
             indexes=IndexCache(settings.tile_index_cache),
+            tiles=build_cache(settings),
         )
 
     def open(self, ref: LayerRef) -> OpenRelease:

@@ -12,7 +12,8 @@ from fastapi.responses import JSONResponse
 
 from sdmatlas.errors import InvalidInputError
 from sdmatlas.quantize import NODATA, SCALE
-from sdmatlas.serve import render
+from sdmatlas.serve import metrics, render
+from sdmatlas.serve.cache import Entry
 from sdmatlas.serve.http import SHORT, Timer, cache_control, etag, respond, tag_matches
 from sdmatlas.serve.layers import GroupSpec, LayerRef, parse_group
 from sdmatlas.serve.services import Services, services
@@ -213,15 +214,45 @@ def tile_response(
     if if_none_match and tag_matches(if_none_match, tag):
         check_tile(get_tms(tms), z, x, y)
         return 304, {"ETag": tag, "Cache-Control": cache}, b"", None
-    body, empty = render_tile(svc, ref, rows, tms, z, x, y, format, style, timer)
-    headers = {"ETag": tag, "Cache-Control": cache, "Server-Timing": timer.header()}
-    if empty:
+    key = tag.strip('"')
+    entry, source = None, "off"
+    if svc.tiles.enabled:
+        with timer.span("cache"):
+            hit = svc.tiles.get(ref.release, key)
+        if hit is None:
+            with svc.tiles.flight(ref.release, key):  # concurrent requests render it once
+                hit = svc.tiles.get(ref.release, key)
+                if hit is None:
+                    entry = _render_entry(svc, ref, rows, tms, z, x, y, format, style, timer)
+                    svc.tiles.put(ref.release, key, entry)
+                    source = "miss"
+        if hit is not None:
+            entry, source = hit[0], f"hit-{hit[1]}"
+    if entry is None:
+        entry = _render_entry(svc, ref, rows, tms, z, x, y, format, style, timer)
+    metrics.TILE_BYTES.observe(len(entry.body))
+    headers = {"ETag": tag, "Cache-Control": cache, "Server-Timing": timer.header(),
+               "X-Cache": source}  # fmt: skip
+    if entry.empty:
         headers["X-Tile-Empty"] = "true"
-    if timer.level is not None:
-        headers["X-Pyramid-Level"] = str(timer.level)
+    if entry.level is not None:
+        headers["X-Pyramid-Level"] = str(entry.level)
     if format == "npy" and ref.kind == "species":
         headers |= {"X-Scale": repr(SCALE), "X-Nodata": str(NODATA)}
-    return 200, headers, body, render.FORMATS[format]
+    return 200, headers, entry.body, render.FORMATS[format]
+
+
+def _render_entry(
+    svc: Services, ref: LayerRef, rows: npt.NDArray[np.intp] | None, tms: str, z: int, x: int,
+    y: int, fmt: str, style: render.Style, timer: Timer,
+) -> Entry:  # fmt: skip
+    """Render a tile (the cache's miss path), with its stage times in the metrics."""
+    n = len(timer.spans)
+    body, empty = render_tile(svc, ref, rows, tms, z, x, y, fmt, style, timer)
+    metrics.RENDERS.inc()
+    for name, ms in timer.spans[n:]:
+        metrics.STAGE.labels(name).observe(ms / 1000)
+    return Entry(body, empty, timer.level)
 
 
 def zoom_range(svc: Services, ref: LayerRef, tms_name: str) -> tuple[int, int]:

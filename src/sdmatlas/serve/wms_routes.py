@@ -31,7 +31,15 @@ from sdmatlas.serve.ogc_xml import text_child, xml_response
 from sdmatlas.serve.periods import DimensionError, is_period_layer, period_layers
 from sdmatlas.serve.periods import resolve as resolve_period
 from sdmatlas.serve.services import Services, services
-from sdmatlas.serve.tiling import TileIndex, transformer, window_index
+from sdmatlas.serve.tile_routes import tile_response
+from sdmatlas.serve.tiling import (
+    TILE_SIZE,
+    TileIndex,
+    get_tms,
+    tile_bounds,
+    transformer,
+    window_index,
+)
 
 router = APIRouter(tags=["ogc"])
 
@@ -255,6 +263,35 @@ def map_index(
                         n_levels)  # fmt: skip
 
 
+#: matrix sets whose tiles a GetMap in this CRS can be (x/y bbox order)
+_TILE_SETS = {"EPSG:3857": "WebMercatorQuad", "EPSG:4326": "WGS1984Quad",
+              "CRS:84": "WGS1984Quad", "EPSG:3035": "EuropeanETRS89_LAEAQuad"}  # fmt: skip
+
+
+def _as_tile(crs: str, bbox: tuple[float, float, float, float], width: int,
+             height: int) -> tuple[str, int, int, int] | None:  # fmt: skip
+    """(matrix set, z, x, y) when the GetMap is exactly one 256 x 256 tile, else None."""
+    if width != TILE_SIZE or height != TILE_SIZE or crs not in _TILE_SETS:
+        return None
+    name = _TILE_SETS[crs]
+    tms = get_tms(name)
+    left, bottom, right, top = bbox
+    for z in range(tms.minzoom, min(tms.maxzoom, 24) + 1):
+        x0, _, x1, y0 = tile_bounds(tms, z, 0, 0)
+        size = x1 - x0
+        if abs((right - left) - size) > 1e-9 * size or abs((top - bottom) - size) > 1e-9 * size:
+            continue
+        x, y = round((left - x0) / size), round((y0 - top) / size)
+        m = tms.matrix(z)
+        if not (0 <= x < m.matrixWidth and 0 <= y < m.matrixHeight):
+            return None
+        b = tile_bounds(tms, z, x, y)
+        if all(abs(a - c) <= 1e-9 * size for a, c in zip(b, bbox, strict=True)):
+            return name, z, x, y
+        return None
+    return None
+
+
 def _params(request: Request) -> dict[str, str]:
     return {k.upper(): v for k, v in request.query_params.items()}
 
@@ -331,6 +368,17 @@ def get_map(svc: Services, p: dict[str, str], version: str) -> Response:
         bgc = int(bg[2:], 16)
     except ValueError:
         raise WMSError(None, f"BGCOLOR {bg!r} must be 0xRRGGBB") from None
+    tile = _as_tile(crs, bbox, width, height) if len(layers) == 1 and fmt != "jpeg" else None
+    if tile is not None and transparent:
+        # exactly a tile of a served matrix set: the tile path and its cache answer it
+        style0 = styles[0] if styles and styles[0] not in ("", "default") else None
+        if style0 is None or style0 in render.COLORMAPS:
+            ref = _wms_layer(svc, layers[0], "LayerNotDefined", p.get("TIME"))
+            _, headers, body, _ = tile_response(svc, None, ref.id, tile[0], *tile[1:], fmt,
+                                                {"colormap": style0})  # fmt: skip
+            keep = {k: v for k, v in headers.items() if k in ("ETag", "X-Cache", "X-Tile-Empty")}
+            return Response(body, media_type=p["FORMAT"],
+                            headers={"Cache-Control": SHORT, **keep})  # fmt: skip
     # Each layer as palette indices and its palette, as the tiles are made. Palette
     # alphas are 0 or 255, so stacking layers is "the upper layer where it has data".
     drawn: list[tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]] = []

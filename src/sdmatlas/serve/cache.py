@@ -1,0 +1,395 @@
+"""The tile cache: an in-process LRU, a disk cache and Redis, stackable, in front of
+every tile-producing path (XYZ, WMTS, TMS, and WMS GetMaps that are exactly a tile).
+
+Keys are the tiles' strong ETags, which hash the layer version with every parameter
+that shapes the bytes: a republished or retired release changes the version, so an
+old tile is never served and nothing needs purging to be correct. Entries are
+grouped by release (a disk directory or a Redis key prefix per release), so the disk
+space of old releases can be reclaimed with ``sdmatlas cache purge``.
+
+A lookup tries the backends in order and copies a hit into the faster ones before it.
+A backend that fails (Redis down, a full or read-only disk) is skipped for
+``cache_retry_seconds``, with a log line and ``sdmatlas_tile_cache_up = 0``, then
+tried again; tiles are rendered uncached meanwhile, never refused.
+
+Concurrent requests for one missing tile render it once: :meth:`TileCache.flight`
+holds a lock per key across processes (a Redis ``SET NX`` lock when Redis is in the
+stack, else an ``flock`` in the disk cache, else a lock per key in this process), and
+the waiters read the tile the winner stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import redis
+
+from sdmatlas.serve import metrics
+from sdmatlas.settings import Settings
+
+log = logging.getLogger("sdmatlas.cache")
+_NS = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
+_KEY = re.compile(r"^[0-9a-f]{16,64}$")
+
+
+class CacheError(Exception):
+    """A backend failed (unreachable, full, read-only); the stack skips it for a while."""
+
+
+class Backend(Protocol):
+    name: str
+
+    def get(self, ns: str, key: str) -> bytes | None: ...
+    def put(self, ns: str, key: str, value: bytes) -> None: ...
+    def contains(self, ns: str, key: str) -> bool: ...
+
+
+def _check(ns: str, key: str) -> None:
+    if not _NS.match(ns) or not _KEY.match(key):
+        raise ValueError(f"bad cache key {ns!r}/{key!r}")
+
+
+class MemoryCache:
+    """A bounded LRU of tiles in this process (bytes-bounded)."""
+
+    name = "memory"
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, ns: str, key: str) -> bytes | None:
+        with self._lock:
+            v = self._items.get((ns, key))
+            if v is not None:
+                self._items.move_to_end((ns, key))
+            return v
+
+    def contains(self, ns: str, key: str) -> bool:
+        with self._lock:
+            return (ns, key) in self._items
+
+    def put(self, ns: str, key: str, value: bytes) -> None:
+        if len(value) > self.max_bytes // 8:
+            return
+        with self._lock:
+            old = self._items.pop((ns, key), None)
+            self._bytes += len(value) - (len(old) if old else 0)
+            self._items[(ns, key)] = value
+            while self._bytes > self.max_bytes:
+                _, v = self._items.popitem(last=False)
+                self._bytes -= len(v)
+
+
+class DiskCache:
+    """Files ``<root>/<release>/<key[:2]>/<key>``, written atomically (a temporary file
+    in the same directory, then a rename), so readers never see half a tile."""
+
+    name = "disk"
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path(self, ns: str, key: str) -> Path:
+        _check(ns, key)
+        return self.root / ns / key[:2] / key
+
+    def get(self, ns: str, key: str) -> bytes | None:
+        try:
+            return self.path(ns, key).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise CacheError(f"disk cache {self.root}: {exc}") from exc
+
+    def contains(self, ns: str, key: str) -> bool:
+        return self.path(ns, key).is_file()
+
+    def put(self, ns: str, key: str, value: bytes) -> None:
+        p = self.path(ns, key)
+        tmp = p.with_name(f".{key}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as fh:
+                fh.write(value)
+            os.replace(tmp, p)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise CacheError(f"disk cache {self.root}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def lock(self, ns: str, key: str) -> Iterator[None]:
+        p = self.root / ".locks" / key[:2] / key
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(p, "a+b") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def purge(self, ns: str | None = None, older_than_s: float | None = None) -> tuple[int, int]:
+        """Delete the tiles of one release (or all), optionally only those not written
+        for ``older_than_s`` seconds. Returns (files, bytes) removed."""
+        if ns is not None:
+            _check(ns, "0" * 16)
+        roots = [self.root / ns] if ns else [p for p in self.root.glob("*") if p.is_dir()]
+        files = size = 0
+        cutoff = time.time() - older_than_s if older_than_s is not None else None
+        for root in roots:
+            if not root.is_dir():
+                continue
+            if cutoff is None:
+                for p in root.rglob("*"):
+                    if p.is_file():
+                        files += 1
+                        size += p.stat().st_size
+                shutil.rmtree(root, ignore_errors=True)
+                continue
+            for p in root.rglob("*"):
+                if p.is_file() and p.stat().st_mtime < cutoff:
+                    files += 1
+                    size += p.stat().st_size
+                    p.unlink(missing_ok=True)
+        return files, size
+
+
+class RedisCache:
+    """Tiles in Redis under ``sdmatlas:tile:<release>:<key>``, shared by every replica;
+    short socket timeouts so an unreachable Redis costs milliseconds, not seconds."""
+
+    name = "redis"
+
+    def __init__(self, url: str, ttl_seconds: int | None) -> None:
+        self.client = redis.Redis.from_url(
+            url, socket_timeout=0.25, socket_connect_timeout=0.25, retry_on_timeout=False
+        )
+        self.ttl = ttl_seconds
+
+    @staticmethod
+    def _k(ns: str, key: str) -> str:
+        _check(ns, key)
+        return f"sdmatlas:tile:{ns}:{key}"
+
+    def get(self, ns: str, key: str) -> bytes | None:
+        try:
+            v = self.client.get(self._k(ns, key))
+        except redis.RedisError as exc:
+            raise CacheError(f"redis: {exc}") from exc
+        return v if isinstance(v, bytes) else None
+
+    def contains(self, ns: str, key: str) -> bool:
+        try:
+            return bool(self.client.exists(self._k(ns, key)))
+        except redis.RedisError as exc:
+            raise CacheError(f"redis: {exc}") from exc
+
+    def put(self, ns: str, key: str, value: bytes) -> None:
+        try:
+            self.client.set(self._k(ns, key), value, ex=self.ttl)
+        except redis.RedisError as exc:
+            raise CacheError(f"redis: {exc}") from exc
+
+    def purge(self, ns: str | None = None) -> int:
+        pattern = f"sdmatlas:tile:{ns}:*" if ns else "sdmatlas:tile:*"
+        n = 0
+        for k in self.client.scan_iter(match=pattern, count=1000):
+            n += int(self.client.delete(k))
+        return n
+
+    @contextlib.contextmanager
+    def lock(self, ns: str, key: str, hold_s: float = 30.0) -> Iterator[bool]:
+        """Try to take the render lock; yields whether it was taken."""
+        name = f"sdmatlas:lock:{key}"
+        token = uuid.uuid4().hex
+        try:
+            got = bool(self.client.set(name, token, nx=True, px=int(hold_s * 1000)))
+        except redis.RedisError as exc:
+            raise CacheError(f"redis: {exc}") from exc
+        try:
+            yield got
+        finally:
+            if got:
+                with contextlib.suppress(redis.RedisError):
+                    if self.client.get(name) == token.encode():
+                        self.client.delete(name)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A cached tile: the body and what the response needs besides it."""
+
+    body: bytes
+    empty: bool
+    level: int | None
+
+    def encode(self) -> bytes:
+        head = bytes([1 if self.empty else 0, 255 if self.level is None else self.level])
+        return head + self.body
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Entry:
+        return cls(raw[2:], raw[0] == 1, None if raw[1] == 255 else raw[1])
+
+
+class TileCache:
+    """The configured backends, fastest first."""
+
+    def __init__(self, backends: list[Backend], retry_seconds: float = 5.0) -> None:
+        self.backends = backends
+        self.retry_seconds = retry_seconds
+        self._down_until: dict[str, float] = {}
+        self._flights: dict[str, threading.Lock] = {}
+        self._flights_lock = threading.Lock()
+        for b in backends:
+            metrics.CACHE_UP.labels(b.name).set(1)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.backends)
+
+    def _up(self, b: Backend) -> bool:
+        until = self._down_until.get(b.name)
+        return until is None or time.monotonic() >= until
+
+    def _failed(self, b: Backend, exc: CacheError) -> None:
+        if b.name not in self._down_until:
+            log.warning("tile cache backend %s is down, serving uncached: %s", b.name, exc)
+        self._down_until[b.name] = time.monotonic() + self.retry_seconds
+        metrics.CACHE.labels(b.name, "error").inc()
+        metrics.CACHE_UP.labels(b.name).set(0)
+
+    def _worked(self, b: Backend) -> None:
+        if self._down_until.pop(b.name, None) is not None:
+            log.warning("tile cache backend %s is back", b.name)
+            metrics.CACHE_UP.labels(b.name).set(1)
+
+    def get(self, ns: str, key: str) -> tuple[Entry, str] | None:
+        for i, b in enumerate(self.backends):
+            if not self._up(b):
+                continue
+            try:
+                raw = b.get(ns, key)
+            except CacheError as exc:
+                self._failed(b, exc)
+                continue
+            self._worked(b)
+            if raw is None:
+                metrics.CACHE.labels(b.name, "miss").inc()
+                continue
+            metrics.CACHE.labels(b.name, "hit").inc()
+            for faster in self.backends[:i]:
+                self._put_one(faster, ns, key, raw)
+            return Entry.decode(raw), b.name
+        return None
+
+    def contains(self, ns: str, key: str) -> bool:
+        """Whether any backend holds the tile (for seeding: no read of the bytes)."""
+        for b in self.backends:
+            if not self._up(b):
+                continue
+            try:
+                if b.contains(ns, key):
+                    return True
+            except CacheError as exc:
+                self._failed(b, exc)
+        return False
+
+    def put(self, ns: str, key: str, entry: Entry) -> None:
+        raw = entry.encode()
+        for b in self.backends:
+            if self._up(b):
+                self._put_one(b, ns, key, raw)
+
+    def _put_one(self, b: Backend, ns: str, key: str, raw: bytes) -> None:
+        try:
+            b.put(ns, key, raw)
+        except CacheError as exc:
+            self._failed(b, exc)
+        else:
+            self._worked(b)
+
+    @contextlib.contextmanager
+    def flight(self, ns: str, key: str) -> Iterator[None]:
+        """Held while one tile is rendered, so concurrent requests render it once."""
+        with self._local_lock(key):
+            shared = next(
+                (b for b in self.backends if isinstance(b, RedisCache) and self._up(b)), None
+            )
+            if shared is not None:
+                try:
+                    with self._redis_flight(shared, ns, key):
+                        yield
+                    return
+                except CacheError as exc:
+                    self._failed(shared, exc)
+            disk = next(
+                (b for b in self.backends if isinstance(b, DiskCache) and self._up(b)), None
+            )
+            if disk is not None:
+                try:
+                    lock = disk.lock(ns, key)
+                    lock.__enter__()
+                except OSError as exc:
+                    self._failed(disk, CacheError(str(exc)))
+                else:
+                    try:
+                        yield
+                    finally:
+                        lock.__exit__(None, None, None)
+                    return
+            yield
+
+    @contextlib.contextmanager
+    def _redis_flight(self, r: RedisCache, ns: str, key: str) -> Iterator[None]:
+        deadline = time.monotonic() + 10.0
+        while True:
+            with r.lock(ns, key) as got:
+                if got:
+                    yield
+                    return
+            # another process renders it: wait for the tile (or for its lock to go)
+            time.sleep(0.005)
+            if r.contains(ns, key) or time.monotonic() > deadline:
+                yield
+                return
+
+    @contextlib.contextmanager
+    def _local_lock(self, key: str) -> Iterator[None]:
+        with self._flights_lock:
+            lock = self._flights.setdefault(key, threading.Lock())
+        with lock:
+            yield
+        with self._flights_lock:
+            if len(self._flights) > 10_000:
+                self._flights.clear()
+
+
+def build_cache(settings: Settings) -> TileCache:
+    """The stack named by ``settings.tile_cache`` (for example ``memory,disk,redis``)."""
+    backends: list[Backend] = []
+    for name in settings.tile_cache:
+        if name == "memory":
+            backends.append(MemoryCache(settings.tile_cache_memory_mb * 2**20))
+        elif name == "disk":
+            backends.append(DiskCache(settings.tile_cache_path))
+        elif name == "redis":
+            ttl = int(settings.tile_cache_redis_ttl_days * 86400) or None
+            backends.append(RedisCache(settings.redis_url, ttl))
+    return TileCache(backends, settings.tile_cache_retry_seconds)
