@@ -19,7 +19,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from sdmatlas.errors import SdmAtlasError
+from sdmatlas.errors import InvalidInputError, SdmAtlasError
 from sdmatlas.settings import Settings
 
 if TYPE_CHECKING:
@@ -34,6 +34,8 @@ demo_app = typer.Typer(
 app.add_typer(demo_app, name="demo")
 db_app = typer.Typer(help="The catalog database: migrations and status.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+cache_app = typer.Typer(help="The tile cache: disk space.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
 console = Console(stderr=True)
 
 DEMO_CARD = Path(__file__).resolve().parents[2] / "models" / "demo" / "demo-sdm.card.yaml"
@@ -464,6 +466,111 @@ def demo_run(
         "next: sdmatlas serve (make demo starts it), then open "
         f"http://{Settings().host}:{Settings().port}/ (the viewer)"
     )
+
+
+@app.command("seed")
+def seed_cmd(
+    layers: Annotated[
+        list[str] | None, typer.Argument(help="Layer ids (see GET /layers); or --release.")
+    ] = None,
+    release: Annotated[
+        str | None, typer.Option(help="Seed every species and indicator layer of a release.")
+    ] = None,
+    tms: Annotated[list[str], typer.Option(help="TileMatrixSet (repeatable).")] = [  # noqa: B006
+        "WebMercatorQuad"
+    ],
+    zoom: Annotated[
+        str | None, typer.Option(help="Zoom or range, e.g. 5-9; default: the layer's range.")
+    ] = None,
+    bbox: Annotated[str | None, typer.Option(help="lon/lat west,south,east,north.")] = None,
+    territory: Annotated[str | None, typer.Option(help="A territory code of the catalog.")] = None,
+    processes: Annotated[int, typer.Option(min=1, max=256, help="Worker processes.")] = 2,
+    colormap: Annotated[str | None, typer.Option(help="Colormap of the seeded tiles.")] = None,
+    format: Annotated[str, typer.Option(help="png or webp.")] = "png",
+) -> None:
+    """Pre-render tiles into the disk or Redis tile cache; run again to resume."""
+    from rich.progress import (
+        MofNCompleteColumn,
+        Progress,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from shapely.geometry import box
+    from shapely.geometry.base import BaseGeometry
+
+    from sdmatlas.serve import render
+    from sdmatlas.serve.seed import parse_zooms, plan, release_layers, seed, territory_outline
+    from sdmatlas.serve.services import Services
+    from sdmatlas.serve.tiling import get_tms
+
+    settings = Settings()
+    with _errors(), _catalog(settings) as catalog:
+        svc = Services.build(settings, catalog)
+        ids = list(layers or []) + (release_layers(svc, release) if release else [])
+        if not ids:
+            raise InvalidInputError("name layer ids, or a release with --release")
+        area: BaseGeometry | None = None
+        if bbox is not None:
+            try:
+                w, s, e, n = (float(v) for v in bbox.split(","))
+            except ValueError:
+                raise InvalidInputError(
+                    "--bbox must be four numbers: west,south,east,north"
+                ) from None
+            if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
+                raise InvalidInputError("--bbox must have west < east and south < north (degrees)")
+            area = box(w, s, e, n)
+        if territory is not None:
+            outline = territory_outline(svc, territory)
+            area = outline if area is None else area.intersection(outline)
+        for name in tms:
+            get_tms(name)
+        render.check_format(format)
+        if format == "npy":
+            raise InvalidInputError("seed png or webp tiles")
+        render.parse_style(colormap, None, (0.0, 1.0))
+        jobs = list(plan(svc, ids, tms, parse_zooms(zoom) if zoom else None, area))
+        columns = [*Progress.get_default_columns()[:-1], MofNCompleteColumn(),
+                   TimeElapsedColumn(), TimeRemainingColumn()]  # fmt: skip
+        with Progress(*columns, console=console, transient=False) as bar:
+            task = bar.add_task(f"seeding {len(ids)} layer(s)", total=len(jobs))
+            report = seed(settings, jobs, format, {"colormap": colormap}, processes,
+                          lambda n: bar.advance(task, n))  # fmt: skip
+    console.print(
+        f"seeded {report.planned} tiles: {report.rendered} rendered, {report.cached} already "
+        f"cached, {report.empty} empty, in {report.seconds:.1f} s "
+        f"({report.tiles_per_s:.0f} tiles/s rendered) into "
+        f"{', '.join(b for b in settings.tile_cache if b != 'memory')}"
+    )
+
+
+@cache_app.command("purge")
+def cache_purge(
+    release: Annotated[
+        str | None, typer.Option(help="Only this release's tiles (for example a retired one).")
+    ] = None,
+    older_than_days: Annotated[
+        float | None, typer.Option(min=0, help="Only disk tiles not written for this long.")
+    ] = None,
+    redis_cache: Annotated[
+        bool, typer.Option("--redis", help="Purge the Redis tile cache too.")
+    ] = False,
+) -> None:
+    """Free disk (and Redis) space. Never needed for correctness: keys carry versions."""
+    from sdmatlas.serve.cache import DiskCache, RedisCache
+
+    settings = Settings()
+    with _errors():
+        disk = DiskCache(settings.tile_cache_path)
+        try:
+            files, size = disk.purge(release, None if older_than_days is None else
+                                     older_than_days * 86400)  # fmt: skip
+        except ValueError:
+            raise InvalidInputError(f"{release!r} is not a release key") from None
+        console.print(f"disk cache {disk.root}: {files} tiles removed ({size / 2**20:.1f} MB)")
+        if redis_cache:
+            n = RedisCache(settings.redis_url, None).purge(release)
+            console.print(f"redis {settings.redis_url}: {n} tiles removed")
 
 
 @app.command("serve")

@@ -1,0 +1,169 @@
+"""Pre-generation of tiles into the tile cache (``sdmatlas seed``).
+
+Tiles are planned per layer, TileMatrixSet and zoom over the layer's data box (so
+tiles outside the data are never asked for), intersected with a bbox or a
+territory's outline. Worker processes render them through the API's own tile path
+(:func:`tile_response`), so a seeded tile is byte for byte what a request would get
+and lands in the same cache keys. The cache itself is the journal: a tile already
+there (from an earlier run killed half-way, or from requests) is skipped, not
+rendered again, so a seed resumes by being run again.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+
+from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
+
+from sdmatlas.catalog import queries
+from sdmatlas.errors import InvalidInputError
+from sdmatlas.serve.catalog_routes import layer_id
+from sdmatlas.serve.services import Services
+from sdmatlas.serve.tile_routes import tile_response, zoom_range
+from sdmatlas.serve.tiling import get_tms
+from sdmatlas.settings import Settings
+
+Job = tuple[str, str, int, int, int]  # layer, tms, z, x, y
+BATCH = 64
+
+
+@dataclass
+class SeedReport:
+    planned: int = 0
+    rendered: int = 0
+    cached: int = 0  # already in the cache: skipped
+    empty: int = 0  # rendered or skipped, with no data (cached as empty)
+    seconds: float = 0.0
+
+    @property
+    def tiles_per_s(self) -> float:
+        return self.rendered / self.seconds if self.seconds > 0 else 0.0
+
+    def add(self, other: tuple[int, int, int]) -> None:
+        self.rendered += other[0]
+        self.cached += other[1]
+        self.empty += other[2]
+
+
+def parse_zooms(text: str) -> tuple[int, int]:
+    """``"5"`` or ``"5-9"`` (inclusive)."""
+    try:
+        lo, _, hi = text.partition("-")
+        a, b = int(lo), int(hi or lo)
+    except ValueError:
+        raise InvalidInputError(f"zoom {text!r} must be N or N-M, for example 5-9") from None
+    if not 0 <= a <= b <= 30:
+        raise InvalidInputError(f"zoom {text!r} must satisfy 0 <= N <= M <= 30")
+    return a, b
+
+
+def release_layers(svc: Services, release: str) -> list[str]:
+    """Every species and indicator layer id of a release."""
+    with svc.catalog.session() as s:
+        out: list[str] = []
+        while True:
+            page = queries.find_layers(s, release=release, limit=queries.MAX_LIMIT, offset=len(out))
+            out.extend(layer_id(i.release, i.name) for i in page)
+            if len(page) < queries.MAX_LIMIT:
+                return out
+
+
+def territory_outline(svc: Services, code: str) -> BaseGeometry:
+    with svc.catalog.session() as s:
+        geom: BaseGeometry = queries.get_territory(s, code).geom
+        return geom
+
+
+def plan(
+    svc: Services,
+    layers: list[str],
+    tms_names: list[str],
+    zooms: tuple[int, int] | None,
+    area: BaseGeometry | None,
+) -> Iterator[Job]:
+    """The tiles to seed, layer by layer (lon/lat ``area``; None: the layers' data)."""
+    for lid in layers:
+        ref = svc.layers.resolve(lid)
+        if ref.bbox is None:
+            continue  # a layer without data has no tiles to seed
+        data = box(*ref.bbox)
+        where = data if area is None else data.intersection(area)
+        if where.is_empty:
+            continue
+        for name in tms_names:
+            tms = get_tms(name)
+            lo, hi = zooms if zooms is not None else zoom_range(svc, ref, name)
+            w, s, e, n = where.bounds
+            for t in tms.tiles(w, s, e, n, list(range(lo, hi + 1))):
+                if area is not None and not where.intersects(box(*tms.bounds(t))):
+                    continue
+                yield lid, name, t.z, t.x, t.y
+
+
+# -- worker processes ----------------------------------------------------------------------------
+
+_worker: dict[str, object] = {}
+
+
+def _init(settings: Settings) -> None:
+    from sdmatlas.catalog.db import Catalog
+
+    _worker["svc"] = Services.build(settings, Catalog.from_settings(settings))
+
+
+def _run(jobs: list[Job], fmt: str, params: dict[str, str | None]) -> tuple[int, int, int]:
+    svc = _worker["svc"]
+    assert isinstance(svc, Services)
+    return seed_batch(svc, jobs, fmt, params)
+
+
+def seed_batch(
+    svc: Services, jobs: list[Job], fmt: str, params: dict[str, str | None]
+) -> tuple[int, int, int]:
+    """Render (or skip) each tile; returns (rendered, already cached, empty)."""
+    rendered = cached = empty = 0
+    for layer, tms, z, x, y in jobs:
+        _, headers, _, _ = tile_response(svc, None, layer, tms, z, x, y, fmt, params)
+        if headers.get("X-Cache") == "miss":
+            rendered += 1
+        else:
+            cached += 1
+        empty += headers.get("X-Tile-Empty") == "true"
+    return rendered, cached, empty
+
+
+def seed(
+    settings: Settings,
+    jobs: list[Job],
+    fmt: str,
+    params: dict[str, str | None],
+    processes: int,
+    progress: Callable[[int], None] | None = None,
+) -> SeedReport:
+    """Seed ``jobs`` with ``processes`` workers into the settings' persistent caches."""
+    if not any(b in ("disk", "redis") for b in settings.tile_cache):
+        raise InvalidInputError(
+            "seeding needs a disk or redis tile cache (SDMATLAS_TILE_CACHE); memory caches "
+            "live and die with each API process"
+        )
+    # the workers write only to the shared caches, not to a private memory one
+    settings = settings.model_copy(
+        update={"tile_cache": [b for b in settings.tile_cache if b != "memory"]}
+    )
+    report = SeedReport(planned=len(jobs))
+    t0 = time.perf_counter()
+    batches = [jobs[i : i + BATCH] for i in range(0, len(jobs), BATCH)]
+    ctx = multiprocessing.get_context("spawn")  # no forked copies of sockets or locks
+    with ProcessPoolExecutor(max(1, processes), ctx, _init, (settings,)) as pool:
+        futures = {pool.submit(_run, b, fmt, params): len(b) for b in batches}
+        for f in as_completed(futures):
+            report.add(f.result())
+            if progress is not None:
+                progress(futures[f])
+    report.seconds = time.perf_counter() - t0
+    return report
