@@ -299,8 +299,10 @@ def legend_png(style: Style, units: str, width: int = 256, height: int = 48) -> 
 
 
 @functools.lru_cache(maxsize=16)
+@functools.cache
 def empty_tile(fmt: str, dtype: str) -> bytes:
-    """The one transparent (or all-nodata) tile served wherever there is no data."""
+    """The one transparent (or all-nodata) tile served wherever there is no data: made
+    once, and as small as the format allows (a 1-bit PNG of one clear colour)."""
     from sdmatlas.serve.tiling import TILE_SIZE
 
     if fmt == "npy":
@@ -308,5 +310,11 @@ def empty_tile(fmt: str, dtype: str) -> bytes:
             (TILE_SIZE, TILE_SIZE), NODATA if dtype == "uint8" else np.nan, dtype=np.dtype(dtype)
         )
         return encode_array(fill)
+    if fmt == "png":
+        img = Image.new("P", (TILE_SIZE, TILE_SIZE), 0)
+        img.putpalette([0, 0, 0], rawmode="RGB")
+        buf = io.BytesIO()
+        img.save(buf, "PNG", transparency=0, bits=1, optimize=True)
+        return buf.getvalue()
     pal = np.zeros((256, 4), np.uint8)
     return encode_indexed(np.full((TILE_SIZE, TILE_SIZE), NODATA, np.uint8), pal, fmt)
