@@ -1,0 +1,212 @@
+"""Benchmark: cached tiles through the API against nginx serving the same bytes from
+disk; seeding against gdal2tiles.
+
+    .venv/bin/python bench/cache.py [--requests 4000] [--concurrency 8]
+
+* Data: the synthetic 10,000-species release of bench/tiles.py, its widest species.
+* Cached tiles: that layer's WebMercatorQuad tiles at zooms 5 to 10 are seeded into a
+  disk cache, and the same bytes written as files ``{z}/{x}/{y}.png`` for nginx
+  (Debian's nginx-light, installed with apt by this script where missing, 2 worker
+  processes, sendfile, access log off). sdmatlas serves them with 2 workers and its
+  memory + disk cache, warmed by one pass. The load: ``--requests`` random URLs from
+  that set, through bench/loadgen.py at concurrency 8. nginx is the practical limit
+  of serving bytes from disk on this machine.
+* Seeding: PNG tiles of the same layer at zooms 5 to 11, viridis, 2 processes each:
+  ``sdmatlas seed`` into an empty disk cache, against ``gdal2tiles.py
+  --processes=2 --exclude`` (Debian's gdal-bin) on the layer exported as a COG and
+  coloured with the same palette beforehand by ``gdaldem color-relief`` (not timed,
+  which favours gdal2tiles). Both skip fully transparent tiles.
+
+Results go to bench/results/cache-<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tiles import (
+    BIN,
+    KEY,
+    ROOT,
+    WORK,
+    Server,
+    catalog_url,
+    ensure_release,
+    run_load,
+    widest_species,
+)
+
+OUT = WORK / "cache"
+
+
+def apt(packages: dict[str, str]) -> None:
+    """Install Debian packages whose program (value) is missing."""
+    missing = [p for p, program in packages.items() if shutil.which(program) is None]
+    if missing:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+                       check=True, env=env, capture_output=True)  # fmt: skip
+
+
+def env_for(db: str, cache_dir: Path, cache: str) -> dict[str, str]:
+    return {"SDMATLAS_DATABASE_URL": db, "SDMATLAS_DATA_DIR": str(WORK / "tiles"),
+            "SDMATLAS_TILE_CACHE": cache, "SDMATLAS_TILE_CACHE_DIR": str(cache_dir),
+            "SDMATLAS_LOG_FORMAT": "text"}  # fmt: skip
+
+
+def seed(layer: str, zooms: str, env: dict[str, str]) -> dict[str, Any]:
+    t = time.perf_counter()
+    out = subprocess.run([str(BIN / "sdmatlas"), "seed", layer, "--zoom", zooms, "--processes",
+                          "2"], env={**os.environ, **env, "COLUMNS": "200"},
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    wall = time.perf_counter() - t
+    m = re.search(r"seeded (\d+) tiles: (\d+) rendered, (\d+) already cached, (\d+) empty",
+                  " ".join(out.stderr.split()))  # fmt: skip
+    assert m, out.stderr
+    planned, rendered, _, empty = (int(v) for v in m.groups())
+    return {"planned": planned, "rendered": rendered, "empty": empty, "wall_s": round(wall, 2),
+            "non_empty_tiles_per_s": round((rendered - empty) / wall, 1)}  # fmt: skip
+
+
+def cached_vs_nginx(db: str, layer: str, n: int, conc: int) -> dict[str, Any]:
+    cache_dir = OUT / "served-cache"
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    env = env_for(db, cache_dir, '["memory", "disk"]')
+    seeded = seed(layer, "5-10", env)
+    www = OUT / "www"
+    shutil.rmtree(www, ignore_errors=True)
+    port = 8831
+    base = f"http://127.0.0.1:{port}"
+    srv = Server([str(BIN / "sdmatlas"), "serve", "--port", str(port), "--workers", "2"], env,
+                 f"{base}/health", ROOT)  # fmt: skip
+    try:
+        # the tiles with data, as files for nginx (the same bytes the API serves)
+        import morecantile
+
+        paths = []
+        tms_url = f"/tiles/{layer}/WebMercatorQuad"
+        box = widest_species(WORK / "tiles" / "releases" / KEY, 1)[1]
+        tms = morecantile.tms.get("WebMercatorQuad")
+        for t in tms.tiles(*box, list(range(5, 11))):
+            paths.append(f"{t.z}/{t.x}/{t.y}.png")
+        kept = []
+        for rel in paths:
+            with urllib.request.urlopen(f"{base}{tms_url}/{rel}") as r:
+                if r.headers.get("X-Tile-Empty") == "true":
+                    continue
+                f = www / rel
+                f.parent.mkdir(parents=True, exist_ok=True)
+                f.write_bytes(r.read())
+                kept.append(rel)
+        rng = random.Random(5)
+        sample = [rng.choice(kept) for _ in range(n)]
+        ours = run_load([f"{base}{tms_url}/{r}" for r in sample], conc)
+    finally:
+        srv.stop()
+    conf = OUT / "nginx.conf"
+    conf.write_text(f"""worker_processes 2;
+pid {OUT}/nginx.pid;
+error_log {OUT}/nginx-error.log;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 100000;
+  types {{ image/png png; }}
+  server {{ listen 127.0.0.1:8832; root {www}; }}
+}}
+""")
+    nginx = subprocess.Popen(["nginx", "-c", str(conf), "-g", "daemon off;"])
+    try:
+        time.sleep(1.0)
+        theirs = run_load([f"http://127.0.0.1:8832/{r}" for r in sample], conc)
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+    ratio = round(ours["tiles_per_s"] / theirs["tiles_per_s"], 2)
+    return {"seeded": seeded, "distinct_tiles": len(kept), "sdmatlas": ours, "nginx": theirs,
+            "sdmatlas_over_nginx": ratio}  # fmt: skip
+
+
+def seeding_vs_gdal2tiles(db: str, layer: str, sid: int) -> dict[str, Any]:
+    from sdmatlas.publish.export import export_cog
+    from sdmatlas.publish.release import open_release
+    from sdmatlas.serve import render
+
+    cache_dir = OUT / "seed-cache"
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    ours = seed(layer, "5-11", env_for(db, cache_dir, '["disk"]'))
+    work = Path(tempfile.mkdtemp(prefix="g2t-", dir=OUT))
+    cog = work / "layer.tif"
+    export_cog(open_release(WORK / "tiles" / "releases" / KEY), f"species/{sid}", cog)
+    # the same palette as sdmatlas's viridis: code -> RGBA, nodata (255) clear
+    pal = render.code_palette(render.parse_style("viridis", None, (0.0, 1.0)))
+    (work / "colors.txt").write_text(
+        "".join(f"{c} {r} {g} {b} {a}\n" for c, (r, g, b, a) in enumerate(pal.tolist()))
+        + "nv 0 0 0 0\n"
+    )
+    rgba = work / "rgba.tif"
+    subprocess.run(["gdaldem", "color-relief", "-alpha", "-exact_color_entry", str(cog),
+                    str(work / "colors.txt"), str(rgba), "-of", "GTiff"], check=True,
+                   capture_output=True)  # fmt: skip
+    out_dir = work / "tiles"
+    t = time.perf_counter()
+    subprocess.run(["gdal2tiles.py", "--processes=2", "--exclude", "-z", "5-11", "-w", "none",
+                    "-r", "near", "--xyz", str(rgba), str(out_dir)], check=True,
+                   capture_output=True)  # fmt: skip
+    wall = time.perf_counter() - t
+    n = sum(1 for _ in out_dir.rglob("*.png"))
+    theirs = {"tiles": n, "wall_s": round(wall, 2), "tiles_per_s": round(n / wall, 1)}
+    ratio = round(ours["non_empty_tiles_per_s"] / theirs["tiles_per_s"], 1)
+    return {"sdmatlas": ours, "gdal2tiles": theirs, "sdmatlas_over_gdal2tiles": ratio}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--requests", type=int, default=4000)
+    ap.add_argument("--concurrency", type=int, default=8)
+    args = ap.parse_args()
+    apt({"nginx-light": "nginx", "gdal-bin": "gdal2tiles.py"})
+    OUT.mkdir(parents=True, exist_ok=True)
+    rel = ensure_release()
+    db = catalog_url(rel)
+    sid = widest_species(rel, 1)[0][0]
+    layer = f"{KEY}:species:{sid}"
+    results: dict[str, Any] = {
+        "date": dt.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "layer": layer,
+        "cached": cached_vs_nginx(db, layer, args.requests, args.concurrency),
+        "seeding": seeding_vs_gdal2tiles(db, layer, sid),
+    }
+    c, s = results["cached"], results["seeding"]
+    print(f"cached tiles: sdmatlas {c['sdmatlas']['tiles_per_s']}/s (p50 "
+          f"{c['sdmatlas']['p50_ms']} ms), nginx {c['nginx']['tiles_per_s']}/s (p50 "
+          f"{c['nginx']['p50_ms']} ms): {c['sdmatlas_over_nginx']} of nginx")  # fmt: skip
+    print(f"seeding z5-11: sdmatlas {s['sdmatlas']['non_empty_tiles_per_s']} tiles/s, "
+          f"gdal2tiles {s['gdal2tiles']['tiles_per_s']} tiles/s: "
+          f"{s['sdmatlas_over_gdal2tiles']}x")  # fmt: skip
+    out = ROOT / "bench" / "results" / f"cache-{results['date']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results in {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
