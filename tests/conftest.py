@@ -7,7 +7,15 @@ committed demo model (trained at 500 m) applies to it unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,3 +152,40 @@ def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]
     c.upgrade()
     yield c
     c.dispose()
+
+
+# -- a real `sdmatlas serve` ---------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def sdmatlas_server(env: dict[str, str], workers: int = 1, ready: str = "/health") -> Iterator[str]:
+    """``sdmatlas serve`` in a subprocess on a free port, with ``env`` over a copy of the
+    environment cleared of SDMATLAS_* and PROMETHEUS_* variables; yields its base URL."""
+    port = free_port()
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("SDMATLAS_", "PROMETHEUS"))}
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "sdmatlas"), "serve", "--port", str(port),
+         "--workers", str(workers)],
+        env=full | env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            urllib.request.urlopen(base + ready, timeout=2)
+            break
+        except OSError:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
+            assert time.time() < deadline, "sdmatlas serve did not start"
+            time.sleep(0.2)
+    try:
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)

@@ -18,12 +18,14 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import morecantile
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from conftest import free_port, sdmatlas_server
 from sdmatlas.catalog.db import Catalog
 from sdmatlas.catalog.imports import import_territories
 from sdmatlas.catalog.register import register_release
@@ -38,12 +40,6 @@ TERRITORIES = Path(__file__).resolve().parents[1] / "src/sdmatlas/demo/territori
 BIN = Path(sys.executable).parent
 KEY = "coast-cache"
 LAYER = f"{KEY}:species:3"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisServer:
@@ -236,31 +232,10 @@ def test_empty_tiles_are_cached_as_empty(catalog_settings: Settings, tmp_path: P
 # -- concurrency ---------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def served(settings: Settings, env: dict[str, str], workers: int = 2) -> Iterator[str]:
-    port = free_port()
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("SDMATLAS_", "PROMETHEUS"))}
-    full |= {"SDMATLAS_DATA_DIR": str(settings.data_dir),
-             "SDMATLAS_DATABASE_URL": str(settings.database_url), **env}  # fmt: skip
-    proc = subprocess.Popen(
-        [str(BIN / "sdmatlas"), "serve", "--port", str(port), "--workers", str(workers)],
-        env=full, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/health", timeout=1)
-            break
-        except OSError:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
-            assert time.time() < deadline
-            time.sleep(0.2)
-    try:
-        yield base
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(20)
+def served(settings: Settings, env: dict[str, str], workers: int = 2) -> Any:
+    db = {"SDMATLAS_DATA_DIR": str(settings.data_dir),
+          "SDMATLAS_DATABASE_URL": str(settings.database_url)}  # fmt: skip
+    return sdmatlas_server(db | env, workers)
 
 
 def metric(text: str, name: str, labels: str = "") -> float:

@@ -8,8 +8,6 @@ import io
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +27,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from conftest import sdmatlas_server
+
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts" / "viewer"
 BIN = Path(sys.executable).parent
@@ -42,26 +42,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env |= {"SDMATLAS_DATA_DIR": str(data), "SDMATLAS_WORKERS": "0"}
     subprocess.run([str(BIN / "sdmatlas"), "demo", "run"], env=env, check=True, timeout=900,
                    capture_output=True)  # fmt: skip
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [str(BIN / "sdmatlas"), "serve", "--port", str(port), "--workers", "1"],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/ready", timeout=2)
-            break
-        except OSError:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
-            assert time.time() < deadline, "sdmatlas serve did not start"
-            time.sleep(0.3)
-    yield base
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(20)
+    with sdmatlas_server(env, workers=1, ready="/ready") as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

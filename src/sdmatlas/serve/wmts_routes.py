@@ -256,6 +256,12 @@ async def wmts_kvp(request: Request) -> Response:
         return exception_report(exc)
 
 
+# RESTful path segments, as strings: bad values get OWS exception reports, not 422s
+_Layer = Annotated[str, Path(max_length=200)]
+_Name = Annotated[str, Path(max_length=64)]
+_Num = Annotated[str, Path(max_length=12)]
+
+
 @router.get("/wmts/1.0.0/WMTSCapabilities.xml", summary="WMTS 1.0.0 capabilities (RESTful).")
 async def wmts_capabilities(request: Request) -> Response:
     return capabilities(request)
@@ -268,15 +274,9 @@ async def wmts_capabilities(request: Request) -> Response:
     responses={200: {"content": {"image/png": {}, "image/webp": {}}}},
 )
 async def wmts_rest_tile(
-    request: Request,
-    layer: Annotated[str, Path(max_length=200)],
-    style: Annotated[str, Path(max_length=64)],
-    tms: Annotated[str, Path(max_length=64)],
-    matrix: Annotated[str, Path(max_length=8)],
-    row: Annotated[str, Path(max_length=12)],
-    col: Annotated[str, Path(max_length=12)],
-    format: Annotated[str, Path(max_length=8)],
-) -> Response:
+    request: Request, layer: _Layer, style: _Name, tms: _Name, matrix: _Num, row: _Num,
+    col: _Num, format: _Num,
+) -> Response:  # fmt: skip
     try:
         return get_tile(request, layer, style, tms, matrix, row, col, format)
     except OWSError as exc:
@@ -288,17 +288,9 @@ async def wmts_rest_tile(
     summary="WMTS 1.0.0 GetFeatureInfo (RESTful): json, txt or html.",
 )
 async def wmts_rest_feature_info(
-    request: Request,
-    layer: Annotated[str, Path(max_length=200)],
-    style: Annotated[str, Path(max_length=64)],
-    tms: Annotated[str, Path(max_length=64)],
-    matrix: Annotated[str, Path(max_length=8)],
-    row: Annotated[str, Path(max_length=12)],
-    col: Annotated[str, Path(max_length=12)],
-    j: Annotated[str, Path(max_length=8)],
-    i: Annotated[str, Path(max_length=8)],
-    format: Annotated[str, Path(max_length=8)],
-) -> Response:
+    request: Request, layer: _Layer, style: _Name, tms: _Name, matrix: _Num, row: _Num,
+    col: _Num, j: _Num, i: _Num, format: _Num,
+) -> Response:  # fmt: skip
     try:
         if format not in INFO_EXTENSIONS:
             raise OWSError("InvalidParameterValue", f"the extension must be one of "
