@@ -192,14 +192,17 @@ def run_load(urls: list[str], concurrency: int) -> dict[str, Any]:
 
 class Server:
     def __init__(self, cmd: list[str], env: dict[str, str], ready: str, cwd: Path) -> None:
+        # stderr (access logs included) to a file: an undrained pipe fills and blocks
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed with the server)
         self.proc = subprocess.Popen(
             cmd, env={**os.environ, **env}, cwd=cwd, start_new_session=True,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, stderr=self.log,
         )  # fmt: skip
         try:
             wait_ready(ready, self.proc)
         except RuntimeError:
-            err = self.proc.stderr.read().decode()[-2000:] if self.proc.stderr else ""
+            self.log.seek(0)
+            err = self.log.read().decode(errors="replace")[-2000:]
             self.stop()
             raise RuntimeError(f"{cmd[0]} failed to start: {err}") from None
 
@@ -210,6 +213,7 @@ class Server:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
+        self.log.close()
 
 
 def warm(base: str, paths: list[str]) -> None:

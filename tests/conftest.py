@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -169,23 +170,27 @@ def sdmatlas_server(env: dict[str, str], workers: int = 1, ready: str = "/health
     environment cleared of SDMATLAS_* and PROMETHEUS_* variables; yields its base URL."""
     port = free_port()
     full = {k: v for k, v in os.environ.items() if not k.startswith(("SDMATLAS_", "PROMETHEUS"))}
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "sdmatlas"), "serve", "--port", str(port),
-         "--workers", str(workers)],
-        env=full | env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
+    # stderr to a file, not a pipe: undrained, its access logs would block the server
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "sdmatlas"), "serve", "--port", str(port),
+             "--workers", str(workers)],
+            env=full | env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=log,
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
         try:
-            urllib.request.urlopen(base + ready, timeout=2)
-            break
-        except OSError:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
-            assert time.time() < deadline, "sdmatlas serve did not start"
-            time.sleep(0.2)
-    try:
-        yield base
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(20)
+            while True:
+                try:
+                    urllib.request.urlopen(base + ready, timeout=2)
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.time() > deadline:
+                        log.seek(0)
+                        tail = log.read()[-3000:]
+                        raise AssertionError(f"sdmatlas serve did not start: {tail!r}") from None
+                    time.sleep(0.2)
+            yield base
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(20)

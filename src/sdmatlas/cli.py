@@ -489,6 +489,10 @@ def seed_cmd(
     format: Annotated[str, typer.Option(help="png or webp.")] = "png",
 ) -> None:
     """Pre-render tiles into the disk or Redis tile cache; run again to resume."""
+    import os
+
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")  # inherited by the workers (see `serve`)
     from rich.progress import (
         MofNCompleteColumn,
         Progress,

