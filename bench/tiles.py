@@ -227,7 +227,9 @@ def bench_sdmatlas(
 ) -> dict[str, Any]:
     port = 8801
     base = f"http://127.0.0.1:{port}"
-    env = {"SDMATLAS_DATABASE_URL": db, "SDMATLAS_DATA_DIR": str(WORK / "tiles")}
+    # rendering measured, so no tile cache (bench/cache.py measures the cache)
+    env = {"SDMATLAS_DATABASE_URL": db, "SDMATLAS_DATA_DIR": str(WORK / "tiles"),
+           "SDMATLAS_TILE_CACHE": "[]"}  # fmt: skip
     srv = Server([str(BIN / "sdmatlas"), "serve", "--port", str(port), "--workers", "2"], env,
                  f"{base}/health", ROOT)  # fmt: skip
     try:
