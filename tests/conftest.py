@@ -30,6 +30,7 @@ from sdmatlas.catalog.localpg import LocalPostgres
 from sdmatlas.demo import region
 from sdmatlas.demo.build import write_covariates
 from sdmatlas.grid import Grid
+from sdmatlas.settings import Settings
 from sdmatlas.territory import Territory, write_mask_raster
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,3 +195,31 @@ def sdmatlas_server(env: dict[str, str], workers: int = 1, ready: str = "/health
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(20)
+
+
+# -- a served catalog ----------------------------------------------------------------------------
+
+
+def served_catalog(cube: Path, root: Path, releases: list[tuple[str, str]], **settings: object
+                   ) -> Settings:  # fmt: skip
+    """The cube published as each (key, period) release under ``root``, catalogued in
+    a SQLite catalog there with the demo territories; the app settings to serve it."""
+    from sdmatlas.catalog.imports import import_territories
+    from sdmatlas.catalog.register import register_release
+    from sdmatlas.predict.cube import open_cube
+    from sdmatlas.publish.indicators import SpeciesInfo
+    from sdmatlas.publish.release import PublishOptions, open_release, publish
+
+    ids = np.asarray(open_cube(cube).species_ids, np.int64)
+    none = np.zeros(len(ids), bool)
+    info = SpeciesInfo(ids=ids, protected=none, invasive=none, endemic=none)
+    s = Settings(data_dir=root, database_url=f"sqlite:///{root / 'catalog.sqlite'}",
+                 **settings)  # type: ignore[arg-type]  # fmt: skip
+    c = Catalog.from_settings(s)
+    c.upgrade()
+    import_territories(c, ROOT / "src" / "sdmatlas" / "demo" / "territories.geojson")
+    for key, period in releases:
+        rel = Path(publish(cube, root / "releases", key, info, PublishOptions(min_level_size=16)))
+        register_release(c, open_release(rel), str(rel), period)
+    c.dispose()
+    return s

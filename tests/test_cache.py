@@ -21,17 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import morecantile
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import free_port, sdmatlas_server
+from conftest import free_port, sdmatlas_server, served_catalog
 from sdmatlas.catalog.db import Catalog
-from sdmatlas.catalog.imports import import_territories
-from sdmatlas.catalog.register import register_release
-from sdmatlas.predict.cube import open_cube
-from sdmatlas.publish.indicators import SpeciesInfo
-from sdmatlas.publish.release import PublishOptions, open_release, publish
 from sdmatlas.serve.app import create_app
 from sdmatlas.serve.cache import DiskCache, Entry, MemoryCache, RedisCache, TileCache
 from sdmatlas.settings import Settings
@@ -84,20 +78,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture(scope="module")
 def catalog_settings(tmp_path_factory: pytest.TempPathFactory, cube: Path) -> Settings:
     """The coast cube published and catalogued; settings with caching off (tests add it)."""
-    ids = np.asarray(open_cube(cube).species_ids, np.int64)
-    n = len(ids)
-    info = SpeciesInfo(ids=ids, protected=np.zeros(n, bool), invasive=np.zeros(n, bool),
-                       endemic=np.zeros(n, bool))  # fmt: skip
-    tmp = tmp_path_factory.mktemp("cache")
-    rel = Path(publish(cube, tmp / "releases", KEY, info, PublishOptions(min_level_size=16)))
-    s = Settings(data_dir=tmp, database_url=f"sqlite:///{tmp / 'catalog.sqlite'}",
-                 tile_cache=[], layer_cache_seconds=0, tile_cache_retry_seconds=0.3)  # fmt: skip
-    c = Catalog.from_settings(s)
-    c.upgrade()
-    import_territories(c, TERRITORIES)
-    register_release(c, open_release(rel), str(rel), "2020")
-    c.dispose()
-    return s
+    return served_catalog(cube, tmp_path_factory.mktemp("cache"), [(KEY, "2020")], tile_cache=[],
+                          layer_cache_seconds=0, tile_cache_retry_seconds=0.3)  # fmt: skip
 
 
 def data_tiles(client: TestClient, z: int, n: int) -> list[str]:

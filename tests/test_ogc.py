@@ -25,12 +25,8 @@ from owslib.wmts import WebMapTileService
 from PIL import Image
 from rasterio.windows import Window
 
-from sdmatlas.catalog.db import Catalog
-from sdmatlas.catalog.imports import import_territories
-from sdmatlas.catalog.register import register_release
-from sdmatlas.predict.cube import open_cube
-from sdmatlas.publish.indicators import SpeciesInfo
-from sdmatlas.publish.release import PublishOptions, open_release, publish
+from conftest import served_catalog
+from sdmatlas.publish.release import open_release
 from sdmatlas.serve.app import create_app
 from sdmatlas.settings import Settings
 
@@ -43,23 +39,9 @@ LATER, LATER_PERIOD, REPUB = "coast-later", "2041/2060", "coast-v2"
 
 
 @pytest.fixture(scope="module")
-def app_settings(tmp_path_factory: pytest.TempPathFactory, cube: Path) -> Iterator[Settings]:
-    ids = np.asarray(open_cube(cube).species_ids, np.int64)
-    n = len(ids)
-    info = SpeciesInfo(ids=ids, protected=np.zeros(n, bool), invasive=np.zeros(n, bool),
-                       endemic=np.zeros(n, bool))  # fmt: skip
-    tmp = tmp_path_factory.mktemp("tms")
-    rel = Path(publish(cube, tmp / "releases", KEY, info, PublishOptions(min_level_size=16)))
-    s = Settings(data_dir=tmp, database_url=f"sqlite:///{tmp / 'catalog.sqlite'}")
-    c = Catalog.from_settings(s)
-    c.upgrade()
-    import_territories(c, TERRITORIES)
-    register_release(c, open_release(rel), str(rel), "2020")
-    for key, period in [(LATER, LATER_PERIOD), (REPUB, "2020")]:
-        other = Path(publish(cube, tmp / "releases", key, info, PublishOptions(min_level_size=16)))
-        register_release(c, open_release(other), str(other), period)
-    c.dispose()
-    yield s
+def app_settings(tmp_path_factory: pytest.TempPathFactory, cube: Path) -> Settings:
+    releases = [(KEY, "2020"), (LATER, LATER_PERIOD), (REPUB, "2020")]
+    return served_catalog(cube, tmp_path_factory.mktemp("tms"), releases)
 
 
 @pytest.fixture(scope="module")
