@@ -134,8 +134,11 @@ class DiskCache:
             raise CacheError(f"disk cache {self.root}: {exc}") from exc
 
     @contextlib.contextmanager
-    def lock(self, ns: str, key: str) -> Iterator[None]:
-        p = self.root / ".locks" / key[:2] / key
+    def lock(self, key: str) -> Iterator[None]:
+        """An exclusive ``flock`` shared by every process of this host. Keys are striped
+        over at most 65,536 lock files (the key's first 4 hex digits), so the lock files
+        stay bounded; two tiles of one stripe merely wait for each other."""
+        p = self.root / ".locks" / key[:4]
         p.parent.mkdir(parents=True, exist_ok=True)
         with open(p, "a+b") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
@@ -149,7 +152,11 @@ class DiskCache:
         for ``older_than_s`` seconds. Returns (files, bytes) removed."""
         if ns is not None:
             _check(ns, "0" * 16)
-        roots = [self.root / ns] if ns else [p for p in self.root.glob("*") if p.is_dir()]
+        roots = (
+            [self.root / ns]
+            if ns
+            else [p for p in self.root.glob("*") if p.is_dir() and not p.name.startswith(".")]
+        )
         files = size = 0
         cutoff = time.time() - older_than_s if older_than_s is not None else None
         for root in roots:
@@ -214,7 +221,7 @@ class RedisCache:
         return n
 
     @contextlib.contextmanager
-    def lock(self, ns: str, key: str, hold_s: float = 30.0) -> Iterator[bool]:
+    def lock(self, key: str, hold_s: float = 30.0) -> Iterator[bool]:
         """Try to take the render lock; yields whether it was taken."""
         name = f"sdmatlas:lock:{key}"
         token = uuid.uuid4().hex
@@ -328,39 +335,32 @@ class TileCache:
     @contextlib.contextmanager
     def flight(self, ns: str, key: str) -> Iterator[None]:
         """Held while one tile is rendered, so concurrent requests render it once."""
-        with self._local_lock(key):
+        with self._local_lock(key), contextlib.ExitStack() as held:
+            locked = False
             shared = next(
                 (b for b in self.backends if isinstance(b, RedisCache) and self._up(b)), None
             )
             if shared is not None:
                 try:
-                    with self._redis_flight(shared, ns, key):
-                        yield
-                    return
+                    held.enter_context(self._redis_flight(shared, ns, key))
+                    locked = True
                 except CacheError as exc:
                     self._failed(shared, exc)
             disk = next(
                 (b for b in self.backends if isinstance(b, DiskCache) and self._up(b)), None
             )
-            if disk is not None:
+            if not locked and disk is not None:
                 try:
-                    lock = disk.lock(ns, key)
-                    lock.__enter__()
+                    held.enter_context(disk.lock(key))
                 except OSError as exc:
                     self._failed(disk, CacheError(str(exc)))
-                else:
-                    try:
-                        yield
-                    finally:
-                        lock.__exit__(None, None, None)
-                    return
             yield
 
     @contextlib.contextmanager
     def _redis_flight(self, r: RedisCache, ns: str, key: str) -> Iterator[None]:
         deadline = time.monotonic() + 10.0
         while True:
-            with r.lock(ns, key) as got:
+            with r.lock(key) as got:
                 if got:
                     yield
                     return

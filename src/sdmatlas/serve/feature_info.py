@@ -9,7 +9,6 @@ import json
 import math
 from typing import Any
 
-import numpy as np
 from fastapi import Response
 
 from sdmatlas.serve.layers import LayerRef
@@ -33,7 +32,7 @@ def value_at(
             if ref.kind == "species":
                 assert ref.species_id is not None
                 srow = rel.species_row(ref.species_id)
-                code = int(np.asarray(rel.arr(0, "probability")[srow, row, col]))
+                code = int(svc.reader.value_at(rel, 0, "probability", row, col, srow))
                 value = None if code == 255 else round(code / 254, 4)
             else:
                 v = float(svc.reader.value_at(rel, 0, ref.var, row, col))

@@ -167,10 +167,13 @@ class ReleaseReader:
         self.chunks.put(key, data)
         return data
 
-    def value_at(self, rel: OpenRelease, level: int, var: str, row: int, col: int) -> Any:
-        """One pixel of a 2-D layer, through the chunk cache."""
+    def value_at(
+        self, rel: OpenRelease, level: int, var: str, row: int, col: int, srow: int = -1
+    ) -> Any:
+        """One pixel of a layer (``probability`` with a species row, or an indicator),
+        through the chunk cache."""
         ch = rel.grid.chunk
-        return self._chunk(rel, level, var, -1, row // ch, col // ch)[row % ch, col % ch]
+        return self._chunk(rel, level, var, srow, row // ch, col // ch)[row % ch, col % ch]
 
     def gather(
         self, rel: OpenRelease, idx: TileIndex, var: str, srow: int = -1

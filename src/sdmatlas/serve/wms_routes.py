@@ -275,20 +275,20 @@ def _as_tile(crs: str, bbox: tuple[float, float, float, float], width: int,
         return None
     name = _TILE_SETS[crs]
     tms = get_tms(name)
-    left, bottom, right, top = bbox
-    for z in range(tms.minzoom, min(tms.maxzoom, 24) + 1):
-        x0, _, x1, y0 = tile_bounds(tms, z, 0, 0)
-        size = x1 - x0
-        if abs((right - left) - size) > 1e-9 * size or abs((top - bottom) - size) > 1e-9 * size:
-            continue
-        x, y = round((left - x0) / size), round((y0 - top) / size)
-        m = tms.matrix(z)
-        if not (0 <= x < m.matrixWidth and 0 <= y < m.matrixHeight):
-            return None
-        b = tile_bounds(tms, z, x, y)
-        if all(abs(a - c) <= 1e-9 * size for a, c in zip(b, bbox, strict=True)):
-            return name, z, x, y
+    left, _, right, top = bbox
+    x0, _, x1, _ = tile_bounds(tms, tms.minzoom, 0, 0)
+    z = tms.minzoom + round(math.log2((x1 - x0) / (right - left)))  # quadtrees: halves a zoom
+    if not tms.minzoom <= z <= tms.maxzoom:
         return None
+    x0, _, x1, y0 = tile_bounds(tms, z, 0, 0)
+    size = x1 - x0
+    x, y = round((left - x0) / size), round((y0 - top) / size)
+    m = tms.matrix(z)
+    if not (0 <= x < m.matrixWidth and 0 <= y < m.matrixHeight):
+        return None
+    b = tile_bounds(tms, z, x, y)
+    if all(abs(a - c) <= 1e-9 * size for a, c in zip(b, bbox, strict=True)):
+        return name, z, x, y
     return None
 
 
