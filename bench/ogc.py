@@ -85,7 +85,9 @@ def urls(base: str, jobs: list[Window], mode: str) -> list[str]:
 def run(db: str, jobs: list[Window], warmups: list[Window], mode: str, conc: int) -> dict[str, Any]:
     port = 8811
     base = f"http://127.0.0.1:{port}"
-    env = {"SDMATLAS_DATABASE_URL": db, "SDMATLAS_DATA_DIR": str(WORK / "tiles")}
+    # rendering measured: no tile cache (a disk cache would keep tiles between runs)
+    env = {"SDMATLAS_DATABASE_URL": db, "SDMATLAS_DATA_DIR": str(WORK / "tiles"),
+           "SDMATLAS_TILE_CACHE": "[]"}  # fmt: skip
     srv = Server([str(BIN / "sdmatlas"), "serve", "--port", str(port), "--workers", "2"], env,
                  f"{base}/health", ROOT)  # fmt: skip
     try:
