@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
 from tiles import (
     BIN,
     KEY,
@@ -156,8 +157,9 @@ def seeding_vs_gdal2tiles(db: str, layer: str, sid: int) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="g2t-", dir=OUT))
     cog = work / "layer.tif"
     export_cog(open_release(WORK / "tiles" / "releases" / KEY), f"species/{sid}", cog)
-    # the same palette as sdmatlas's viridis: code -> RGBA, nodata (255) clear
-    pal = render.code_palette(render.parse_style("viridis", None, (0.0, 1.0)))
+    # the same palette as sdmatlas's species default (viridis, fading in from p = 0):
+    # code -> RGBA, nodata (255) clear
+    pal = render.code_palette(render.parse_style("viridis", None, (0.0, 1.0), render.SPECIES_FADE))
     (work / "colors.txt").write_text(
         "".join(f"{c} {r} {g} {b} {a}\n" for c, (r, g, b, a) in enumerate(pal.tolist()))
         + "nv 0 0 0 0\n"
@@ -178,12 +180,21 @@ def seeding_vs_gdal2tiles(db: str, layer: str, sid: int) -> dict[str, Any]:
     return {"sdmatlas": ours, "gdal2tiles": theirs, "sdmatlas_over_gdal2tiles": ratio}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    ap = common.parser(__doc__)
     ap.add_argument("--requests", type=int, default=4000)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--part", choices=["all", "cached", "seeding"], default="all")
-    args = ap.parse_args()
+    return ap
+
+
+def output_path(args: argparse.Namespace) -> Path:
+    return common.results_file(args.results, f"cache-{args.part}")
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    out = output_path(args)
     apt({"nginx-light": "nginx", "gdal-bin": "gdal2tiles.py"})
     OUT.mkdir(parents=True, exist_ok=True)
     rel = ensure_release()
@@ -205,10 +216,8 @@ def main() -> None:
         print(f"seeding z{ZOOMS}: sdmatlas {s['sdmatlas']['non_empty_tiles_per_s']} tiles/s, "
           f"gdal2tiles {s['gdal2tiles']['tiles_per_s']} tiles/s: "
           f"{s['sdmatlas_over_gdal2tiles']}x")  # fmt: skip
-    out = ROOT / "bench" / "results" / f"cache-{args.part}-{results['date']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results in {out.relative_to(ROOT)}")
+    print(f"results in {out}")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import json
 import platform
 import random
 import string
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -48,6 +49,9 @@ from sdmatlas.catalog.localpg import LocalPostgres
 from sdmatlas.catalog.register import layer_version
 from sdmatlas.catalog.schema import Layer, LayerKind, Model, Release, ReleaseStatus
 from sdmatlas.publish.indicators import INDICATORS
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
 
 ROOT = Path(__file__).resolve().parents[1]
 EUROPE = (-10.0, 35.0, 30.0, 70.0)  # lon/lat box the synthetic data lives in
@@ -253,13 +257,22 @@ def run_backend(
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    ap = common.parser(__doc__)
     ap.add_argument("--species", type=int, default=10_000)
     ap.add_argument("--territories", type=int, default=300)
     ap.add_argument("--releases", type=int, default=3)
     ap.add_argument("--n", type=int, default=200, help="queries of each kind")
-    args = ap.parse_args()
+    return ap
+
+
+def output_path(args: argparse.Namespace) -> Path:
+    return common.results_file(args.results, "catalog")
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    out = output_path(args)
 
     rng = random.Random(42)
     results: dict[str, Any] = {
@@ -292,9 +305,8 @@ def main() -> None:
         )
         for name, q in b["queries"].items():
             print(f"  {name:38s} p50 {q['p50_ms']:7.2f} ms   p90 {q['p90_ms']:7.2f} ms")
-    out = ROOT / "bench" / "results" / f"catalog-{results['date']}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nresults in {out.relative_to(ROOT)}")
+    print(f"\nresults in {out}")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from typing import Any
 import morecantile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
 from tiles import (
     BIN,
     KEY,
@@ -101,12 +102,21 @@ def run(db: str, jobs: list[Window], warmups: list[Window], mode: str, conc: int
     return r
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    ap = common.parser(__doc__)
     ap.add_argument("--windows", type=int, default=100)
     ap.add_argument("--species", type=int, default=10)
     ap.add_argument("--concurrency", type=int, default=8)
-    args = ap.parse_args()
+    return ap
+
+
+def output_path(args: argparse.Namespace) -> Path:
+    return common.results_file(args.results, "ogc")
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    out = output_path(args)
     rel = ensure_release()
     db = catalog_url(rel)
     sids, box = widest_species(rel, args.species)
@@ -133,9 +143,8 @@ def main() -> None:
             round(xyz / m["megapixels_per_s"], 2) if m["megapixels_per_s"] else None
         )
         print(f"XYZ moves {m['xyz_over_this']}x the pixels/s of {mode}")
-    out = ROOT / "bench" / "results" / f"ogc-{results['date']}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results in {out.relative_to(ROOT)}")
+    print(f"results in {out}")
 
 
 if __name__ == "__main__":

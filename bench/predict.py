@@ -25,6 +25,7 @@ import os
 import platform
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +38,9 @@ from sdmatlas.predict.covariates import CovariateStack
 from sdmatlas.predict.inputs import encode, patches
 from sdmatlas.predict.pipeline import PredictOptions, predict
 from sdmatlas.territory import load_territory
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
 
 ROOT = Path(__file__).resolve().parents[1]
 CARD = ROOT / "models" / "demo" / "demo-sdm.card.yaml"
@@ -106,11 +110,20 @@ def pipeline(
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    ap = common.parser(__doc__)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "demo")
-    args = ap.parse_args()
+    return ap
+
+
+def output_path(args: argparse.Namespace) -> Path:
+    return common.results_file(args.results, "predict")
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    out = output_path(args)
     paths = DemoPaths(args.data)
     if not paths.exists():
         build_demo(args.data)
@@ -133,9 +146,8 @@ def main() -> None:
             for r in runs
         },
     }
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"predict-{result['date']}.json").write_text(json.dumps(result, indent=2))
+    out.write_text(json.dumps(result, indent=2))
+    print(f"results in {out}")
     print(
         f"bare model ({cores} threads): {bare['pixel_species_per_s'] / 1e6:.2f} M pixel-species/s "
         f"({bare['pixels']:,} pixels in {bare['seconds']:.2f} s, median of {args.repeat})"

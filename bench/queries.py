@@ -28,6 +28,7 @@ import os
 import platform
 import shutil
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -42,6 +43,9 @@ from sdmatlas.publish.synthetic import write_synthetic_cube
 from sdmatlas.quantize import NODATA, SCALE
 from sdmatlas.territory import mask_from_geometry
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -53,12 +57,21 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    ap = common.parser(__doc__)
     ap.add_argument("--species", type=int, default=10_000)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--n", type=int, default=50, help="queries of each kind")
-    args = ap.parse_args()
+    return ap
+
+
+def output_path(args: argparse.Namespace) -> Path:
+    return common.results_file(args.results, "queries")
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    out = output_path(args)
     work = ROOT / "data" / "bench" / f"synthetic-{args.species}x{args.size}"
     cube_path = work / "cube.zarr"
     t0 = time.perf_counter()
@@ -137,9 +150,7 @@ def main() -> None:
         statistics.median(naive_point_s) / statistics.median(point_s), 1
     )
     result["area_speedup"] = round(statistics.median(naive_area_s) / statistics.median(area_s), 1)
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"queries-{result['date']}.json").write_text(json.dumps(result, indent=2))
+    out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 
 

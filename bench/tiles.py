@@ -47,6 +47,9 @@ import morecantile
 import numpy as np
 from pyproj import Transformer
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
+
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "data" / "bench"
 BIN = Path(sys.executable).parent
@@ -223,7 +226,7 @@ def warm(base: str, paths: list[str]) -> None:
 
 
 def bench_sdmatlas(
-    db: str, jobs: list[Job], warmups: list[Job], conc: int, rel: Path
+    db: str, jobs: list[Job], warmups: list[Job], conc: int, rel: Path, colormap: str = "viridis"
 ) -> dict[str, Any]:
     port = 8801
     base = f"http://127.0.0.1:{port}"
@@ -233,7 +236,9 @@ def bench_sdmatlas(
     srv = Server([str(BIN / "sdmatlas"), "serve", "--port", str(port), "--workers", "2"], env,
                  f"{base}/health", ROOT)  # fmt: skip
     try:
-        path = f"/tiles/{KEY}:species:{{s}}/WebMercatorQuad/{{z}}/{{x}}/{{y}}.png?colormap=viridis"
+        path = (
+            f"/tiles/{KEY}:species:{{s}}/WebMercatorQuad/{{z}}/{{x}}/{{y}}.png?colormap={colormap}"
+        )
         warm(base, [path.format(s=s, z=t.z, x=t.x, y=t.y) for s, t in warmups])
         urls = [base + path.format(s=s, z=t.z, x=t.x, y=t.y) for s, t in jobs]
         out: dict[str, Any] = {"uncached": run_load(urls, conc), "warm": run_load(urls, conc)}
@@ -317,13 +322,27 @@ def bench_terracotta(cogs: Path, jobs: list[Job], warmups: list[Job], conc: int)
         srv.stop()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    ap = common.parser(__doc__)
     ap.add_argument("--tiles", type=int, default=400)
     ap.add_argument("--species", type=int, default=10, help="species layers served")
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--skip-peers", action="store_true")
-    args = ap.parse_args()
+    ap.add_argument(
+        "--opaque",
+        action="store_true",
+        help="also measure sdmatlas with viridis_opaque (species maps fade in by default)",
+    )
+    return ap
+
+
+def output_path(args: argparse.Namespace) -> Path:
+    return common.results_file(args.results, "tiles")
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    out = output_path(args)
 
     rel = ensure_release()
     db = catalog_url(rel)
@@ -343,6 +362,10 @@ def main() -> None:
         "servers": {},
     }
     results["servers"]["sdmatlas"] = bench_sdmatlas(db, jobs, warmups, args.concurrency, rel)
+    if args.opaque:
+        results["servers"]["sdmatlas-opaque"] = bench_sdmatlas(
+            db, jobs, warmups, args.concurrency, rel, "viridis_opaque"
+        )
     if not args.skip_peers:
         for name, fn in [("titiler", bench_titiler), ("terracotta", bench_terracotta)]:
             try:
@@ -361,9 +384,8 @@ def main() -> None:
     s = results["servers"]["sdmatlas"]
     print(f"sdmatlas warm {s['warm']['tiles_per_s']} tiles/s; point p50 {s['point_p50_ms']} ms; "
           f"area report (40,000 px) p50 {s['report_p50_ms']} ms at 10,000 species")  # fmt: skip
-    out = ROOT / "bench" / "results" / f"tiles-{results['date']}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results in {out.relative_to(ROOT)}")
+    print(f"results in {out}")
 
 
 if __name__ == "__main__":

@@ -685,10 +685,13 @@ def test_getmap_background_formats_and_layer_stacking(live: str) -> None:
     clear = rgba(LAYERS=LAYER, FORMAT="image/png", TRANSPARENT="TRUE")
     hole = clear[..., 3] == 0
     assert hole.any() and (~hole).any()
+    assert ((clear[..., 3] > 0) & (clear[..., 3] < 255)).any()  # species maps fade in
     red = rgba(LAYERS=LAYER, FORMAT="image/png", BGCOLOR="0xFF0000")
-    assert (red[hole] == [255, 0, 0, 255]).all()
-    assert (red[~hole] == clear[~hole]).all()
-    assert (rgba(LAYERS=LAYER, FORMAT="image/webp", TRANSPARENT="TRUE") == clear).all()
+    assert (red[hole] == [255, 0, 0, 255]).all() and (red[..., 3] == 255).all()
+    a = clear[..., 3:] / 255  # the transparent map composited over the background colour
+    assert np.abs(red[..., :3] - (clear[..., :3] * a + [255, 0, 0] * (1 - a))).max() <= 1
+    webp = rgba(LAYERS=LAYER, FORMAT="image/webp", TRANSPARENT="TRUE")
+    assert (webp[..., 3] == clear[..., 3]).all() and (webp[~hole] == clear[~hole]).all()
     jpeg = rgba(LAYERS=LAYER, FORMAT="image/jpeg", BGCOLOR="0xFF0000")
     assert np.abs(jpeg - red).mean() < 3  # lossy, but the same picture
     top = rgba(LAYERS=rich, FORMAT="image/png", TRANSPARENT="TRUE")

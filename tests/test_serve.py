@@ -275,7 +275,7 @@ def test_indicator_tiles_equal_the_warp_too(client: TestClient, release: Path, g
 def test_png_and_webp_tiles_show_the_codes_through_the_palette(
     client: TestClient, grid: Grid
 ) -> None:
-    from sdmatlas.serve.render import code_palette, parse_style
+    from sdmatlas.serve.render import SPECIES_FADE, code_palette, parse_style
 
     tms = morecantile.tms.get("WebMercatorQuad")
     maxz = client.get(f"/layers/{KEY}:species:3/tilejson.json").json()["maxzoom"]
@@ -283,15 +283,56 @@ def test_png_and_webp_tiles_show_the_codes_through_the_palette(
     base = f"/tiles/{KEY}:species:3/WebMercatorQuad/{tile.z}/{tile.x}/{tile.y}"
     codes = npy(client.get(base + ".npy"))
     for fmt in ["png", "webp"]:
-        for cmap, rescale in [(None, None), ("magma", "0,0.5"), ("ffffff,ff0000", None)]:
+        for cmap, rescale in [
+            (None, None), ("magma", "0,0.5"), ("ffffff,ff0000", None), ("viridis_opaque", None)
+        ]:  # fmt: skip
             params = {k: v for k, v in (("colormap", cmap), ("rescale", rescale)) if v}
             r = client.get(f"{base}.{fmt}", params=params)
             assert r.status_code == 200 and r.headers["content-type"] == f"image/{fmt}"
             img = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGBA"))
             lo, hi = (float(v) for v in rescale.split(",")) if rescale else (0.0, 1.0)
-            want = code_palette(parse_style(cmap, rescale, (lo, hi)))[codes]
-            assert np.array_equal(img, want), (fmt, cmap)
+            want = code_palette(parse_style(cmap, rescale, (lo, hi), SPECIES_FADE))[codes]
+            # lossless WebP may drop the colour of fully transparent pixels: compare alpha
+            # everywhere, colour where something shows
+            assert np.array_equal(img[..., 3], want[..., 3]), (fmt, cmap)
+            shown = want[..., 3] > 0
+            assert np.array_equal(img[shown], want[shown]), (fmt, cmap)
             assert (img[codes == NODATA, 3] == 0).all()
+            fades = cmap != "viridis_opaque"
+            assert (img[codes == 0, 3] == (0 if fades else 255)).all(), (fmt, cmap)
+
+
+def test_species_maps_fade_in_from_zero_and_indicators_stay_opaque() -> None:
+    """Species palettes: alpha 0 at p = 0, rising linearly to opaque at p = 0.2 of the
+    range; ``<name>_opaque`` and indicator palettes are opaque; legends show the ramp."""
+    from sdmatlas.quantize import SCALE
+    from sdmatlas.serve import render
+
+    fading = render.parse_style(None, None, (0.0, 1.0), render.SPECIES_FADE)
+    pal = render.code_palette(fading)
+    p = np.arange(255) * SCALE
+    assert pal[0, 3] == 0 and pal[NODATA, 3] == 0
+    a = pal[:255, 3]
+    assert (a[p >= 0.2 - 1e-9] == 255).all()
+    ramp = a[(p > 0) & (p < 0.2)].astype(int)
+    assert (np.diff(ramp) >= 0).all() and 0 < ramp[0] < ramp[-1] < 255
+    np.testing.assert_allclose(ramp, p[(p > 0) & (p < 0.2)] / 0.2 * 255, atol=0.51)
+    # a rescale moves the ramp with the colours: opaque from 20 % of 0..0.5, p = 0.1
+    half = render.code_palette(render.parse_style(None, "0,0.5", (0.0, 1.0), 0.2))
+    assert half[int(np.ceil(0.1 / SCALE)), 3] == 255 and half[1, 3] < 255
+    opaque = render.code_palette(render.parse_style("viridis_opaque", None, (0, 1), 0.2))
+    assert (opaque[:255, 3] == 255).all()
+    assert np.array_equal(opaque[:255, :3], pal[:255, :3])  # the same colours
+    assert fading.key() != render.parse_style("viridis_opaque", None, (0, 1), 0.2).key()
+    indicator = render.index_palette(render.parse_style(None, None, (0.0, 10.0)))
+    assert (indicator[:255, 3] == 255).all()
+    # the legend of a fading style shows the checkerboard through its low end
+    leg = np.asarray(Image.open(io.BytesIO(render.legend_png(fading, ""))).convert("RGB"))
+    low = leg[:20, :3].reshape(-1, 3)
+    assert {tuple(c) for c in low} >= {(204, 204, 204), (255, 255, 255)}
+    opaque_style = render.parse_style("viridis_opaque", None, (0, 1), 0.2)
+    solid = np.asarray(Image.open(io.BytesIO(render.legend_png(opaque_style, ""))).convert("RGB"))
+    assert tuple(solid[5, 0]) == tuple(pal[0, :3])  # no checkerboard: opaque
 
 
 def test_the_fast_path_answers_as_the_documented_route(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -47,7 +48,7 @@ def _errors(hint: str | None = None) -> Iterator[None]:
     try:
         yield
     except SdmAtlasError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         if hint:
             console.print(hint, highlight=False)
         raise typer.Exit(code=2) from None
@@ -382,7 +383,7 @@ def demo_train(
     out: Annotated[Path, typer.Option(help="Where the model and card go.")] = DEMO_CARD.parent,
     epochs: Annotated[int, typer.Option()] = 60,
 ) -> None:
-    """Train the demo model with PyTorch (needs the [torch] extra)."""
+    """Train the demo model with PyTorch (needs the \\[torch] extra)."""
     from sdmatlas.demo.build import DemoPaths, build_demo
 
     root = Settings().data_dir / "demo"
@@ -392,7 +393,8 @@ def demo_train(
         from sdmatlas.demo.train import train_demo_model
     except ImportError as exc:
         console.print(
-            f"[bold red]error:[/] training needs PyTorch: pip install -e '.[torch]' ({exc})"
+            f"[bold red]error:[/] training needs PyTorch: pip install -e '.\\[torch]' "
+            f"({escape(str(exc))})"
         )
         raise typer.Exit(2) from None
     train_demo_model(DemoPaths(root), out, epochs=epochs)

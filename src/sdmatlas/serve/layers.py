@@ -31,6 +31,7 @@ from sdmatlas.errors import InvalidInputError, NotFoundError
 from sdmatlas.publish.groups import select_group
 from sdmatlas.publish.indicators import INDICATORS
 from sdmatlas.serve.reader import OpenRelease
+from sdmatlas.serve.render import SPECIES_FADE
 
 LayerKindName = Literal["species", "indicator", "group"]
 _ID = re.compile(r"^([a-z0-9][a-z0-9._-]{0,99}):(species|indicator|group):([A-Za-z0-9_]{1,64})$")
@@ -55,6 +56,11 @@ class LayerRef:
     @property
     def var(self) -> str:
         return "probability" if self.kind == "species" else str(self.indicator)
+
+    @property
+    def fade(self) -> float:
+        """The default fade of the layer's colours: species maps fade in from p = 0."""
+        return SPECIES_FADE if self.kind == "species" else 0.0
 
     @property
     def dtype(self) -> str:

@@ -5,6 +5,14 @@ data values' colours, 255 is transparent nodata. Species layers are stored as ui
 codes (p = code / 254), so their tile *is* the palette image: no per-pixel colour
 mapping, and PNG is written in palette mode (one byte per pixel). Indicator values
 (float32) are first quantised to 0-254 over the rescale range.
+
+Species maps fade low probabilities to transparent, as species distribution maps
+usually do, so the basemap shows where a species is absent: the alpha of a species
+palette rises linearly from 0 at the bottom of the range to opaque at
+:data:`SPECIES_FADE` of it (p = 0.2 with the default range 0-1). Each named colormap
+has an ``<name>_opaque`` variant without the fade (the behaviour before it); custom
+colour lists fade too. Indicator layers stay opaque. The PNG palette carries the alpha
+(tRNS), so fading costs nothing per tile.
 """
 
 from __future__ import annotations
@@ -144,6 +152,16 @@ COLORMAPS: dict[str, tuple[str, ...]] = {
     ),
 }
 DEFAULT_COLORMAP = "viridis"
+#: suffix of the named colormaps that do not fade (``viridis_opaque``)
+OPAQUE = "_opaque"
+#: every style name a client may ask for: the colormaps and their opaque variants
+STYLE_NAMES: tuple[str, ...] = (*COLORMAPS, *(f"{n}{OPAQUE}" for n in COLORMAPS))
+#: the styles listed in capabilities documents and the viewer: each colormap, and the
+#: default's opaque variant (every ``_opaque`` variant is accepted; listing all of them
+#: would double the per-layer size of WMTS capabilities)
+LISTED_STYLES: tuple[str, ...] = (*COLORMAPS, f"{DEFAULT_COLORMAP}{OPAQUE}")
+#: species layers: opacity is full from this fraction of the colour range up
+SPECIES_FADE = 0.2
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
 MAX_CUSTOM_COLORS = 32
 
@@ -157,32 +175,42 @@ def check_format(fmt: str) -> str:
 
 @dataclass(frozen=True)
 class Style:
-    """How a layer is coloured: control colours and the value range they span."""
+    """How a layer is coloured: control colours, the value range they span, and the
+    fraction of that range over which the colours fade in from transparent (0: opaque)."""
 
     colors: tuple[str, ...]
     vmin: float
     vmax: float
     name: str  # the colormap's name, or "custom"
+    fade: float = 0.0
 
     def key(self) -> str:
         colors = ",".join(self.colors) if self.name == "custom" else ""
-        return f"{self.name}:{colors}:{self.vmin!r}:{self.vmax!r}"
+        return f"{self.name}:{colors}:{self.vmin!r}:{self.vmax!r}:{self.fade!r}"
 
 
 def parse_style(
-    colormap: str | None, rescale: str | None, default_range: tuple[float, float]
+    colormap: str | None,
+    rescale: str | None,
+    default_range: tuple[float, float],
+    fade: float = 0.0,
 ) -> Style:
-    """Validate ``colormap`` (a name, or 2 to 32 comma-separated hex colours) and
-    ``rescale`` ("min,max" in the layer's units)."""
+    """Validate ``colormap`` (a name, a name with ``_opaque``, or 2 to 32 comma-separated
+    hex colours) and ``rescale`` ("min,max" in the layer's units). ``fade`` is the
+    layer kind's default (:data:`SPECIES_FADE` for species); ``_opaque`` names drop it."""
     name = (colormap or DEFAULT_COLORMAP).strip()
-    if name.lower() in COLORMAPS:
-        colors, label = COLORMAPS[name.lower()], name.lower()
+    lower = name.lower()
+    if lower.endswith(OPAQUE) and lower[: -len(OPAQUE)] in COLORMAPS:
+        colors, label, fade = COLORMAPS[lower[: -len(OPAQUE)]], lower, 0.0
+    elif lower in COLORMAPS:
+        colors, label = COLORMAPS[lower], lower
     else:
         parts = [p.strip() for p in name.split(",")]
         matches = [_HEX.match(p) for p in parts]
         if len(parts) < 2 or not all(matches):
             raise InvalidInputError(
-                f"colormap {name[:60]!r} is unknown: use one of {', '.join(COLORMAPS)}, "
+                f"colormap {name[:60]!r} is unknown: use one of {', '.join(COLORMAPS)} "
+                f"(each also as <name>{OPAQUE}, without the fade of species maps), "
                 "or 2 to 32 comma-separated hex colours (ffffcc,41ab5d,004529)"
             )
         if len(parts) > MAX_CUSTOM_COLORS:
@@ -202,7 +230,7 @@ def parse_style(
             ) from None
         if not (np.isfinite(vmin) and np.isfinite(vmax) and vmin < vmax):
             raise InvalidInputError(f"rescale {rescale!r}: min must be less than max, both finite")
-    return Style(colors, float(vmin), float(vmax), label)
+    return Style(colors, float(vmin), float(vmax), label, float(fade))
 
 
 def _rgb(hex6: str) -> tuple[int, int, int]:
@@ -218,6 +246,14 @@ def ramp(colors: tuple[str, ...]) -> npt.NDArray[np.uint8]:
     return np.stack([np.interp(t, x, pts[:, k]) for k in range(3)], axis=1).round().astype(np.uint8)
 
 
+def fade_alpha(t: npt.NDArray[np.float64], fade: float) -> npt.NDArray[np.uint8]:
+    """Alpha at positions ``t`` (0-1) of the colour range: 0 at 0, rising linearly to
+    255 at ``fade``; 255 everywhere when ``fade`` is 0."""
+    if fade <= 0:
+        return np.full(t.shape, 255, np.uint8)
+    return np.rint(np.clip(t / fade, 0, 1) * 255).astype(np.uint8)
+
+
 @functools.lru_cache(maxsize=1024)
 def code_palette(style: Style) -> npt.NDArray[np.uint8]:
     """RGBA for each species code 0-254 (p = code / 254) under the style; 255 clear."""
@@ -225,7 +261,7 @@ def code_palette(style: Style) -> npt.NDArray[np.uint8]:
     t = np.clip((p - style.vmin) / (style.vmax - style.vmin), 0, 1)
     pal = np.zeros((256, 4), np.uint8)
     pal[:255, :3] = ramp(style.colors)[np.rint(t * 254).astype(np.intp)]
-    pal[:255, 3] = 255
+    pal[:255, 3] = fade_alpha(t, style.fade)
     return pal
 
 
@@ -234,7 +270,7 @@ def index_palette(style: Style) -> npt.NDArray[np.uint8]:
     """RGBA for quantised values 0-254 (already rescaled); 255 clear."""
     pal = np.zeros((256, 4), np.uint8)
     pal[:255, :3] = ramp(style.colors)
-    pal[:255, 3] = 255
+    pal[:255, 3] = fade_alpha(np.linspace(0, 1, 255), style.fade)
     return pal
 
 
@@ -277,11 +313,16 @@ def encode_array(values: npt.NDArray[np.generic]) -> bytes:
 
 
 def legend_png(style: Style, units: str, width: int = 256, height: int = 48) -> bytes:
-    """A horizontal colour bar with the range's end and middle values."""
+    """A horizontal colour bar with the range's end and middle values. Where the style
+    fades, the bar is drawn over a grey checkerboard, so the transparency ramp shows."""
     bar_h = max(8, height - 16)
     img = Image.new("RGBA", (width, height), (255, 255, 255, 0))
-    colours = ramp(style.colors)[np.linspace(0, 254, width).round().astype(np.intp)]
-    bar = np.repeat(colours[None, :, :], bar_h, axis=0)
+    t = np.linspace(0, 1, width)
+    colours = ramp(style.colors)[np.rint(t * 254).astype(np.intp)].astype(np.float64)
+    alpha = fade_alpha(t, style.fade).astype(np.float64)[:, None] / 255
+    yy, xx = np.mgrid[0:bar_h, 0:width]
+    checker = np.where(((yy // 6) + (xx // 6)) % 2 == 0, 204.0, 255.0)[..., None]
+    bar = np.rint(colours[None] * alpha[None] + checker * (1 - alpha[None])).astype(np.uint8)
     img.paste(Image.frombytes("RGB", (width, bar_h), bar.tobytes()), (0, 0))
     draw = ImageDraw.Draw(img)
     mid = (style.vmin + style.vmax) / 2
@@ -292,7 +333,9 @@ def legend_png(style: Style, units: str, width: int = 256, height: int = 48) -> 
         xx = min(max(0, x - w / 2), width - w)
         draw.text((xx, bar_h + 2), text, fill=(0, 0, 0, 255))
     if units:
-        draw.text((2, 2), units, fill=(255, 255, 255, 255))
+        # dark with a light outline: readable over the dark and the faded ends alike
+        draw.text((3, 2), units, fill=(20, 20, 20, 255), stroke_width=2,
+                  stroke_fill=(255, 255, 255, 255))  # fmt: skip
     buf = io.BytesIO()
     img.save(buf, "PNG")
     return buf.getvalue()

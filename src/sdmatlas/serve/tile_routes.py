@@ -38,7 +38,7 @@ Colormap = Annotated[
     str | None,
     Query(
         max_length=PARAM_LIMITS["colormap"],
-        description=f"One of {', '.join(render.COLORMAPS)}, or 2 to 32 comma-separated hex "
+        description=f"One of {', '.join(render.STYLE_NAMES)}, or 2 to 32 comma-separated hex "
         "colours. Default viridis.",
         examples=["viridis", "ffffcc,41ab5d,004529"],
     ),
@@ -208,7 +208,9 @@ def tile_response(
     group = _group(ref, params.get("genus"), params.get("family"), params.get("status"),
                    params.get("ids"))  # fmt: skip
     rows = svc.group_rows(ref, group) if group is not None else None
-    style = render.parse_style(params.get("colormap"), params.get("rescale"), ref.default_range)
+    style = render.parse_style(
+        params.get("colormap"), params.get("rescale"), ref.default_range, ref.fade
+    )
     tag = etag(ref.version, tms, z, x, y, format, style.key(), group.key() if group else "")
     cache = cache_control(ref.version, params.get("v"))
     if if_none_match and tag_matches(if_none_match, tag):
@@ -297,7 +299,7 @@ def tilejson(
     get_tms(tms)
     render.check_format(format)
     group = _group(ref, genus, family, status, ids)
-    render.parse_style(colormap, rescale, ref.default_range)  # validate now, not per tile
+    render.parse_style(colormap, rescale, ref.default_range, ref.fade)  # validate now, not per tile
     if group is not None:
         svc.group_rows(ref, group)
     minz, maxz = zoom_range(svc, ref, tms)
@@ -339,7 +341,7 @@ def style_json(
     svc = services(request)
     ref = svc.layers.resolve(layer)
     _group(ref, genus, family, status, ids)
-    render.parse_style(colormap, rescale, ref.default_range)
+    render.parse_style(colormap, rescale, ref.default_range, ref.fade)
     qs = _query_string(
         colormap=colormap, rescale=rescale, genus=genus, family=family, status=status, ids=ids
     )
@@ -382,7 +384,7 @@ def legend(
 ) -> Response:
     svc = services(request)
     ref = svc.layers.resolve(layer)
-    style = render.parse_style(colormap, rescale, ref.default_range)
+    style = render.parse_style(colormap, rescale, ref.default_range, ref.fade)
     timer = Timer()
     tag = etag(ref.version, "legend", style.key(), width, height)
     with timer.span("render"):

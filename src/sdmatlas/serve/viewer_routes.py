@@ -23,7 +23,7 @@ router = APIRouter(tags=["viewer"])
 
 @functools.cache
 def _page() -> str:
-    config = {"colormaps": list(render.COLORMAPS), "default_colormap": render.DEFAULT_COLORMAP}
+    config = {"colormaps": list(render.LISTED_STYLES), "default_colormap": render.DEFAULT_COLORMAP}
     # "</" cannot occur in the JSON of these names; escape it anyway for the script tag
     text = json.dumps(config).replace("</", "<\\/")
     return (STATIC / "index.html").read_text(encoding="utf-8").replace("__CONFIG__", text)

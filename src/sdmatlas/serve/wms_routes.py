@@ -126,7 +126,7 @@ class _Writer:
                 ET.SubElement(lay, "Extent", name="time", default=default,
                               nearestValue="0").text = ",".join(values)  # fmt: skip
         if styles_of is not None:
-            for style in render.COLORMAPS:
+            for style in render.LISTED_STYLES:
                 self.style(lay, styles_of, style)
         return lay
 
@@ -345,6 +345,15 @@ def _wms_layer(svc: Services, name: str, group_code: str, time: str | None) -> L
     return ref
 
 
+def _over(palette: npt.NDArray[np.uint8], bg_rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """The palette composited over an opaque background colour (all alphas 255)."""
+    a = palette[:, 3:].astype(np.float64) / 255
+    out = np.empty_like(palette)
+    out[:, :3] = np.rint(palette[:, :3] * a + bg_rgb[None, :].astype(np.float64) * (1 - a))
+    out[:, 3] = 255
+    return out
+
+
 def get_map(svc: Services, p: dict[str, str], version: str) -> Response:
     for key in ("LAYERS", "FORMAT"):
         if key not in p:
@@ -372,22 +381,22 @@ def get_map(svc: Services, p: dict[str, str], version: str) -> Response:
     if tile is not None and transparent:
         # exactly a tile of a served matrix set: the tile path and its cache answer it
         style0 = styles[0] if styles and styles[0] not in ("", "default") else None
-        if style0 is None or style0 in render.COLORMAPS:
+        if style0 is None or style0 in render.STYLE_NAMES:
             ref = _wms_layer(svc, layers[0], "LayerNotDefined", p.get("TIME"))
             _, headers, body, _ = tile_response(svc, None, ref.id, tile[0], *tile[1:], fmt,
                                                 {"colormap": style0})  # fmt: skip
             keep = {k: v for k, v in headers.items() if k in ("ETag", "X-Cache", "X-Tile-Empty")}
             return Response(body, media_type=p["FORMAT"],
                             headers={"Cache-Control": SHORT, **keep})  # fmt: skip
-    # Each layer as palette indices and its palette, as the tiles are made. Palette
-    # alphas are 0 or 255, so stacking layers is "the upper layer where it has data".
+    # Each layer as palette indices and its palette, as the tiles are made. Species
+    # palettes fade in (alpha 0-255), so layers are stacked with the "over" operator.
     drawn: list[tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]] = []
     indexes: dict[tuple[object, ...], TileIndex] = {}  # one per release grid
     for i, name in enumerate(layers):
         style = styles[i] if styles and styles[i] not in ("", "default") else None
-        if style is not None and style not in render.COLORMAPS:
+        if style is not None and style not in render.STYLE_NAMES:
             raise WMSError("StyleNotDefined", f"style {style!r} is not one of "
-                           f"{', '.join(render.COLORMAPS)}")  # fmt: skip
+                           f"{', '.join(render.STYLE_NAMES)}")  # fmt: skip
         ref = _wms_layer(svc, name, "LayerNotDefined", p.get("TIME"))
         rel = svc.open(ref)
         g = rel.grid
@@ -395,7 +404,7 @@ def get_map(svc: Services, p: dict[str, str], version: str) -> Response:
         if gkey not in indexes:
             indexes[gkey] = map_index(crs, bbox, width, height, g, rel.n_levels)
         idx = indexes[gkey]
-        st = render.parse_style(style, None, ref.default_range)
+        st = render.parse_style(style, None, ref.default_range, ref.fade)
         if ref.kind == "species":
             assert ref.species_id is not None
             codes = svc.reader.gather(rel, idx, "probability", rel.species_row(ref.species_id))
@@ -408,18 +417,13 @@ def get_map(svc: Services, p: dict[str, str], version: str) -> Response:
     if len(drawn) == 1 and fmt != "jpeg":  # the common case: a palette image, as tiles
         indices, palette = drawn[0]
         if opaque:
-            palette = palette.copy()
-            palette[palette[:, 3] == 0] = [*bg_rgb, 255]
+            palette = _over(palette, bg_rgb)
         body = render.encode_indexed(indices, palette, fmt)
     else:
-        canvas = np.zeros((height, width, 4), np.uint8)
-        if opaque:
-            canvas[...] = [*bg_rgb, 255]
-        for indices, palette in drawn:
-            rgba = palette[indices]
-            has = rgba[..., 3] > 0
-            canvas[has] = rgba[has]
-        img = Image.frombytes("RGBA", (width, height), canvas.tobytes())
+        img = Image.new("RGBA", (width, height), (*map(int, bg_rgb), 255) if opaque else 0)
+        for indices, palette in drawn:  # PIL's "over" operator, layer after layer
+            layer = Image.frombytes("RGBA", (width, height), palette[indices].tobytes())
+            img = Image.alpha_composite(img, layer)
         buf = io.BytesIO()
         if fmt == "jpeg":
             img.convert("RGB").save(buf, "JPEG", quality=90)
@@ -488,9 +492,9 @@ def legend(svc: Services, p: dict[str, str]) -> Response:
         raise WMSError("MissingParameterValue", "LAYER is missing")
     ref = _wms_layer(svc, name, "LayerNotDefined", p.get("TIME"))
     style = p.get("STYLE") or None
-    if style is not None and style not in render.COLORMAPS:
+    if style is not None and style not in render.STYLE_NAMES:
         raise WMSError(
-            "StyleNotDefined", f"style {style!r} is not one of {', '.join(render.COLORMAPS)}"
+            "StyleNotDefined", f"style {style!r} is not one of {', '.join(render.STYLE_NAMES)}"
         )
-    png = render.legend_png(render.parse_style(style, None, ref.default_range), ref.units)
+    png = render.legend_png(render.parse_style(style, None, ref.default_range, ref.fade), ref.units)
     return Response(png, media_type="image/png")

@@ -94,7 +94,7 @@ def capabilities(request: Request) -> Response:
         text_child(bb, _ows("LowerCorner"), f"{w} {s_}")
         text_child(bb, _ows("UpperCorner"), f"{e} {n}")
         text_child(layer, _ows("Identifier"), lid)
-        for name in render.COLORMAPS:
+        for name in render.LISTED_STYLES:
             st = ET.SubElement(
                 layer, _w("Style"), isDefault=str(name == render.DEFAULT_COLORMAP).lower()
             )
@@ -177,9 +177,9 @@ def get_tile(
         raise OWSError("InvalidParameterValue", "Format must be image/png or image/webp",
                            "Format")  # fmt: skip
     colormap = None if style in ("", "default") else style
-    if colormap is not None and colormap not in render.COLORMAPS:
+    if colormap is not None and colormap not in render.STYLE_NAMES:
         raise OWSError("InvalidParameterValue", f"Style {style!r} is not one of default, "
-                           f"{', '.join(render.COLORMAPS)}", "Style")  # fmt: skip
+                           f"{', '.join(render.STYLE_NAMES)}", "Style")  # fmt: skip
     z, y, x = _tile_address(tms, matrix, row, col)
     try:
         status, headers, body, media = tile_response(
