@@ -19,7 +19,6 @@ RUN groupadd --gid 10001 sdmatlas \
     && mkdir -p /data \
     && chown sdmatlas:sdmatlas /data
 COPY --from=build /opt/venv /opt/venv
-COPY models /app/models
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     SDMATLAS_HOST=0.0.0.0 \

@@ -45,7 +45,7 @@ from shapely.geometry import Point, box, mapping
 from sdmatlas.catalog import queries
 from sdmatlas.catalog.db import Catalog
 from sdmatlas.catalog.imports import import_species, import_territories
-from sdmatlas.catalog.localpg import LocalPostgres
+from sdmatlas.testing.localpg import LocalPostgres
 from sdmatlas.catalog.register import layer_version
 from sdmatlas.catalog.schema import Layer, LayerKind, Model, Release, ReleaseStatus
 from sdmatlas.publish.indicators import INDICATORS

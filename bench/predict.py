@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sdmatlas.demo import DEMO_CARD
 from sdmatlas.demo.build import DemoPaths, build_demo
 from sdmatlas.models import load_adapter, load_card
 from sdmatlas.predict.covariates import CovariateStack
@@ -43,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
 ROOT = Path(__file__).resolve().parents[1]
-CARD = ROOT / "models" / "demo" / "demo-sdm.card.yaml"
+CARD = DEMO_CARD
 BATCH = 4096
 
 

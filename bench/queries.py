@@ -3,7 +3,7 @@
     .venv/bin/python bench/queries.py [--species 10000] [--size 512] [--n 50]
 
 Builds (once, cached under data/bench/) a synthetic cube of 10,000 species
-on 512 x 512 pixels with realistic sparsity (sdmatlas.publish.synthetic),
+on 512 x 512 pixels with realistic sparsity (sdmatlas.testing.synthetic),
 publishes it (timed), then measures, for the same random points and
 polygons:
 
@@ -39,7 +39,7 @@ from sdmatlas.predict.cube import is_cube, open_cube
 from sdmatlas.publish import queries
 from sdmatlas.publish.release import open_release, publish
 from sdmatlas.publish.species_csv import species_info_from_csv
-from sdmatlas.publish.synthetic import write_synthetic_cube
+from sdmatlas.testing.synthetic import write_synthetic_cube
 from sdmatlas.quantize import NODATA, SCALE
 from sdmatlas.territory import mask_from_geometry
 

@@ -64,7 +64,7 @@ def ensure_release() -> Path:
     from sdmatlas.predict.cube import is_cube, open_cube
     from sdmatlas.publish.release import publish
     from sdmatlas.publish.species_csv import species_info_from_csv
-    from sdmatlas.publish.synthetic import write_synthetic_cube
+    from sdmatlas.testing.synthetic import write_synthetic_cube
 
     cube = WORK / "synthetic-10000x512" / "cube.zarr"
     if not is_cube(cube):

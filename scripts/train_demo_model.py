@@ -1,6 +1,7 @@
-"""Train the demo Deep-SDM and write models/demo/ (ONNX, TorchScript, card).
+"""Train the demo Deep-SDM and write src/sdmatlas/demo/model/ (ONNX, TorchScript, card).
 
-    python scripts/train_demo_model.py [--data data/demo] [--out models/demo] [--epochs 60]
+    python scripts/train_demo_model.py [--data data/demo] [--out src/sdmatlas/demo/model]
+                                        [--epochs 60]
 
 Needs the [torch] extra. The demo inputs are built first if missing.
 """
@@ -17,7 +18,7 @@ from sdmatlas.demo.train import train_demo_model
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path("data/demo"))
-    ap.add_argument("--out", type=Path, default=Path("models/demo"))
+    ap.add_argument("--out", type=Path, default=Path("src/sdmatlas/demo/model"))
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

@@ -26,15 +26,18 @@ import pytest
 import sqlalchemy as sa
 
 from sdmatlas.catalog.db import Catalog
-from sdmatlas.catalog.localpg import LocalPostgres
-from sdmatlas.demo import region
+from sdmatlas.demo import DEMO_CARD, region
 from sdmatlas.demo.build import write_covariates
 from sdmatlas.grid import Grid
 from sdmatlas.settings import Settings
 from sdmatlas.territory import Territory, write_mask_raster
+from sdmatlas.testing.localpg import LocalPostgres
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_CARD = ROOT / "models" / "demo" / "demo-sdm.card.yaml"
+
+# Starlette's TestClient sends "Host: testserver"; the apps of the tests accept it beside
+# the default allow-list (tests/test_hardening.py checks the default and the refusals).
+os.environ.setdefault("SDMATLAS_ALLOWED_HOSTS", '["testserver", "localhost", "127.0.0.1", "[::1]"]')
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ from conftest import ROOT, catalog_url
 from sdmatlas.catalog import queries
 from sdmatlas.catalog.db import Catalog
 from sdmatlas.catalog.imports import import_species, import_territories
-from sdmatlas.catalog.localpg import LocalPostgres
 from sdmatlas.catalog.names import trigrams
 from sdmatlas.catalog.register import register_release, set_release_status
 from sdmatlas.catalog.schema import Base
@@ -37,6 +36,7 @@ from sdmatlas.predict.cube import open_cube
 from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo
 from sdmatlas.publish.release import PublishOptions, open_release, publish
 from sdmatlas.quantize import NODATA
+from sdmatlas.testing.localpg import LocalPostgres
 
 SPECIES_CSV = ROOT / "tests" / "data" / "species.csv"
 TERRITORIES = ROOT / "src" / "sdmatlas" / "demo" / "territories.geojson"
@@ -514,6 +514,7 @@ def test_database_down_gives_503_and_recovers(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
     from sdmatlas.serve.app import create_app
+    from sdmatlas.serve.errors import code_of
     from sdmatlas.settings import Settings
 
     pg = LocalPostgres().start()
@@ -533,7 +534,7 @@ def test_database_down_gives_503_and_recovers(tmp_path: Path) -> None:
         assert client.get("/health").status_code == 200  # the process itself is alive
         with pytest.raises(DatabaseUnavailableError) as err:
             catalog.ping()
-        assert err.value.http_status == 503
+        assert code_of(err.value).status == 503
 
         pg.start()  # same port, same data
         pg.wait_ready()

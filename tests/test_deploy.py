@@ -44,6 +44,11 @@ def test_compose_wires_api_workers_postgis_redis_and_nginx() -> None:
     assert services["nginx"]["profiles"] == ["proxy"]
     conf = (ROOT / "deploy" / "nginx" / "sdmatlas.conf").read_text()
     assert "proxy_cache_lock on" in conf and "server api:8000" in conf
+    # a client's Host never reaches the API nor the cache key (issue 21: cache poisoning)
+    assert "proxy_set_header Host $host" not in conf and "$request_uri" not in conf
+    assert conf.count("proxy_set_header Host $server_name") == 2
+    assert 'proxy_cache_key "$scheme://$server_name$uri$is_args$args"' in conf
+    assert env["SDMATLAS_PUBLIC_URL"]
 
 
 def test_ci_runs_the_readme_test_command() -> None:
@@ -59,3 +64,23 @@ def test_every_setting_is_documented_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
     for name in Settings.model_fields:
         assert f"SDMATLAS_{name.upper()}" in readme, name
+
+
+def test_the_wheel_ships_the_demo_model_and_no_test_scaffolding(tmp_path: Path) -> None:
+    """What `pip install .` and the Docker image get: the demo model as package data
+    (the demo runs from an installed package), and none of sdmatlas.testing."""
+    import zipfile
+
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+         "-w", str(tmp_path), str(ROOT)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    (wheel,) = tmp_path.glob("sdmatlas-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"sdmatlas/demo/model/demo-sdm.card.yaml", "sdmatlas/demo/model/demo-sdm.onnx",
+            "sdmatlas/serve/static/index.html"} <= names  # fmt: skip
+    assert not [n for n in names if n.startswith("sdmatlas/testing")]
+    from sdmatlas.demo import DEMO_CARD
+
+    assert DEMO_CARD.is_file()

@@ -10,18 +10,21 @@ from shapely.geometry import Point, Polygon
 
 from conftest import World
 from sdmatlas.errors import (
+    BudgetExceededError,
     CorruptDataError,
     IncompleteReleaseError,
     InvalidInputError,
     NotFoundError,
     ReleaseExistsError,
 )
+from sdmatlas.grid import Grid
 from sdmatlas.predict.cube import open_cube
 from sdmatlas.publish import queries
 from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo, get_indicator
 from sdmatlas.publish.levels import downsample_codes, downsample_weights
 from sdmatlas.publish.release import PublishOptions, open_release, publish
 from sdmatlas.quantize import NODATA, dequantize
+from sdmatlas.zarr_access import sdmatlas_attrs
 
 
 def species_info(ids: list[int]) -> SpeciesInfo:
@@ -207,10 +210,11 @@ def test_bad_areas(release: Path, shape: Polygon, message: str) -> None:
         queries.area(open_release(release), shape)
 
 
-def test_area_vertex_limit(release: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(queries, "MAX_VERTICES", 10)
-    with pytest.raises(InvalidInputError, match="vertices; the limit is 10"):
-        queries.area(open_release(release), Point(4_602_000, 2_503_000).buffer(5_000))
+def test_area_bounding_box_budget(release: Path) -> None:
+    geom = Point(4_602_000, 2_503_000).buffer(5_000)
+    grid = Grid.model_validate(sdmatlas_attrs(open_release(release))["grid"])
+    with pytest.raises(BudgetExceededError, match="SDMATLAS_MAX_REPORT_PIXELS"):
+        queries.area_mask(grid, geom, max_pixels=10)
 
 
 # -- indicators ---------------------------------------------------------------------------------
@@ -436,7 +440,7 @@ def test_stac_extension_check_catches_broken_items(tmp_path: Path, release: Path
 
 def test_synthetic_cube_is_sparse_deterministic_and_publishable(tmp_path: Path) -> None:
     from sdmatlas.publish.species_csv import species_info_from_csv
-    from sdmatlas.publish.synthetic import write_synthetic_cube
+    from sdmatlas.testing.synthetic import write_synthetic_cube
 
     a = write_synthetic_cube(tmp_path / "a.zarr", n_species=60, size=64, chunk=32, seed=3)
     b = write_synthetic_cube(tmp_path / "b.zarr", n_species=60, size=64, chunk=32, seed=3)

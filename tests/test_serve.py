@@ -639,28 +639,43 @@ def test_bad_polygons_say_what_to_fix(client: TestClient, grid: Grid) -> None:
     lon0, lat0 = ring[0]
     huge = Polygon(np.c_[lon0 + 0.1 * np.cos(angles), lat0 + 0.1 * np.sin(angles)])
     far = {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]}
-    for body, says in [
-        (swapped, "axes swapped"),
-        (bowtie, "invalid"),
-        (mapping(huge), "vertices"),
-        (far, "does not overlap"),
-        ({"type": "Point", "coordinates": [1, 2]}, "Polygon"),
-        ({"type": "Polygon", "coordinates": [[[0, 0], [1]]]}, "malformed"),
+    unclosed = {"type": "Polygon", "coordinates": [[*ring[:-1], ring[1]]]}
+    for body, status, says in [
+        (swapped, 400, "axes swapped"),
+        (bowtie, 400, "invalid"),
+        (mapping(huge), 413, "SDMATLAS_MAX_POLYGON_VERTICES"),
+        (far, 400, "does not overlap"),
+        ({"type": "Point", "coordinates": [1, 2]}, 400, "Polygon"),
+        ({"type": "Polygon", "coordinates": [[[0, 0], [1]]]}, 400, "[longitude, latitude]"),
+        (
+            {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [2, 2, 2, 2], [0, 0]]]},
+            400,
+            "[longitude, latitude]",
+        ),
         (
             {"type": "Polygon", "coordinates": [[[500, 0], [501, 0], [501, 1], [500, 0]]]},
+            400,
             "longitude",
         ),
-        ({"type": "Polygon", "coordinates": []}, "empty"),
-        ([1, 2, 3], "Polygon"),
+        ({"type": "Polygon", "coordinates": []}, 400, "non-empty list"),
+        (unclosed, 400, "not closed"),
+        ([1, 2, 3], 400, "Polygon"),
     ]:
         r = client.post("/report", json=body)
-        assert r.status_code == 400, (says, r.text)
+        assert r.status_code == status, (says, r.text)
         assert says in r.json()["detail"], r.json()["detail"]
+        assert r.json()["error"] in ("InvalidInputError", "BudgetExceededError")
+    r = client.post("/report", content=b"{not json", headers={"content-type": "text/plain"})
+    assert r.status_code == 400 and "not JSON (sent as text/plain)" in r.json()["detail"]
+    deep = b"[" * 100_000 + b"]" * 100_000  # no RecursionError message leaks out
+    r = client.post("/report", content=deep, headers={"content-type": "application/json"})
+    assert r.status_code in (400, 413) and "recursion" not in r.text.lower(), r.text
+    # JSON sent as text/plain is read as JSON: the same report as application/json
+    square = {"type": "Polygon", "coordinates": [ring]}
+    as_text = client.post("/report", content=json.dumps(square),
+                          headers={"content-type": "text/plain"})  # fmt: skip
     assert (
-        client.post(
-            "/report", content=b"{not json", headers={"content-type": "application/json"}
-        ).status_code
-        == 400
+        as_text.status_code == 200 and as_text.json() == client.post("/report", json=square).json()
     )
 
 

@@ -20,6 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from sdmatlas.demo import DEMO_CARD
 from sdmatlas.errors import InvalidInputError, SdmAtlasError
 from sdmatlas.settings import Settings
 
@@ -38,8 +39,6 @@ app.add_typer(db_app, name="db")
 cache_app = typer.Typer(help="The tile cache: disk space.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 console = Console(stderr=True)
-
-DEMO_CARD = Path(__file__).resolve().parents[2] / "models" / "demo" / "demo-sdm.card.yaml"
 
 
 @contextmanager
@@ -491,10 +490,6 @@ def seed_cmd(
     format: Annotated[str, typer.Option(help="png or webp.")] = "png",
 ) -> None:
     """Pre-render tiles into the disk or Redis tile cache; run again to resume."""
-    import os
-
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")  # inherited by the workers (see `serve`)
     from rich.progress import (
         MofNCompleteColumn,
         Progress,
@@ -588,16 +583,14 @@ def serve_cmd(
     """Serve the API (tiles, point queries, area reports, metadata) with uvicorn."""
     import os
 
-    import uvicorn
-
-    # One BLAS thread per worker: idle OpenBLAS threads spin, and with several API
-    # workers on few cores that spinning costs more than any parallel product saves.
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
-    # Prometheus multiprocess mode: every worker writes its samples here and /metrics,
-    # answered by any worker, sums them. Emptied at start, as prometheus_client asks.
+    # BLAS threads are set in the app factory (serve/process.py), for every way of
+    # starting the app. Prometheus multiprocess mode needs its directory before the
+    # workers import prometheus_client: every worker writes its samples here and
+    # /metrics, answered by any worker, sums them. Emptied at start, as it asks.
     import shutil
     import tempfile
+
+    import uvicorn
 
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if metrics_dir:

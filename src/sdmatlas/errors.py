@@ -1,8 +1,9 @@
 """The one exception hierarchy of sdmatlas.
 
 Every error raised on purpose by the library derives from :class:`SdmAtlasError`
-and carries a message that says what to fix. Each class has an ``http_status``
-so that the web layer maps the whole hierarchy to HTTP in one place.
+and carries a message that says what to fix. The web layer maps the hierarchy to
+HTTP statuses and OGC exception codes in one table (``sdmatlas.serve.errors.TABLE``);
+the classes here know nothing of HTTP.
 """
 
 from __future__ import annotations
@@ -11,25 +12,29 @@ from __future__ import annotations
 class SdmAtlasError(Exception):
     """Root of every error sdmatlas raises on purpose."""
 
-    http_status: int = 500
+    #: The request parameter at fault, when one is (an OGC exception's ``locator``).
+    locator: str | None = None
+
+    def at(self, locator: str) -> SdmAtlasError:
+        """This error, naming the request parameter at fault."""
+        self.locator = locator
+        return self
 
 
 class InvalidInputError(SdmAtlasError, ValueError):
     """Something a user or client gave is malformed or out of range."""
 
-    http_status = 400
+
+class BudgetExceededError(InvalidInputError):
+    """A request would cost more than a budget of the settings (pixels, vertices, bytes)."""
 
 
 class NotFoundError(SdmAtlasError, LookupError):
     """A named thing (file, layer, species, release) does not exist."""
 
-    http_status = 404
-
 
 class ConflictError(SdmAtlasError):
     """The request would overwrite or mix with something that already exists."""
-
-    http_status = 409
 
 
 class ModelCardError(InvalidInputError):
@@ -71,10 +76,47 @@ class CorruptDataError(SdmAtlasError):
 class DatabaseUnavailableError(SdmAtlasError):
     """The catalog database cannot be reached; the request may succeed if retried."""
 
-    http_status = 503
-
 
 class StorageUnavailableError(SdmAtlasError):
     """Release storage cannot be read; the request may succeed if retried."""
 
-    http_status = 503
+
+class DeadlineExceededError(SdmAtlasError):
+    """A request ran past the per-request deadline; it may succeed when retried."""
+
+
+class MissingParameterError(InvalidInputError):
+    """A required request parameter is missing (OGC: MissingParameterValue)."""
+
+
+class OperationNotSupportedError(InvalidInputError):
+    """An OGC request names an operation the service does not offer."""
+
+
+class InvalidCRSError(InvalidInputError):
+    """A coordinate reference system that is not served (WMS: InvalidCRS / InvalidSRS)."""
+
+
+class InvalidFormatError(InvalidInputError):
+    """An output format that is not served (WMS: InvalidFormat)."""
+
+
+class StyleNotDefinedError(InvalidInputError):
+    """A style (colormap) that is not defined for the layer."""
+
+
+class InvalidDimensionError(InvalidInputError):
+    """A dimension value (WMS TIME) that the layer does not have."""
+
+
+class InvalidPointError(InvalidInputError):
+    """A GetFeatureInfo pixel outside the map or tile (WMS InvalidPoint, WMTS
+    PointIJOutOfRange)."""
+
+
+class LayerNotQueryableError(InvalidInputError):
+    """A layer that GetFeatureInfo cannot query."""
+
+
+class TileOutOfRangeError(InvalidInputError):
+    """A WMTS TileRow or TileCol outside its tile matrix."""

@@ -94,6 +94,20 @@ class Settings(BaseSettings):
     tile_cache_dir: Path | None = Field(
         default=None, description="Disk tile cache directory; unset, <data_dir>/tile-cache."
     )
+    tile_cache_disk_mb: int = Field(
+        default=10_240,
+        ge=1,
+        le=100_000_000,
+        description="Size cap of the disk tile cache (MB): past it, the least recently used "
+        "tiles are evicted down to 90 %.",
+    )
+    tile_cache_unversioned_ttl_hours: float = Field(
+        default=24.0,
+        gt=0,
+        le=87_600,
+        description="Tiles first asked for without ?v=<layer version> (anonymous style "
+        "variants) are dropped from the disk cache after this; versioned ones stay (LRU).",
+    )
     tile_cache_memory_mb: int = Field(
         default=64, ge=1, le=1_000_000, description="In-process tile cache size per process."
     )
@@ -111,6 +125,79 @@ class Settings(BaseSettings):
     )
     log_format: Literal["json", "text"] = Field(
         default="json", description="Access and application logs of `sdmatlas serve`."
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="The service's public base URL (https://maps.example.org/api): every "
+        "absolute URL in capabilities, TileJSON and styles is built from it, never from the "
+        "request's Host header.",
+    )
+    allowed_hosts: list[str] = Field(
+        default=["localhost", "127.0.0.1", "[::1]"],
+        description="Without public_url, the Host headers accepted (JSON list; '*.example.org' "
+        "for subdomains, ['*'] for any: only behind a proxy that sets Host). Others get a 400.",
+    )
+    executor_threads: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="The one bounded thread pool of an API process: catalog queries, cache "
+        "I/O and locks, GetMap, capabilities, reports and exports run there, off the event loop.",
+    )
+    request_deadline_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        le=3600,
+        description="A request still working after this is stopped: 503 with Retry-After "
+        "(or an OGC exception report).",
+    )
+    max_body_bytes: int = Field(
+        default=8 * 2**20,
+        ge=1024,
+        le=2**31,
+        description="Budget: request body bytes (a GeoJSON polygon), refused with 413 before "
+        "it is read whole.",
+    )
+    max_header_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        le=2**20,
+        description="Budget: bytes of all request headers together (431 beyond).",
+    )
+    max_map_side: int = Field(
+        default=4096, ge=256, le=65536, description="Budget: WIDTH and HEIGHT of a GetMap."
+    )
+    max_map_pixels: int = Field(
+        default=4096 * 4096,
+        ge=65536,
+        le=2**34,
+        description="Budget: pixels drawn by one GetMap, WIDTH x HEIGHT x layers.",
+    )
+    max_map_layers: int = Field(
+        default=8, ge=1, le=256, description="Budget: layers in one GetMap (LAYERS)."
+    )
+    max_polygon_vertices: int = Field(
+        default=100_000, ge=4, le=10_000_000, description="Budget: vertices of a report polygon."
+    )
+    max_polygon_parts: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000_000,
+        description="Budget: polygons and rings of a report MultiPolygon.",
+    )
+    max_report_pixels: int = Field(
+        default=50_000_000,
+        ge=1,
+        le=10**12,
+        description="Budget: pixels of an area report polygon's bounding box on the grid "
+        "(its mask is held in memory).",
+    )
+    max_report_values: int = Field(
+        default=2_000_000_000,
+        ge=1,
+        le=10**13,
+        description="Budget: probability values an area report reads from the pixel-major "
+        "copy (boundary blocks x 64 pixels x species), counted before reading.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Where models run: 'auto' takes a GPU when one is present."

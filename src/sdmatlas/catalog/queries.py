@@ -35,6 +35,9 @@ from sdmatlas.catalog.schema import (
 from sdmatlas.errors import InvalidInputError, NotFoundError
 
 MAX_LIMIT = 1000
+#: The largest page offset accepted (SQL engines take 64-bit offsets; a client's larger
+#: integer would overflow the driver, a 500, instead of being refused).
+MAX_OFFSET = 2**31 - 1
 StatusFlag = Literal["protected", "invasive", "endemic"]
 
 

@@ -11,3 +11,6 @@ from pathlib import Path
 #: world-atlas npm package), three simulated protected areas and the demo region
 #: itself; built by ``scripts/make_demo_territories.py``.
 TERRITORIES = Path(__file__).with_name("territories.geojson")
+#: The committed demo model's card (beside it, its ONNX and TorchScript files): package
+#: data, so the demo runs from an installed wheel or the Docker image too.
+DEMO_CARD = Path(__file__).parent / "model" / "demo-sdm.card.yaml"

@@ -22,12 +22,13 @@ from rasterio.features import rasterize
 from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
 
+from sdmatlas import budget
 from sdmatlas.errors import InvalidInputError
 from sdmatlas.grid import Grid
 from sdmatlas.quantize import NODATA, SCALE
 from sdmatlas.zarr_access import array, sdmatlas_attrs
 
-MAX_VERTICES = 100_000
+#: Default bounding-box budget of an area (pixels); the API's is SDMATLAS_MAX_REPORT_PIXELS.
 MAX_AREA_PIXELS = 50_000_000
 
 
@@ -81,18 +82,14 @@ def point(release: zarr.Group, x: float, y: float) -> PointResult:
     return PointResult(bool(codes.size and codes[0] != NODATA), r, c, ids, codes)
 
 
-def area_mask(grid: Grid, geom: BaseGeometry) -> tuple[npt.NDArray[np.bool_], int, int]:
-    """Pixels of ``grid`` whose centre is in ``geom`` (grid CRS): a window mask and its origin."""
+def area_mask(
+    grid: Grid, geom: BaseGeometry, max_pixels: int = MAX_AREA_PIXELS
+) -> tuple[npt.NDArray[np.bool_], int, int]:
+    """Pixels of ``grid`` whose centre is in ``geom`` (grid CRS): a window mask and its
+    origin. The window (the polygon's bounding box on the grid) is at most ``max_pixels``
+    (the mask is held in memory). Vertex budgets are the caller's (sdmatlas.polygons)."""
     if geom.is_empty or not geom.is_valid or geom.geom_type not in {"Polygon", "MultiPolygon"}:
         raise InvalidInputError("the area must be a valid, non-empty Polygon or MultiPolygon")
-    parts = getattr(geom, "geoms", [geom])
-    n_vertices = sum(
-        len(p.exterior.coords) + sum(len(i.coords) for i in p.interiors) for p in parts
-    )
-    if n_vertices > MAX_VERTICES:
-        raise InvalidInputError(
-            f"the polygon has {n_vertices} vertices; the limit is {MAX_VERTICES}: simplify it"
-        )
     left, bottom, right, top = geom.bounds
     r0, c0 = (int(v) for v in grid.rowcol(left, top))
     r1, c1 = (int(v) + 1 for v in grid.rowcol(right, bottom))
@@ -100,16 +97,34 @@ def area_mask(grid: Grid, geom: BaseGeometry) -> tuple[npt.NDArray[np.bool_], in
     r1, c1 = min(r1, grid.height), min(c1, grid.width)
     if r1 <= r0 or c1 <= c0:
         raise InvalidInputError("the polygon does not overlap the release grid")
-    if (r1 - r0) * (c1 - c0) > MAX_AREA_PIXELS:
-        raise InvalidInputError(
-            f"the polygon's bounding box covers {(r1 - r0) * (c1 - c0):,} pixels; the limit is "
-            f"{MAX_AREA_PIXELS:,}: split it"
-        )
+    budget.check(
+        "pixels of the area's bounding box",
+        "max_report_pixels",
+        (r1 - r0) * (c1 - c0),
+        max_pixels,
+        "split the area",
+    )
     t = grid.transform * grid.transform.translation(c0, r0)
     mask = rasterize(
         [(mapping(geom), 1)], out_shape=(r1 - r0, c1 - c0), transform=t, fill=0, dtype="uint8"
     ).astype(bool)
     return mask, r0, c0
+
+
+def boundary_blocks(mask: npt.NDArray[np.bool_], r0: int, c0: int, grid: Grid, block: int) -> int:
+    """How many aggregate blocks the area covers only partly, from its mask alone (no
+    data read): an upper bound on the blocks :func:`area` reads pixel by pixel."""
+    br0, bc0 = r0 // block, c0 // block
+    R0, C0 = br0 * block, bc0 * block
+    h = -(-(r0 + mask.shape[0] - R0) // block) * block
+    w = -(-(c0 + mask.shape[1] - C0) // block) * block
+    inside = np.zeros((h, w), np.int32)
+    inside[r0 - R0 : r0 - R0 + mask.shape[0], c0 - C0 : c0 - C0 + mask.shape[1]] = mask
+    on_grid = np.zeros((h, w), np.int32)
+    on_grid[: min(h, grid.height - R0), : min(w, grid.width - C0)] = 1
+    n = inside.reshape(h // block, block, w // block, block).sum(axis=(1, 3))
+    cells = on_grid.reshape(h // block, block, w // block, block).sum(axis=(1, 3))
+    return int(((n > 0) & (n < cells)).sum())
 
 
 def area(
@@ -151,6 +166,7 @@ def area(
         vmax = np.maximum(vmax, bmax[full].max(axis=0))
     pixels = array(release, "pixels")
     for by, bx in zip(*np.nonzero(partial), strict=True):
+        budget.check_deadline()
         y0, x0 = R0 + by * block, C0 + bx * block
         y1, x1 = min(y0 + block, grid.height), min(x0 + block, grid.width)
         codes = np.asarray(pixels[y0:y1, x0:x1, :])

@@ -8,6 +8,9 @@ connections are checked before use).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI, Response
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -17,6 +20,7 @@ from sdmatlas.serve import (
     errors,
     fastpath,
     metrics,
+    process,
     query_routes,
     tile_routes,
     tms_routes,
@@ -24,18 +28,28 @@ from sdmatlas.serve import (
     wms_routes,
     wmts_routes,
 )
+from sdmatlas.serve.guard import GuardMiddleware
 from sdmatlas.serve.middleware import ETagTimingMiddleware
 from sdmatlas.serve.observe import ObserveMiddleware, configure_logging
+from sdmatlas.serve.offload import size_executor
 from sdmatlas.serve.services import Services
 from sdmatlas.settings import Settings
 
 
 def create_app(settings: Settings | None = None, catalog: Catalog | None = None) -> FastAPI:
     settings = settings or Settings()
+    process.tune()  # one BLAS thread, the metrics directory: however the app is started
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        size_executor(settings.executor_threads)  # the one concurrency budget
+        yield
+
     app = FastAPI(
         title="sdmatlas",
         summary="Species distribution maps: metadata, tiles, point and area queries.",
         version="0.1.0",
+        lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.catalog = catalog or Catalog.from_settings(settings)
@@ -44,6 +58,7 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     if settings.tile_fast_path:
         fastpath.install(app, app.state.services)  # innermost: inside ETag and CORS
     app.add_middleware(ETagTimingMiddleware)
+    app.add_middleware(GuardMiddleware, settings=settings)  # sizes, Host, deadline
     app.add_middleware(ObserveMiddleware, pool=getattr(app.state.catalog.engine, "pool", None))
     if settings.cors_origins:
         app.add_middleware(
@@ -64,7 +79,7 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
         )
 
     @app.get("/health", tags=["service"], summary="Liveness: the process answers.")
-    def health() -> dict[str, str]:
+    async def health() -> dict[str, str]:  # on the event loop: it measures the loop
         return {"status": "ok"}
 
     @app.get(

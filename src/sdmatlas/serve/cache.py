@@ -94,28 +94,49 @@ class MemoryCache:
             while self._bytes > self.max_bytes:
                 _, v = self._items.popitem(last=False)
                 self._bytes -= len(v)
+                metrics.EVICTIONS.labels("memory", "size").inc()
 
 
 class DiskCache:
     """Files ``<root>/<release>/<key[:2]>/<key>``, written atomically (a temporary file
-    in the same directory, then a rename), so readers never see half a tile."""
+    in the same directory, then a rename), so readers never see half a tile.
+
+    Bounded: after every ``max_bytes / 20`` bytes written, one process (an ``flock``
+    decides which) sweeps the tree in a background thread: unversioned tiles past their
+    TTL go first, then the least recently used (a hit refreshes a file's mtime at most
+    hourly) until the cache is at 90 % of its cap. Requests never wait for a sweep."""
 
     name = "disk"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self, root: Path, max_bytes: int = 10 * 2**30, transient_ttl_s: float = 86400.0
+    ) -> None:
         self.root = Path(root)
+        self.max_bytes = max_bytes
+        self.transient_ttl_s = transient_ttl_s
+        self._written = 0
+        self._sweeping = threading.Lock()
 
     def path(self, ns: str, key: str) -> Path:
         _check(ns, key)
         return self.root / ns / key[:2] / key
 
     def get(self, ns: str, key: str) -> bytes | None:
+        p = self.path(ns, key)
         try:
-            return self.path(ns, key).read_bytes()
+            raw = p.read_bytes()
+            age = time.time() - p.stat().st_mtime
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise CacheError(f"disk cache {self.root}: {exc}") from exc
+        if Entry.is_transient(raw):
+            if age > self.transient_ttl_s:
+                return None  # expired: re-rendered and rewritten by the caller
+        elif age > TOUCH_AFTER_S:
+            with contextlib.suppress(OSError):
+                os.utime(p)  # the LRU clock of versioned tiles
+        return raw
 
     def contains(self, ns: str, key: str) -> bool:
         return self.path(ns, key).is_file()
@@ -132,6 +153,66 @@ class DiskCache:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise CacheError(f"disk cache {self.root}: {exc}") from exc
+        self._written += len(value)
+        if self._written >= self.max_bytes // 20 and self._sweeping.acquire(blocking=False):
+            self._written = 0
+            threading.Thread(target=self._sweep_in_background, daemon=True).start()
+
+    def _sweep_in_background(self) -> None:
+        try:
+            self.sweep()
+        except OSError as exc:  # a sweep that fails is retried after the next writes
+            log.warning("disk tile cache sweep failed: %s", exc)
+        finally:
+            self._sweeping.release()
+
+    def sweep(self) -> tuple[int, int]:
+        """Expire and evict now, if no other process is sweeping; (expired, evicted)."""
+        lock = self.root / ".locks" / "sweep"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a+b") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return 0, 0
+            try:
+                return self._sweep()
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _sweep(self) -> tuple[int, int]:
+        now = time.time()
+        files: list[tuple[float, int, Path]] = []
+        expired = 0
+        for d in self.root.glob("*/*"):
+            if d.parts[-2].startswith(".") or not d.is_dir():
+                continue
+            for p in d.iterdir():
+                try:
+                    st = p.stat()
+                    if p.name.startswith("."):
+                        continue
+                    if now - st.st_mtime > self.transient_ttl_s and _transient_file(p):
+                        p.unlink(missing_ok=True)
+                        expired += 1
+                        continue
+                except OSError:
+                    continue
+                files.append((st.st_mtime, st.st_size, p))
+        total = sum(f[1] for f in files)
+        evicted = 0
+        if total > self.max_bytes:
+            target = self.max_bytes * 0.9
+            for _, size, p in sorted(files, key=lambda f: f[0]):
+                if total <= target:
+                    break
+                with contextlib.suppress(OSError):
+                    p.unlink(missing_ok=True)
+                    total -= size
+                    evicted += 1
+        metrics.EVICTIONS.labels("disk", "ttl").inc(expired)
+        metrics.EVICTIONS.labels("disk", "size").inc(evicted)
+        return expired, evicted
 
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:
@@ -175,6 +256,15 @@ class DiskCache:
                     size += p.stat().st_size
                     p.unlink(missing_ok=True)
         return files, size
+
+
+#: A versioned tile's mtime is refreshed on a hit at most this often (the LRU clock).
+TOUCH_AFTER_S = 3600.0
+
+
+def _transient_file(p: Path) -> bool:
+    with open(p, "rb") as fh:
+        return Entry.is_transient(fh.read(1))
 
 
 class RedisCache:
@@ -240,19 +330,29 @@ class RedisCache:
 
 @dataclass(frozen=True)
 class Entry:
-    """A cached tile: the body and what the response needs besides it."""
+    """A cached tile: the body and what the response needs besides it. ``transient``:
+    first asked for without the layer version (``?v=``), so it expires from the disk
+    cache after ``tile_cache_unversioned_ttl_hours``.
+
+    Stored as two header bytes (flags: 1 empty, 2 transient; the pyramid level or 255)
+    and the body."""
 
     body: bytes
     empty: bool
     level: int | None
+    transient: bool = False
 
     def encode(self) -> bytes:
-        head = bytes([1 if self.empty else 0, 255 if self.level is None else self.level])
-        return head + self.body
+        flags = (1 if self.empty else 0) | (2 if self.transient else 0)
+        return bytes([flags, 255 if self.level is None else self.level]) + self.body
 
     @classmethod
     def decode(cls, raw: bytes) -> Entry:
-        return cls(raw[2:], raw[0] == 1, None if raw[1] == 255 else raw[1])
+        return cls(raw[2:], bool(raw[0] & 1), None if raw[1] == 255 else raw[1], bool(raw[0] & 2))
+
+    @staticmethod
+    def is_transient(raw: bytes) -> bool:
+        return bool(raw[:1]) and bool(raw[0] & 2)
 
 
 class TileCache:
@@ -287,8 +387,17 @@ class TileCache:
             log.warning("tile cache backend %s is back", b.name)
             metrics.CACHE_UP.labels(b.name).set(1)
 
-    def get(self, ns: str, key: str) -> tuple[Entry, str] | None:
+    @property
+    def in_process(self) -> bool:
+        """True when every backend is in this process's memory: no lookup blocks."""
+        return all(isinstance(b, MemoryCache) for b in self.backends)
+
+    def get(self, ns: str, key: str, memory_only: bool = False) -> tuple[Entry, str] | None:
+        """The tile from the first backend that has it (copied into the faster ones);
+        with ``memory_only``, from the in-process LRU alone (safe on the event loop)."""
         for i, b in enumerate(self.backends):
+            if memory_only and not isinstance(b, MemoryCache):
+                break
             if not self._up(b):
                 continue
             try:
@@ -388,7 +497,13 @@ def build_cache(settings: Settings) -> TileCache:
         if name == "memory":
             backends.append(MemoryCache(settings.tile_cache_memory_mb * 2**20))
         elif name == "disk":
-            backends.append(DiskCache(settings.tile_cache_path))
+            backends.append(
+                DiskCache(
+                    settings.tile_cache_path,
+                    settings.tile_cache_disk_mb * 2**20,
+                    settings.tile_cache_unversioned_ttl_hours * 3600,
+                )
+            )
         elif name == "redis":
             ttl = int(settings.tile_cache_redis_ttl_days * 86400) or None
             backends.append(RedisCache(settings.redis_url, ttl))

@@ -13,6 +13,8 @@ from sdmatlas.catalog.db import Catalog
 from sdmatlas.catalog.names import MAX_QUERY
 from sdmatlas.errors import NotFoundError
 from sdmatlas.serve.http import etag
+from sdmatlas.serve.services import services
+from sdmatlas.serve.urls import public_base
 
 router = APIRouter(tags=["catalog"])
 
@@ -32,7 +34,7 @@ def species(
     status: Literal["protected", "invasive", "endemic"] | None = None,
     territory: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=queries.MAX_OFFSET)] = 0,
 ) -> list[dict[str, Any]]:
     with _catalog(request).session() as s:
         hits = queries.search_species(
@@ -56,7 +58,7 @@ def latest_release(
     request: Request, period: Annotated[str | None, Query(max_length=32)] = None
 ) -> dict[str, Any]:
     with _catalog(request).session() as s:
-        return asdict(queries.latest_release(s, period))
+        return _release(queries.latest_release(s, period))
 
 
 @router.get("/releases", summary="Published releases, newest first.")
@@ -66,13 +68,21 @@ def releases(
     include_retired: bool = False,
 ) -> list[dict[str, Any]]:
     with _catalog(request).session() as s:
-        return [asdict(r) for r in queries.list_releases(s, period, include_retired)]
+        return [_release(r) for r in queries.list_releases(s, period, include_retired)]
 
 
 @router.get("/releases/{key}", summary="One release.")
 def release(request: Request, key: Annotated[str, Path(max_length=100)]) -> dict[str, Any]:
     with _catalog(request).session() as s:
-        return asdict(queries.get_release(s, key))
+        return _release(queries.get_release(s, key))
+
+
+def _release(info: queries.ReleaseInfo) -> dict[str, Any]:
+    """A release as clients see it: no storage location (a server path or a bucket URL
+    is nobody else's business; tiles and downloads are reached through the API)."""
+    d = asdict(info)
+    d.pop("storage_uri", None)
+    return d
 
 
 @router.get("/species/{species_id}", summary="One species with its names and layers.")
@@ -127,7 +137,7 @@ def layers(
     period: Annotated[str | None, Query(max_length=32)] = None,
     release: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=queries.MAX_OFFSET)] = 0,
 ) -> list[dict[str, Any]]:
     """Each layer with its API ``id`` (for /tiles and /layers/{id}/...), statistics,
     lon/lat bbox (where the species is present) and version."""
@@ -160,7 +170,7 @@ def layer(request: Request, layer: Annotated[str, Path(max_length=200)]) -> dict
             raise NotFoundError(f"no layer {layer!r} (see GET /layers)")
         out = _layer(found[0])
         out["histogram"] = found[0].histogram
-    base = str(request.base_url).rstrip("/")
+    base = public_base(request, services(request).settings)
     out["links"] = {
         "tilejson": f"{base}/layers/{layer}/tilejson.json",
         "style": f"{base}/layers/{layer}/style.json",
@@ -175,7 +185,7 @@ def territories(
     request: Request,
     level: Literal["country", "region", "protected_area", "custom"] | None = None,
     limit: Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=queries.MAX_OFFSET)] = 0,
 ) -> list[dict[str, Any]]:
     with _catalog(request).session() as s:
         return [asdict(t) for t in queries.list_territories(s, level, limit, offset)]

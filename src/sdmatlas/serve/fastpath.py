@@ -13,16 +13,15 @@ as documented in the OpenAPI document.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sdmatlas.errors import DatabaseUnavailableError, SdmAtlasError
+from sdmatlas.serve import errors
 from sdmatlas.serve.services import Services
-from sdmatlas.serve.tile_routes import PARAM_LIMITS, tile_response
+from sdmatlas.serve.tile_routes import PARAM_LIMITS, answer_tile
 
 _TILE = re.compile(
     r"^/tiles/([^/]{1,200})/([A-Za-z0-9_]{1,64})/(\d{1,2})/(\d{1,10})/(\d{1,10})\.([a-z]{2,5})$"
@@ -50,13 +49,13 @@ class TileFastPath:
             if k == b"if-none-match":
                 inm = v.decode("latin-1")
         try:
-            status, headers, body, media = tile_response(
+            status, headers, body, media = await answer_tile(
                 self.services, inm, layer, tms, z, x, y, fmt, params
             )
-        except SdmAtlasError as exc:
-            status, media = exc.http_status, "application/json"
-            body = json.dumps({"detail": str(exc), "error": type(exc).__name__}).encode()
-            headers = {"Retry-After": "5"} if isinstance(exc, DatabaseUnavailableError) else {}
+        except Exception as exc:  # the one error table, as the routes answer
+            errors.log_if_fault(exc)
+            status, media = errors.code_of(exc).status, "application/json"
+            body, headers = errors.json_body(exc), errors.headers_of(exc)
         raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         if media is not None:
             raw.append((b"content-type", media.encode()))

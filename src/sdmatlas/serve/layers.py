@@ -37,6 +37,8 @@ LayerKindName = Literal["species", "indicator", "group"]
 _ID = re.compile(r"^([a-z0-9][a-z0-9._-]{0,99}):(species|indicator|group):([A-Za-z0-9_]{1,64})$")
 GROUP_INDICATORS = ("richness", "richness_thresholded")
 MAX_GROUP_SPECIES = 500
+#: species ids are 32-bit in the catalog; larger numbers name no layer (404, not a 500)
+MAX_SPECIES_ID = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,12 @@ def parse_layer_id(layer_id: str) -> tuple[str, LayerKindName, str]:
             "<release>:indicator:<name> or <release>:group:<indicator> (see GET /layers)"
         )
     kind: LayerKindName = m.group(2)  # type: ignore[assignment]
-    return m.group(1), kind, m.group(3)
+    name = m.group(3)
+    if kind == "species" and (not name.isdigit() or int(name) > MAX_SPECIES_ID):
+        raise NotFoundError(
+            f"layer {layer_id[:120]!r}: a species id is an integer from 0 to {MAX_SPECIES_ID}"
+        )
+    return m.group(1), kind, name
 
 
 class LayerResolver:
@@ -87,12 +94,20 @@ class LayerResolver:
         self._cache: dict[str, tuple[float, LayerRef]] = {}
         self._lock = threading.Lock()
 
-    def resolve(self, layer_id: str) -> LayerRef:
-        now = time.monotonic()
+    def cached(self, layer_id: str) -> LayerRef | None:
+        """The layer if this process resolved it within the TTL, without asking the
+        catalog (safe on the event loop); else None."""
         with self._lock:
             hit = self._cache.get(layer_id)
-        if hit is not None and now - hit[0] < self.ttl:
+        if hit is not None and time.monotonic() - hit[0] < self.ttl:
             return hit[1]
+        return None
+
+    def resolve(self, layer_id: str) -> LayerRef:
+        hit = self.cached(layer_id)
+        if hit is not None:
+            return hit
+        now = time.monotonic()
         ref = self._lookup(layer_id)
         with self._lock:
             if len(self._cache) > 100_000:

@@ -39,6 +39,11 @@ CACHE_UP = Gauge(
     "sdmatlas_tile_cache_up", "1 while a tile cache backend works, 0 while it is skipped "
     "(the lowest over processes).", ["backend"], multiprocess_mode="livemin",
 )  # fmt: skip
+EVICTIONS = Counter(
+    "sdmatlas_tile_cache_evictions", "Tiles removed from a cache backend, by reason (size: "
+    "over the cap, least recently used first; ttl: an unversioned tile past its TTL).",
+    ["backend", "reason"],
+)  # fmt: skip
 RENDERS = Counter("sdmatlas_tile_renders", "Tiles rendered (cache misses and uncached tiles).")
 STAGE = Histogram(
     "sdmatlas_tile_stage_seconds", "Time per tile rendering stage (index, read, render, "

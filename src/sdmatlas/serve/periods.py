@@ -16,13 +16,13 @@ import re
 from dataclasses import dataclass
 
 from sdmatlas.catalog import queries
-from sdmatlas.errors import NotFoundError
+from sdmatlas.errors import InvalidDimensionError, NotFoundError
 from sdmatlas.serve.services import Services
 
 _NAME = re.compile(r"^(species|indicator):[A-Za-z0-9_]{1,64}$")
 
 
-class DimensionError(Exception):
+class DimensionError(InvalidDimensionError):
     """A TIME value that names no period of the layer."""
 
 

@@ -4,27 +4,29 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from typing import Annotated, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 import shapely
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pyproj import Transformer
-from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
-from shapely.validation import explain_validity
 
+from sdmatlas import budget, polygons
 from sdmatlas.catalog import queries as catalog_queries
 from sdmatlas.catalog.register import footprint
 from sdmatlas.errors import InvalidInputError
 from sdmatlas.publish import queries
 from sdmatlas.quantize import NODATA
 from sdmatlas.serve.http import SHORT, Timer
+from sdmatlas.serve.offload import offload
 from sdmatlas.serve.reader import OpenRelease
 from sdmatlas.serve.services import Services, services
 from sdmatlas.serve.tiling import transformer
+from sdmatlas.settings import Settings
 from sdmatlas.zarr_access import array
 
 router = APIRouter(tags=["queries"])
@@ -36,9 +38,6 @@ ReleaseParam = Annotated[
 PeriodParam = Annotated[
     str | None, Query(max_length=32, description="With no release: the latest of this period.")
 ]
-#: Area reports take polygons of at most this many vertices (and, through the
-#: release's limit, bounding boxes of at most 50 M pixels).
-MAX_REPORT_VERTICES = queries.MAX_VERTICES
 
 
 def _open(svc: Services, release: str | None, period: str | None) -> OpenRelease:
@@ -75,7 +74,7 @@ def point(
     period: PeriodParam = None,
     min_probability: Annotated[float, Query(ge=0, le=1)] = 0.0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=catalog_queries.MAX_OFFSET)] = 0,
 ) -> Response:
     """Species sorted by probability (highest first), paged, with a minimum probability;
     the indicator values at the pixel; the territories containing the point. A point
@@ -130,37 +129,12 @@ def _json(body: Any, timer: Timer) -> Response:
     )
 
 
-def parse_area(doc: Any, rel: OpenRelease) -> BaseGeometry:
-    """A GeoJSON Polygon/MultiPolygon (or a Feature of one) in lon/lat, validated, in the
-    release's CRS."""
-    if isinstance(doc, dict) and doc.get("type") == "Feature":
-        doc = doc.get("geometry")
-    if not isinstance(doc, dict) or doc.get("type") not in ("Polygon", "MultiPolygon"):
-        raise InvalidInputError(
-            "the body must be a GeoJSON Polygon or MultiPolygon (or a Feature of one), "
-            "in longitude/latitude"
-        )
-    try:
-        geom = shape(doc)
-    except Exception as exc:  # shapely's errors for malformed coordinates vary
-        raise InvalidInputError(f"the polygon's coordinates are malformed: {exc}") from None
-    if geom.is_empty:
-        raise InvalidInputError("the polygon is empty")
-    n = shapely.get_num_coordinates(geom)
-    if n > MAX_REPORT_VERTICES:
-        raise InvalidInputError(
-            f"the polygon has {n} vertices; the limit is {MAX_REPORT_VERTICES}: simplify it"
-        )
-    minx, miny, maxx, maxy = geom.bounds
-    if not (-180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90):
-        raise InvalidInputError(
-            "coordinates must be longitude, latitude in degrees (GeoJSON order, EPSG:4326)"
-        )
-    if not geom.is_valid:
-        raise InvalidInputError(
-            f"the polygon is invalid ({explain_validity(geom)}): fix its rings "
-            "(no self-intersections, closed rings)"
-        )
+def parse_area(doc: Any, rel: OpenRelease, settings: Settings) -> BaseGeometry:
+    """A GeoJSON Polygon/MultiPolygon (or a Feature of one) in lon/lat, validated within
+    the budgets, its edges densified as RFC 7946 lines, in the release's CRS."""
+    geom = polygons.polygon_from_geojson(
+        doc, settings.max_polygon_vertices, settings.max_polygon_parts
+    )
     footprint = _footprint_lonlat(rel)
     if not geom.intersects(footprint):
         swapped = shapely.transform(geom, lambda xy: xy[:, ::-1])
@@ -170,7 +144,7 @@ def parse_area(doc: Any, rel: OpenRelease) -> BaseGeometry:
                 "GeoJSON coordinates are longitude, latitude"
             )
         raise InvalidInputError(f"the polygon does not overlap release {rel.key}")
-    return _project(geom, _to_grid(rel))
+    return _project(polygons.densify(geom), _to_grid(rel))
 
 
 def _project(geom: BaseGeometry, t: Transformer) -> BaseGeometry:
@@ -187,7 +161,18 @@ def _footprint_lonlat(rel: OpenRelease) -> BaseGeometry:
 
 
 def _report(svc: Services, rel: OpenRelease, geom: BaseGeometry, min_mean: float) -> dict[str, Any]:
-    mask, r0, c0 = queries.area_mask(rel.grid, geom)  # rasterised once, for both uses
+    # rasterised once, for both uses
+    mask, r0, c0 = queries.area_mask(rel.grid, geom, svc.settings.max_report_pixels)
+    # the budget, before any data is read: boundary blocks x block pixels x species
+    blocks = queries.boundary_blocks(mask, r0, c0, rel.grid, rel.block)
+    budget.check(
+        "values read by the report (boundary blocks x pixels x species)",
+        "max_report_values",
+        blocks * rel.block**2 * len(rel.species_names),
+        svc.settings.max_report_values,
+        "simplify the outline (a long, detailed boundary costs the most), split the "
+        "area, or ask for a territory of the catalog (GET /report?territory=)",
+    )
     res = queries.area(rel.group, geom, (mask, r0, c0))
     window = (slice(r0, r0 + mask.shape[0]), slice(c0, c0 + mask.shape[1]))
     terr = np.asarray(array(rel.group, "territory")[window]) == 1
@@ -283,10 +268,24 @@ POLYGON_EXAMPLE = {
 }
 
 
-@router.post("/report", summary="Area report for a GeoJSON polygon (lon/lat).")
-def report_polygon(
+@router.post(
+    "/report",
+    summary="Area report for a GeoJSON polygon (lon/lat).",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/geo+json": {
+                    "schema": {"type": "object"},
+                    "example": POLYGON_EXAMPLE,
+                },
+                "application/json": {"schema": {"type": "object"}, "example": POLYGON_EXAMPLE},
+            },
+        }
+    },
+)
+async def report_polygon(
     request: Request,
-    geometry: Annotated[Any, Body(examples=[POLYGON_EXAMPLE])],
     release: ReleaseParam = None,
     period: PeriodParam = None,
     format: ReportFormat = "json",
@@ -295,14 +294,44 @@ def report_polygon(
     """Species present in the polygon with their mean probability and expected occupied
     area (pixels whose centre is inside), counts of protected, invasive and endemic
     species present (p >= the release threshold somewhere in the area), and each
-    indicator's mean, min and max there."""
+    indicator's mean, min and max there. The body is a GeoJSON Polygon or MultiPolygon
+    (or a Feature of one) in longitude/latitude, within the body, vertex and part
+    budgets (413 beyond, with the budget named)."""
     svc = services(request)
+    body = await request.body()  # at most SDMATLAS_MAX_BODY_BYTES (serve/guard.py)
+    s = svc.settings
+    polygons.prescan(body, s.max_polygon_vertices, s.max_polygon_parts)  # before parsing
+    media = request.headers.get("content-type", "")
+    return await offload(_report_polygon, svc, body, media, release, period, format,
+                         min_mean_probability)  # fmt: skip
+
+
+def _report_polygon(
+    svc: Services, body: bytes, media: str, release: str | None, period: str | None,
+    format: str, min_mean: float,
+) -> Response:  # fmt: skip
     timer = Timer()
+    doc = _json_body(body, media)
     rel = _open(svc, release, period)
-    geom = parse_area(geometry, rel)
+    geom = parse_area(doc, rel, svc.settings)
     with timer.span("read"):
-        body = _report(svc, rel, geom, min_mean_probability)
-    return _respond(body, format, timer)
+        report = _report(svc, rel, geom, min_mean)
+    return _respond(report, format, timer)
+
+
+def _json_body(body: bytes, media: str) -> Any:
+    """The parsed body. JSON is read whatever the Content-Type says (curl -d sends
+    form-urlencoded), and the error says what was expected."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise InvalidInputError("the body is nested too deeply to be GeoJSON") from None
+    except ValueError:
+        sent = f" (sent as {media.split(';')[0][:60]})" if media else ""
+        raise InvalidInputError(
+            f"the body is not JSON{sent}: send a GeoJSON Polygon or MultiPolygon in "
+            "longitude/latitude, with Content-Type: application/geo+json"
+        ) from None
 
 
 @router.get("/report", summary="Area report for a territory of the catalog.")
@@ -323,7 +352,7 @@ def report_territory(
     clipped = _polygons(geom_ll.intersection(_footprint_lonlat(rel)))
     if clipped.is_empty:
         raise InvalidInputError(f"territory {territory!r} does not overlap release {rel.key}")
-    geom = _project(clipped, _to_grid(rel))
+    geom = _project(polygons.densify(clipped), _to_grid(rel))
     with timer.span("read"):
         body = _report(svc, rel, geom, min_mean_probability)
     body["territory"] = territory

@@ -81,6 +81,7 @@ class OpenRelease:
     family: list[str]
     threshold: float
     indicators: dict[str, dict[str, Any]]
+    block: int  # edge of the area-query block aggregates (pixels)
     _arrays: dict[tuple[int, str], zarr.Array[Any]]
     _direct: dict[tuple[int, str], LocalChunkReader | None]
 
@@ -125,6 +126,7 @@ def open_for_serving(key: str, uri: str) -> OpenRelease:
         family=family,
         threshold=float(meta["threshold"]),
         indicators=dict(meta.get("indicators", {})),
+        block=int(meta["block"]),
         _arrays={},
         _direct={},
     )

@@ -230,7 +230,21 @@ def parse_style(
             ) from None
         if not (np.isfinite(vmin) and np.isfinite(vmax) and vmin < vmax):
             raise InvalidInputError(f"rescale {rescale!r}: min must be less than max, both finite")
-    return Style(colors, float(vmin), float(vmax), label, float(fade))
+    vmin, vmax = _snap(float(vmin), float(vmax))
+    return Style(colors, vmin, vmax, label, float(fade))
+
+
+def _snap(vmin: float, vmax: float) -> tuple[float, float]:
+    """The range rounded to a 1/1024 of its span (a power of ten at most that): four
+    times finer than the 255 colours can show, so ``rescale=0,0.8`` and
+    ``rescale=0,0.80001`` draw and cache as one style instead of two."""
+    span = vmax - vmin
+    step = 10.0 ** np.floor(np.log10(span / 1024)) if span > 0 else 0.0
+    if not (np.isfinite(step) and step > 0):
+        return vmin, vmax
+    lo, hi = round(vmin / step) * step, round(vmax / step) * step
+    lo, hi = float(f"{lo:.12g}"), float(f"{hi:.12g}")  # no 0.30000000000000004
+    return (lo, hi) if lo < hi else (vmin, vmax)
 
 
 def _rgb(hex6: str) -> tuple[int, int, int]:

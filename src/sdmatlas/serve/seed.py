@@ -112,6 +112,9 @@ _worker: dict[str, object] = {}
 
 def _init(settings: Settings) -> None:
     from sdmatlas.catalog.db import Catalog
+    from sdmatlas.serve import process
+
+    process.tune()  # one BLAS thread per worker, as in the API
 
     _worker["svc"] = Services.build(settings, Catalog.from_settings(settings))
 
@@ -128,7 +131,9 @@ def seed_batch(
     """Render (or skip) each tile; returns (rendered, already cached, empty)."""
     rendered = cached = empty = 0
     for layer, tms, z, x, y in jobs:
-        _, headers, _, _ = tile_response(svc, None, layer, tms, z, x, y, fmt, params)
+        # as the versioned URLs of TileJSON ask: seeded tiles never expire by TTL
+        versioned = {**params, "v": svc.layers.resolve(layer).version}
+        _, headers, _, _ = tile_response(svc, None, layer, tms, z, x, y, fmt, versioned)
         if headers.get("X-Cache") == "miss":
             rendered += 1
         else:

@@ -51,11 +51,15 @@ class Services:
     def open(self, ref: LayerRef) -> OpenRelease:
         return self.reader.release(ref.release, ref.storage_uri)
 
+    def cached_group_rows(self, ref: LayerRef, spec: GroupSpec) -> npt.NDArray[np.intp] | None:
+        """The group's rows if this process already knows them (no I/O), else None."""
+        with self._lock:
+            return self._groups.get((ref.release, ref.version, spec.key()))
+
     def group_rows(self, ref: LayerRef, spec: GroupSpec) -> npt.NDArray[np.intp]:
         """The species rows of a group (validated), remembered per release version."""
         key = (ref.release, ref.version, spec.key())
-        with self._lock:
-            hit = self._groups.get(key)
+        hit = self.cached_group_rows(ref, spec)
         if hit is not None:
             return hit
         rows = group_rows(self.open(ref), spec)

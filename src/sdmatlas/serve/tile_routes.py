@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Annotated, Any
 
 import numpy as np
@@ -16,8 +17,10 @@ from sdmatlas.serve import metrics, render
 from sdmatlas.serve.cache import Entry
 from sdmatlas.serve.http import SHORT, Timer, cache_control, etag, respond, tag_matches
 from sdmatlas.serve.layers import GroupSpec, LayerRef, parse_group
+from sdmatlas.serve.offload import offload
 from sdmatlas.serve.services import Services, services
 from sdmatlas.serve.tiling import TMS_NAMES, check_tile, get_tms, tms_crs, transformer
+from sdmatlas.serve.urls import public_base
 
 router = APIRouter(tags=["tiles"])
 
@@ -174,7 +177,7 @@ async def tile(
         "colormap": colormap, "rescale": rescale, "v": v, "genus": genus, "family": family,
         "status": status, "ids": ids,
     }  # fmt: skip
-    status_code, headers, body, media = tile_response(
+    status_code, headers, body, media = await answer_tile(
         services(request), request.headers.get("if-none-match"), layer, tms, z, x, y, format,
         params,
     )  # fmt: skip
@@ -182,9 +185,22 @@ async def tile(
 
 
 TileParams = dict[str, str | None]
+#: status, headers, body and media type of a tile response
+TileAnswer = tuple[int, dict[str, str], bytes, str | None]
 
 
 def tile_response(
+    svc: Services, if_none_match: str | None, layer: str, tms: str, z: int, x: int, y: int,
+    format: str, params: TileParams,
+) -> TileAnswer:  # fmt: skip
+    """Status, headers, body and media type of a tile request (may block: run it in the
+    executor, or where blocking is fine, as in seeding)."""
+    answer = _tile(svc, if_none_match, layer, tms, z, x, y, format, params, hot=False)
+    assert answer is not None
+    return answer
+
+
+def hot_tile(
     svc: Services,
     if_none_match: str | None,
     layer: str,
@@ -194,23 +210,46 @@ def tile_response(
     y: int,
     format: str,
     params: TileParams,
-) -> tuple[int, dict[str, str], bytes, str | None]:
+) -> TileAnswer | None:
+    """The tile if it can be answered without blocking (on the event loop), else None."""
+    return _tile(svc, if_none_match, layer, tms, z, x, y, format, params, hot=True)
+
+
+def _tile(
+    svc: Services,
+    if_none_match: str | None,
+    layer: str,
+    tms: str,
+    z: int,
+    x: int,
+    y: int,
+    format: str,
+    params: TileParams,
+    hot: bool,
+) -> TileAnswer | None:
     """Status, headers, body and media type of a tile request: shared by the FastAPI
-    route and the fast path (serve/fastpath.py), so both answer the same bytes."""
-    # Rendered on the event loop's thread on purpose: the work is CPU-bound (threads
-    # would not run it in parallel), and PROJ transformers are per thread and cost
-    # 50-200 ms to create in each new one. The catalog is only asked on a layer-cache miss.
+    route and the fast path (serve/fastpath.py), so both answer the same bytes.
+
+    With ``hot``, only what cannot block is done (safe on the event loop): the layer
+    from this process's resolver cache, the tile from the in-process LRU, or rendered
+    when no cache backend does I/O; anything needing the catalog, a disk or Redis
+    lookup, or a lock answers None, and the caller runs it again in the executor."""
     timer = Timer()
     with timer.span("layer"):
-        ref = svc.layers.resolve(layer)
+        ref = svc.layers.cached(layer) if hot else svc.layers.resolve(layer)
+    if ref is None:
+        return None
     get_tms(tms)
     render.check_format(format)
     group = _group(ref, params.get("genus"), params.get("family"), params.get("status"),
                    params.get("ids"))  # fmt: skip
-    rows = svc.group_rows(ref, group) if group is not None else None
-    style = render.parse_style(
-        params.get("colormap"), params.get("rescale"), ref.default_range, ref.fade
-    )
+    rows = None
+    if group is not None:
+        rows = svc.cached_group_rows(ref, group) if hot else svc.group_rows(ref, group)
+        if rows is None:
+            return None
+    style = render.parse_style(params.get("colormap"), params.get("rescale"), ref.default_range,
+                               ref.fade)  # fmt: skip
     tag = etag(ref.version, tms, z, x, y, format, style.key(), group.key() if group else "")
     cache = cache_control(ref.version, params.get("v"))
     if if_none_match and tag_matches(if_none_match, tag):
@@ -220,12 +259,16 @@ def tile_response(
     entry, source = None, "off"
     if svc.tiles.enabled:
         with timer.span("cache"):
-            hit = svc.tiles.get(ref.release, key)
+            hit = svc.tiles.get(ref.release, key, memory_only=hot)
+        if hit is None and hot and not svc.tiles.in_process:
+            return None  # a disk or Redis lookup, and the render lock: in the executor
         if hit is None:
             with svc.tiles.flight(ref.release, key):  # concurrent requests render it once
                 hit = svc.tiles.get(ref.release, key)
                 if hit is None:
                     entry = _render_entry(svc, ref, rows, tms, z, x, y, format, style, timer)
+                    # tiles first asked for without ?v= expire from the disk cache
+                    entry = replace(entry, transient=params.get("v") != ref.version)
                     svc.tiles.put(ref.release, key, entry)
                     source = "miss"
         if hit is not None:
@@ -242,6 +285,17 @@ def tile_response(
     if format == "npy" and ref.kind == "species":
         headers |= {"X-Scale": repr(SCALE), "X-Nodata": str(NODATA)}
     return 200, headers, entry.body, render.FORMATS[format]
+
+
+async def answer_tile(
+    svc: Services, if_none_match: str | None, layer: str, tms: str, z: int, x: int, y: int,
+    format: str, params: TileParams,
+) -> TileAnswer:  # fmt: skip
+    """A tile for an async route: on the event loop when nothing can block (a hit in
+    the in-process LRU, or a render with only in-process caches), else in the executor."""
+    args = (svc, if_none_match, layer, tms, z, x, y, format, params)
+    answer = hot_tile(*args)
+    return answer if answer is not None else await offload(tile_response, *args)
 
 
 def _render_entry(
@@ -307,7 +361,7 @@ def tilejson(
         colormap=colormap, rescale=rescale, v=ref.version, genus=genus, family=family,
         status=status, ids=ids,
     )  # fmt: skip
-    base = str(request.base_url).rstrip("/")
+    base = public_base(request, services(request).settings)
     bounds = list(ref.bbox) if ref.bbox else [-180.0, -85.0, 180.0, 85.0]
     doc = {
         "tilejson": "3.0.0",
@@ -345,7 +399,7 @@ def style_json(
     qs = _query_string(
         colormap=colormap, rescale=rescale, genus=genus, family=family, status=status, ids=ids
     )
-    base = str(request.base_url).rstrip("/")
+    base = public_base(request, services(request).settings)
     doc = {
         "version": 8,
         "name": ref.title,

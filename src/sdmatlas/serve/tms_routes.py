@@ -16,8 +16,9 @@ from sdmatlas.serve import render
 from sdmatlas.serve.catalog_routes import layer_id, published_layers
 from sdmatlas.serve.ogc_xml import xml_response
 from sdmatlas.serve.services import services
-from sdmatlas.serve.tile_routes import LayerId, tile_response, zoom_range
+from sdmatlas.serve.tile_routes import LayerId, answer_tile, zoom_range
 from sdmatlas.serve.tiling import TMS_NAMES, get_tms
+from sdmatlas.serve.urls import public_base
 
 router = APIRouter(tags=["ogc"])
 
@@ -36,13 +37,17 @@ def _image_format(fmt: str) -> None:
 
 
 def _base(request: Request) -> str:
-    return str(request.base_url).rstrip("/") + "/tms/1.0.0"
+    return public_base(request, services(request).settings) + "/tms/1.0.0"
 
 
 @router.get("/tms/1.0.0", summary="TMS 1.0.0 TileMapService: every layer in every profile.")
 def tile_map_service(request: Request) -> Response:
     svc = services(request)
-    root = ET.Element("TileMapService", version="1.0.0", services=str(request.base_url))
+    root = ET.Element(
+        "TileMapService",
+        version="1.0.0",
+        services=public_base(request, services(request).settings) + "/",
+    )
     ET.SubElement(root, "Title").text = "sdmatlas"
     ET.SubElement(root, "Abstract").text = "AI-predicted species distributions and indicators"
     maps = ET.SubElement(root, "TileMaps")
@@ -114,7 +119,7 @@ async def tms_tile(
     height = matrix_set.matrix(z).matrixHeight
     if y >= height:
         raise NotFoundError(f"tile row {y} is outside {tms} at zoom {z} (rows < {height})")
-    status, headers, body, media = tile_response(
+    status, headers, body, media = await answer_tile(
         services(request), request.headers.get("if-none-match"), layer, tms, z, x,
         height - 1 - y, format, {},
     )  # fmt: skip

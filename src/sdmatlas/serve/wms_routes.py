@@ -19,16 +19,29 @@ import numpy.typing as npt
 from fastapi import APIRouter, Request, Response
 from PIL import Image
 
+from sdmatlas import budget
 from sdmatlas.catalog import queries
-from sdmatlas.errors import SdmAtlasError
+from sdmatlas.errors import (
+    InvalidCRSError,
+    InvalidFormatError,
+    InvalidInputError,
+    InvalidPointError,
+    LayerNotQueryableError,
+    MissingParameterError,
+    NotFoundError,
+    OperationNotSupportedError,
+    StyleNotDefinedError,
+)
 from sdmatlas.grid import Grid
 from sdmatlas.serve import render
 from sdmatlas.serve.catalog_routes import layer_id, published_layers
+from sdmatlas.serve.errors import code_of, headers_of, log_if_fault, message_of
 from sdmatlas.serve.feature_info import INFO_FORMATS, info_response, value_at
 from sdmatlas.serve.http import SHORT
 from sdmatlas.serve.layers import LayerRef
+from sdmatlas.serve.offload import offload
 from sdmatlas.serve.ogc_xml import text_child, xml_response
-from sdmatlas.serve.periods import DimensionError, is_period_layer, period_layers
+from sdmatlas.serve.periods import is_period_layer, period_layers
 from sdmatlas.serve.periods import resolve as resolve_period
 from sdmatlas.serve.services import Services, services
 from sdmatlas.serve.tile_routes import tile_response
@@ -40,23 +53,30 @@ from sdmatlas.serve.tiling import (
     transformer,
     window_index,
 )
+from sdmatlas.serve.urls import public_base
 
 router = APIRouter(tags=["ogc"])
 
-MAX_SIZE = 4096  # pixels per side of a GetMap image
 #: CRS codes served, and whether 1.3.0 gives their bbox in reversed (y, x) order.
 CRSS = {"EPSG:3857": False, "EPSG:4326": True, "CRS:84": False, "EPSG:3035": True}
 XLINK = "http://www.w3.org/1999/xlink"
 FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
 
 
-class WMSError(Exception):
-    def __init__(self, code: str | None, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.code, self.status = code, status
+#: the exception codes WMS 1.1.1 defines (others are left out of a 1.1.1 report)
+CODES_111 = {"InvalidFormat", "InvalidSRS", "LayerNotDefined", "StyleNotDefined",
+             "LayerNotQueryable", "InvalidDimensionValue", "CurrentUpdateSequence",
+             "InvalidUpdateSequence", "MissingDimensionValue"}  # fmt: skip
 
 
-def exception_report(exc: WMSError, version: str) -> Response:
+def exception_report(exc: BaseException, version: str) -> Response:
+    """Any error as a ServiceExceptionReport of the version, with the status and code
+    of the one error table (serve/errors.py)."""
+    log_if_fault(exc)
+    code = code_of(exc).wms
+    if version != "1.3.0":
+        code = "InvalidSRS" if code == "InvalidCRS" else code
+        code = code if code in CODES_111 else None
     if version == "1.3.0":
         root = ET.Element("ServiceExceptionReport", version="1.3.0",
                           xmlns="http://www.opengis.net/ogc")  # fmt: skip
@@ -64,14 +84,15 @@ def exception_report(exc: WMSError, version: str) -> Response:
     else:
         root = ET.Element("ServiceExceptionReport", version="1.1.1")
         media = "application/vnd.ogc.se_xml"
-    e = ET.SubElement(root, "ServiceException", {"code": exc.code} if exc.code else {})
-    e.text = str(exc)
-    return xml_response(root, media, exc.status)
+    e = ET.SubElement(root, "ServiceException", {"code": code} if code else {})
+    e.text = message_of(exc)
+    response = xml_response(root, media, code_of(exc).status)
+    response.headers.update(headers_of(exc))
+    return response
 
 
-def capabilities(request: Request, version: str) -> Response:
-    svc = services(request)
-    base = str(request.base_url).rstrip("/") + "/wms?"
+def capabilities(svc: Services, base: str, version: str) -> Response:
+    base = base + "/wms?"
     body = svc.memo(("wms", version, base), lambda: _capabilities(svc, base, version))
     return Response(body, media_type="text/xml" if version == "1.3.0" else
                     "application/vnd.ogc.wms_xml", headers={"Cache-Control": SHORT})  # fmt: skip
@@ -184,8 +205,9 @@ def _capabilities(svc: Services, base: str, version: str) -> bytes:
     text_child(service, "Abstract", "AI-predicted species distributions and indicators")
     wr.href(ET.SubElement(service, "OnlineResource"), base)
     if v13:
-        text_child(service, "MaxWidth", str(MAX_SIZE))
-        text_child(service, "MaxHeight", str(MAX_SIZE))
+        text_child(service, "LayerLimit", str(svc.settings.max_map_layers))
+        text_child(service, "MaxWidth", str(svc.settings.max_map_side))
+        text_child(service, "MaxHeight", str(svc.settings.max_map_side))
     cap = ET.SubElement(root, "Capability")
     req = ET.SubElement(cap, "Request")
     ops = [
@@ -277,7 +299,10 @@ def _as_tile(crs: str, bbox: tuple[float, float, float, float], width: int,
     tms = get_tms(name)
     left, _, right, top = bbox
     x0, _, x1, _ = tile_bounds(tms, tms.minzoom, 0, 0)
-    z = tms.minzoom + round(math.log2((x1 - x0) / (right - left)))  # quadtrees: halves a zoom
+    ratio = (x1 - x0) / (right - left)  # BBOXes of 1e308 or 5e-324 make 0 or inf here
+    if not (math.isfinite(ratio) and ratio > 0):
+        return None
+    z = tms.minzoom + round(math.log2(ratio))  # quadtrees: halves a zoom
     if not tms.minzoom <= z <= tms.maxzoom:
         return None
     x0, _, x1, y0 = tile_bounds(tms, z, 0, 0)
@@ -296,53 +321,66 @@ def _params(request: Request) -> dict[str, str]:
     return {k.upper(): v for k, v in request.query_params.items()}
 
 
+def _require(p: dict[str, str], *keys: str) -> None:
+    for key in keys:
+        if key not in p:
+            raise MissingParameterError(f"{key} is missing")
+
+
 def _map_window(
-    p: dict[str, str], version: str
+    svc: Services, p: dict[str, str], version: str
 ) -> tuple[str, tuple[float, float, float, float], int, int]:
     """CRS, x/y-ordered BBOX, WIDTH and HEIGHT of a GetMap or GetFeatureInfo request."""
-    for key in ("BBOX", "WIDTH", "HEIGHT"):
-        if key not in p:
-            raise WMSError("MissingParameterValue" if version == "1.3.0" else None,
-                           f"{key} is missing")  # fmt: skip
     crs_key = "CRS" if version == "1.3.0" else "SRS"
-    crs = p.get(crs_key)
-    if crs is None:
-        raise WMSError("MissingParameterValue" if version == "1.3.0" else None,
-                       f"{crs_key} is missing")  # fmt: skip
-    crs = crs.upper()
+    _require(p, "BBOX", "WIDTH", "HEIGHT", crs_key)
+    crs = p[crs_key].upper()
     if crs not in CRSS:
-        raise WMSError("InvalidCRS" if version == "1.3.0" else "InvalidSRS",
-                       f"{crs} is not served; use one of {', '.join(CRSS)}")  # fmt: skip
+        raise InvalidCRSError(f"{crs[:40]} is not served; use one of {', '.join(CRSS)}")
     try:
         width, height = int(p["WIDTH"]), int(p["HEIGHT"])
         bbox = tuple(float(v) for v in p["BBOX"].split(","))
     except ValueError:
-        raise WMSError(None, "WIDTH and HEIGHT must be integers, BBOX four numbers") from None
+        raise InvalidInputError("WIDTH and HEIGHT must be integers, BBOX four numbers") from None
     if len(bbox) != 4 or not all(math.isfinite(v) for v in bbox):
-        raise WMSError(None, "BBOX must be four finite numbers: minx,miny,maxx,maxy")
-    if not (1 <= width <= MAX_SIZE and 1 <= height <= MAX_SIZE):
-        raise WMSError(None, f"WIDTH and HEIGHT must be between 1 and {MAX_SIZE}")
+        raise InvalidInputError("BBOX must be four finite numbers: minx,miny,maxx,maxy")
+    side = svc.settings.max_map_side
+    if not (width >= 1 and height >= 1):
+        raise InvalidInputError("WIDTH and HEIGHT must be at least 1")
+    budget.check(
+        "map side",
+        "max_map_side",
+        max(width, height),
+        side,
+        "ask for a smaller WIDTH and HEIGHT, or for tiles (WMTS, XYZ)",
+    )
     if version == "1.3.0" and CRSS[crs]:
         bbox = (bbox[1], bbox[0], bbox[3], bbox[2])  # (lat, lon) / (northing, easting) first
     if not (bbox[0] < bbox[2] and bbox[1] < bbox[3]):
-        raise WMSError(None, "BBOX must have minx < maxx and miny < maxy")
+        raise InvalidInputError("BBOX must have minx < maxx and miny < maxy")
     return crs, (bbox[0], bbox[1], bbox[2], bbox[3]), width, height
 
 
-def _wms_layer(svc: Services, name: str, group_code: str, time: str | None) -> LayerRef:
-    """A layer by id (a period layer at TIME); unknown ones are LayerNotDefined, group
-    layers ``group_code``, a TIME naming no period of the layer InvalidDimensionValue."""
-    try:
-        if is_period_layer(name):
-            name = resolve_period(svc, name, time)
-        ref = svc.layers.resolve(name)
-    except DimensionError as exc:
-        raise WMSError("InvalidDimensionValue", str(exc)) from None
-    except SdmAtlasError as exc:
-        raise WMSError("LayerNotDefined", str(exc)) from None
+def _wms_layer(svc: Services, name: str, time: str | None, queried: bool = False) -> LayerRef:
+    """A layer by id (a period layer at TIME): unknown ones are LayerNotDefined (404),
+    a TIME naming no period of the layer InvalidDimensionValue; any other error (the
+    catalog down: 503) keeps its own status."""
+    if is_period_layer(name):
+        name = resolve_period(svc, name, time)
+    ref = svc.layers.resolve(name)
     if ref.kind == "group":
-        raise WMSError(group_code, "group layers are not served by WMS")
+        if queried:
+            raise LayerNotQueryableError("group layers are not served by WMS")
+        raise NotFoundError("group layers are not served by WMS")
     return ref
+
+
+def _style(name: str | None) -> str | None:
+    if name is None or name in ("", "default"):
+        return None
+    if name not in render.STYLE_NAMES:
+        raise StyleNotDefinedError(f"style {name[:60]!r} is not one of "
+                                   f"{', '.join(render.LISTED_STYLES)}")  # fmt: skip
+    return name
 
 
 def _over(palette: npt.NDArray[np.uint8], bg_rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
@@ -355,49 +393,57 @@ def _over(palette: npt.NDArray[np.uint8], bg_rgb: npt.NDArray[np.uint8]) -> npt.
 
 
 def get_map(svc: Services, p: dict[str, str], version: str) -> Response:
-    for key in ("LAYERS", "FORMAT"):
-        if key not in p:
-            raise WMSError("MissingParameterValue" if version == "1.3.0" else None,
-                           f"{key} is missing")  # fmt: skip
+    _require(p, "LAYERS", "FORMAT")
     fmt = FORMATS.get(p["FORMAT"])
     if fmt is None:
-        raise WMSError("InvalidFormat", f"FORMAT must be one of {', '.join(FORMATS)}")
-    crs, bbox, width, height = _map_window(p, version)
+        raise InvalidFormatError(f"FORMAT must be one of {', '.join(FORMATS)}")
+    crs, bbox, width, height = _map_window(svc, p, version)
     layers = [x for x in p["LAYERS"].split(",") if x]
     styles = [x for x in p.get("STYLES", "").split(",")] if p.get("STYLES") else []
     if not layers:
-        raise WMSError("LayerNotDefined", "LAYERS is empty")
+        raise NotFoundError("LAYERS is empty")
+    s = svc.settings
+    budget.check(
+        "map layers",
+        "max_map_layers",
+        len(layers),
+        s.max_map_layers,
+        "ask for fewer LAYERS at once",
+    )
+    budget.check(
+        "map pixels (WIDTH x HEIGHT x layers)",
+        "max_map_pixels",
+        width * height * len(layers),
+        s.max_map_pixels,
+        "ask for a smaller map or fewer layers, or for tiles (WMTS, XYZ)",
+    )
     if styles and len(styles) != len(layers):
-        raise WMSError(None, "STYLES must name one style per layer (or be empty)")
+        raise InvalidInputError("STYLES must name one style per layer (or be empty)")
     transparent = p.get("TRANSPARENT", "FALSE").upper() == "TRUE"
     bg = p.get("BGCOLOR", "0xFFFFFF")
     if len(bg) != 8 or not bg.lower().startswith("0x"):
-        raise WMSError(None, f"BGCOLOR {bg[:20]!r} must be 0xRRGGBB")
+        raise InvalidInputError(f"BGCOLOR {bg[:20]!r} must be 0xRRGGBB")
     try:
         bgc = int(bg[2:], 16)
     except ValueError:
-        raise WMSError(None, f"BGCOLOR {bg!r} must be 0xRRGGBB") from None
+        raise InvalidInputError(f"BGCOLOR {bg!r} must be 0xRRGGBB") from None
+    chosen = [_style(styles[i] if styles else None) for i in range(len(layers))]
     tile = _as_tile(crs, bbox, width, height) if len(layers) == 1 and fmt != "jpeg" else None
     if tile is not None and transparent:
         # exactly a tile of a served matrix set: the tile path and its cache answer it
-        style0 = styles[0] if styles and styles[0] not in ("", "default") else None
-        if style0 is None or style0 in render.STYLE_NAMES:
-            ref = _wms_layer(svc, layers[0], "LayerNotDefined", p.get("TIME"))
-            _, headers, body, _ = tile_response(svc, None, ref.id, tile[0], *tile[1:], fmt,
-                                                {"colormap": style0})  # fmt: skip
-            keep = {k: v for k, v in headers.items() if k in ("ETag", "X-Cache", "X-Tile-Empty")}
-            return Response(body, media_type=p["FORMAT"],
-                            headers={"Cache-Control": SHORT, **keep})  # fmt: skip
+        ref = _wms_layer(svc, layers[0], p.get("TIME"))
+        _, headers, body, _ = tile_response(svc, None, ref.id, tile[0], *tile[1:], fmt,
+                                            {"colormap": chosen[0]})  # fmt: skip
+        keep = {k: v for k, v in headers.items() if k in ("ETag", "X-Cache", "X-Tile-Empty")}
+        return Response(body, media_type=p["FORMAT"],
+                        headers={"Cache-Control": SHORT, **keep})  # fmt: skip
     # Each layer as palette indices and its palette, as the tiles are made. Species
     # palettes fade in (alpha 0-255), so layers are stacked with the "over" operator.
     drawn: list[tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]] = []
     indexes: dict[tuple[object, ...], TileIndex] = {}  # one per release grid
-    for i, name in enumerate(layers):
-        style = styles[i] if styles and styles[i] not in ("", "default") else None
-        if style is not None and style not in render.STYLE_NAMES:
-            raise WMSError("StyleNotDefined", f"style {style!r} is not one of "
-                           f"{', '.join(render.STYLE_NAMES)}")  # fmt: skip
-        ref = _wms_layer(svc, name, "LayerNotDefined", p.get("TIME"))
+    for name, style in zip(layers, chosen, strict=True):
+        budget.check_deadline()
+        ref = _wms_layer(svc, name, p.get("TIME"))
         rel = svc.open(ref)
         g = rel.grid
         gkey = (g.crs, g.res, g.x0, g.y0, g.width, g.height, rel.n_levels)
@@ -412,6 +458,7 @@ def get_map(svc: Services, p: dict[str, str], version: str) -> Response:
         else:
             values = svc.reader.gather(rel, idx, ref.var)
             drawn.append((render.quantise(values, st), render.index_palette(st)))
+    budget.check_deadline()
     bg_rgb = np.array([(bgc >> 16) & 255, (bgc >> 8) & 255, bgc & 255], np.uint8)
     opaque = not transparent or fmt == "jpeg"
     if len(drawn) == 1 and fmt != "jpeg":  # the common case: a palette image, as tiles
@@ -437,64 +484,72 @@ def get_map(svc: Services, p: dict[str, str], version: str) -> Response:
 
 @router.get("/wms", summary="OGC WMS 1.1.1 and 1.3.0 (GetCapabilities, GetMap, GetLegendGraphic).")
 async def wms(request: Request) -> Response:
+    """Parsed on the event loop; answered in the executor (serve/offload.py). Every
+    error, including server faults, is a ServiceExceptionReport of the version."""
     p = _params(request)
     version = p.get("VERSION", "1.3.0")
     if version not in ("1.1.1", "1.3.0"):
         version = "1.3.0"
+    svc = services(request)
     try:
-        if p.get("SERVICE", "WMS").upper() != "WMS":
-            raise WMSError(None, "SERVICE must be WMS")
-        req = p.get("REQUEST", "").lower()
-        if req == "getcapabilities":
-            return capabilities(request, version)
-        if req == "getmap":
-            return get_map(services(request), p, version)
-        if req == "getlegendgraphic":
-            return legend(services(request), p)
-        if req == "getfeatureinfo":
-            return feature_info(services(request), p, version)
-        raise WMSError("OperationNotSupported", "REQUEST must be GetCapabilities, GetMap, "
-                       "GetFeatureInfo or GetLegendGraphic")  # fmt: skip
-    except WMSError as exc:
+        return await offload(_dispatch, svc, p, version, public_base(request, svc.settings))
+    except Exception as exc:  # one table decides the status and the code
         return exception_report(exc, version)
+
+
+def _dispatch(svc: Services, p: dict[str, str], version: str, base: str) -> Response:
+    if p.get("SERVICE", "WMS").upper() != "WMS":
+        raise InvalidInputError("SERVICE must be WMS")
+    req = p.get("REQUEST", "").lower()
+    if req == "getcapabilities":
+        return capabilities(svc, base, version)
+    if req == "getmap":
+        return get_map(svc, p, version)
+    if req == "getlegendgraphic":
+        return legend(svc, p)
+    if req == "getfeatureinfo":
+        return feature_info(svc, p, version)
+    raise OperationNotSupportedError("REQUEST must be GetCapabilities, GetMap, "
+                                     "GetFeatureInfo or GetLegendGraphic")  # fmt: skip
 
 
 def feature_info(svc: Services, p: dict[str, str], version: str) -> Response:
     """The value of each queried layer at the clicked pixel (its centre), with the
     species name for species layers."""
-    crs, bbox, width, height = _map_window(p, version)
+    crs, bbox, width, height = _map_window(svc, p, version)
     names = [x for x in p.get("QUERY_LAYERS", "").split(",") if x]
     if not names:
-        raise WMSError("MissingParameterValue", "QUERY_LAYERS is missing")
+        raise MissingParameterError("QUERY_LAYERS is missing")
+    budget.check(
+        "queried layers",
+        "max_map_layers",
+        len(names),
+        svc.settings.max_map_layers,
+        "ask for fewer QUERY_LAYERS at once",
+    )
     fmt = p.get("INFO_FORMAT", "text/plain")
     if fmt not in INFO_FORMATS:
-        raise WMSError("InvalidFormat", f"INFO_FORMAT must be one of {', '.join(INFO_FORMATS)}")
+        raise InvalidFormatError(f"INFO_FORMAT must be one of {', '.join(INFO_FORMATS)}")
     ik, jk = ("I", "J") if version == "1.3.0" else ("X", "Y")
     try:
         i, j = int(p[ik]), int(p[jk])
     except (KeyError, ValueError):
-        raise WMSError("MissingParameterValue", f"{ik} and {jk} must be pixel integers") from None
+        raise MissingParameterError(f"{ik} and {jk} must be pixel integers") from None
     if not (0 <= i < width and 0 <= j < height):
-        raise WMSError("InvalidPoint", f"{ik},{jk} must lie inside WIDTH x HEIGHT")
+        raise InvalidPointError(f"{ik},{jk} must lie inside WIDTH x HEIGHT")
     left, bottom, right, top = bbox
     x = left + (i + 0.5) * (right - left) / width
     y = top - (j + 0.5) * (top - bottom) / height
     results = [
-        value_at(svc, name, _wms_layer(svc, name, "LayerNotQueryable", p.get("TIME")), crs, x, y)
+        value_at(svc, name, _wms_layer(svc, name, p.get("TIME"), queried=True), crs, x, y)
         for name in names
     ]
     return info_response(results, fmt)
 
 
 def legend(svc: Services, p: dict[str, str]) -> Response:
-    name = p.get("LAYER")
-    if not name:
-        raise WMSError("MissingParameterValue", "LAYER is missing")
-    ref = _wms_layer(svc, name, "LayerNotDefined", p.get("TIME"))
-    style = p.get("STYLE") or None
-    if style is not None and style not in render.STYLE_NAMES:
-        raise WMSError(
-            "StyleNotDefined", f"style {style!r} is not one of {', '.join(render.STYLE_NAMES)}"
-        )
-    png = render.legend_png(render.parse_style(style, None, ref.default_range, ref.fade), ref.units)
-    return Response(png, media_type="image/png")
+    _require(p, "LAYER")
+    ref = _wms_layer(svc, p["LAYER"], p.get("TIME"))
+    style = _style(p.get("STYLE") or None)
+    st = render.parse_style(style, None, ref.default_range, ref.fade)
+    return Response(render.legend_png(st, ref.units), media_type="image/png")
