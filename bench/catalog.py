@@ -45,10 +45,10 @@ from shapely.geometry import Point, box, mapping
 from sdmatlas.catalog import queries
 from sdmatlas.catalog.db import Catalog
 from sdmatlas.catalog.imports import import_species, import_territories
-from sdmatlas.testing.localpg import LocalPostgres
 from sdmatlas.catalog.register import layer_version
 from sdmatlas.catalog.schema import Layer, LayerKind, Model, Release, ReleaseStatus
 from sdmatlas.publish.indicators import INDICATORS
+from sdmatlas.testing.localpg import LocalPostgres
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common

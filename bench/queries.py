@@ -39,9 +39,9 @@ from sdmatlas.predict.cube import is_cube, open_cube
 from sdmatlas.publish import queries
 from sdmatlas.publish.release import open_release, publish
 from sdmatlas.publish.species_csv import species_info_from_csv
-from sdmatlas.testing.synthetic import write_synthetic_cube
 from sdmatlas.quantize import NODATA, SCALE
 from sdmatlas.territory import mask_from_geometry
+from sdmatlas.testing.synthetic import write_synthetic_cube
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common

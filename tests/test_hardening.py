@@ -22,6 +22,9 @@ from xml.etree import ElementTree as ET
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from PIL import Image
 from pyproj import Transformer
 
@@ -604,3 +607,158 @@ def test_anonymous_style_variants_cannot_fill_the_disk(settings: Settings, tmp_p
                 break
             time.sleep(0.2)
     assert size <= 2**20
+
+
+# -- fuzzing the OGC KVP parameters (the OpenAPI fuzz of test_serve does not reach them) -----
+
+_junk = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(
+        [
+            "",
+            "0",
+            "-1",
+            "1",
+            "256",
+            "4096",
+            "4097",
+            "1e308",
+            "-1e308",
+            "5e-324",
+            "nan",
+            "inf",
+            "-inf",
+            BIG,
+            "-" + BIG,
+            "0x10",
+            "%00",
+            "'; drop table x;--",
+            "a" * 500,
+            "1,2,3",
+            "1,2,3,4",
+            ",,,",
+            "0,0,0,0",
+        ]
+    ),
+)
+_bbox = st.one_of(
+    _junk,
+    st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), min_size=4, max_size=4).map(
+        lambda v: ",".join(repr(x) for x in v)
+    ),
+    st.sampled_from(
+        [
+            "1500000,5600000,1600000,5700000",
+            "44.8,13.0,45.6,14.5",
+            "13.0,44.8,14.5,45.6",
+            "-20037508.34,-20037508.34,20037508.34,20037508.34",
+        ]
+    ),
+)
+_layer = st.one_of(
+    _junk,
+    st.sampled_from(
+        [
+            LAYER,
+            f"{KEY}:indicator:richness",
+            f"{KEY}:group:richness",
+            "species:3",
+            f"{KEY}:species:{BIG}",
+            f"{LAYER},{LAYER}",
+            f"{LAYER}," * 9,
+        ]
+    ),
+)
+WMS_PARAMS = {
+    "SERVICE": st.sampled_from(["WMS", "wms", "WMTS", ""]),
+    "REQUEST": st.sampled_from(
+        ["GetMap", "GetFeatureInfo", "GetLegendGraphic", "GetCapabilities", "getmap", "Nope", ""]
+    ),
+    "VERSION": st.sampled_from(["1.3.0", "1.1.1", "1.1.0", "9.9.9", ""]),
+    "LAYERS": _layer,
+    "QUERY_LAYERS": _layer,
+    "LAYER": _layer,
+    "STYLES": st.one_of(_junk, st.sampled_from(["", "magma", "viridis_opaque", "default,"])),
+    "STYLE": st.one_of(_junk, st.sampled_from(["magma", "default"])),
+    "CRS": st.sampled_from(["EPSG:3857", "EPSG:4326", "CRS:84", "EPSG:3035", "EPSG:2154", ""]),
+    "SRS": st.sampled_from(["EPSG:3857", "EPSG:4326", "epsg:4326", "x"]),
+    "BBOX": _bbox,
+    "WIDTH": _junk,
+    "HEIGHT": _junk,
+    "I": _junk,
+    "J": _junk,
+    "X": _junk,
+    "Y": _junk,
+    "FORMAT": st.sampled_from(["image/png", "image/jpeg", "image/webp", "image/gif", ""]),
+    "INFO_FORMAT": st.sampled_from(["application/json", "text/html", "text/plain", "x/y"]),
+    "TRANSPARENT": st.sampled_from(["TRUE", "FALSE", "maybe"]),
+    "BGCOLOR": st.one_of(_junk, st.sampled_from(["0xFF0000", "0xZZZZZZ"])),
+    "TIME": st.one_of(_junk, st.sampled_from(["2020", "current", "2020,2041"])),
+}
+WMTS_PARAMS = {
+    "SERVICE": st.sampled_from(["WMTS", "WMS", ""]),
+    "REQUEST": st.sampled_from(["GetTile", "GetFeatureInfo", "GetCapabilities", "Nope"]),
+    "VERSION": st.sampled_from(["1.0.0", "2"]),
+    "LAYER": _layer,
+    "STYLE": st.one_of(_junk, st.sampled_from(["default", "magma", "viridis_opaque"])),
+    "FORMAT": st.sampled_from(["image/png", "image/webp", "image/gif"]),
+    "TILEMATRIXSET": st.sampled_from(
+        ["WebMercatorQuad", "WGS1984Quad", "EuropeanETRS89_LAEAQuad", "Nope"]
+    ),
+    "TILEMATRIX": _junk,
+    "TILEROW": _junk,
+    "TILECOL": _junk,
+    "I": _junk,
+    "J": _junk,
+    "INFOFORMAT": st.sampled_from(["application/json", "text/html", "x"]),
+}
+
+
+def _kvp(spec: dict[str, Any]) -> st.SearchStrategy[dict[str, str]]:
+    return st.fixed_dictionaries({}, optional=spec)
+
+
+@hsettings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(params=_kvp(WMS_PARAMS))
+def test_no_wms_request_gives_a_5xx(client: TestClient, params: dict[str, str]) -> None:
+    r = client.get("/wms", params=params)
+    assert r.status_code < 500, (params, r.text[:300])
+
+
+@hsettings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(params=_kvp(WMTS_PARAMS))
+def test_no_wmts_request_gives_a_5xx(client: TestClient, params: dict[str, str]) -> None:
+    r = client.get("/wmts", params=params)
+    assert r.status_code < 500, (params, r.text[:300])
+
+
+@hsettings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(segments=st.lists(_junk, min_size=5, max_size=5))
+def test_no_tms_or_restful_wmts_path_gives_a_5xx(client: TestClient, segments: list[str]) -> None:
+    from urllib.parse import quote
+
+    z, x, y, m, s = (quote(v, safe="") or "0" for v in segments)
+    for url in [
+        f"/tms/1.0.0/{LAYER}/WebMercatorQuad/{z}/{x}/{y}.png",
+        f"/wmts/1.0.0/{LAYER}/default/WebMercatorQuad/{z}/{x}/{y}.{m}",
+        f"/wmts/1.0.0/{LAYER}/{s}/WebMercatorQuad/{z}/{x}/{y}/{m}/{s}.json",
+    ]:
+        r = client.get(url)
+        assert r.status_code < 500, (url, r.text[:300])
+
+
+# -- process tuning in the app factory -------------------------------------------------------------
+
+
+def test_every_app_gets_one_blas_thread_and_its_metrics_directory(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    missing = tmp_path / "metrics" / "not-yet"
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(missing))
+    with threadpool_limits(4, user_api="blas"):
+        create_app(settings)
+        blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
+        assert blas and all(p["num_threads"] == 1 for p in blas)
+    assert missing.is_dir()
