@@ -1,13 +1,14 @@
 # The two commands of the README:
 #   make demo   builds the demo inputs, predicts, publishes, catalogues, serves (installs into .venv first)
 #   make test   lint, type check and the whole test suite (what CI runs)
+#   make test-fast  the tests not marked slow, for development (under 2 minutes)
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 SRC := src tests bench scripts
 
-.PHONY: demo test lint format bench clean system-packages viewer
+.PHONY: demo test test-fast lint format bench clean system-packages viewer
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +41,10 @@ system-packages:
 test: lint system-packages
 	$(BIN)/pytest
 
+# No live servers, browser, Redis or PostgreSQL: the slow marks are in tests/ (pytestmark).
+test-fast: $(VENV)/.dev
+	$(BIN)/pytest -m "not slow" -q
+
 format: $(VENV)/.dev
 	$(BIN)/ruff format $(SRC)
 	$(BIN)/ruff check --fix $(SRC)
@@ -50,6 +55,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/catalog.py
 	$(BIN)/python bench/tiles.py
 	$(BIN)/python bench/ogc.py
+	$(BIN)/python bench/robustness.py
 
 # Re-vendor the web viewer's libraries from npm (the output is committed; needs Node.js).
 viewer:

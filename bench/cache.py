@@ -149,7 +149,7 @@ http {{
 def seeding_vs_gdal2tiles(db: str, layer: str, sid: int) -> dict[str, Any]:
     from sdmatlas.publish.export import export_cog
     from sdmatlas.publish.release import open_release
-    from sdmatlas.serve import render
+    from sdmatlas.serve.tiles import render
 
     cache_dir = OUT / "seed-cache"
     shutil.rmtree(cache_dir, ignore_errors=True)

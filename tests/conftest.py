@@ -115,7 +115,7 @@ def rng() -> np.random.Generator:
 # The same catalog tests run on the embedded SQLite and on a real PostgreSQL 15 + PostGIS 3
 # (a throwaway cluster started here). A missing PostGIS is an error, never a skip.
 
-BACKENDS = ["sqlite", "postgis"]
+BACKENDS = ["sqlite", pytest.param("postgis", marks=pytest.mark.slow)]
 _db_names = itertools.count()
 
 

@@ -30,6 +30,9 @@ from sdmatlas.serve.app import create_app
 from sdmatlas.serve.cache import DiskCache, Entry, MemoryCache, RedisCache, TileCache
 from sdmatlas.settings import Settings
 
+# slow: real Redis, tmpfs mounts and worker processes (make test-fast skips them)
+pytestmark = pytest.mark.slow
+
 TERRITORIES = Path(__file__).resolve().parents[1] / "src/sdmatlas/demo/territories.geojson"
 BIN = Path(sys.executable).parent
 KEY = "coast-cache"
@@ -430,7 +433,7 @@ def test_metrics_and_access_logs_follow_requests(
         assert name in text, name
     record = next(r for r in caplog.records if getattr(r, "request_id", None) == "req-42")
     assert record.status == 200 and record.route.startswith("/tiles/")  # type: ignore[attr-defined]
-    from sdmatlas.serve.observe import JSONFormatter
+    from sdmatlas.serve.observe.logs import JSONFormatter
 
     line = json.loads(JSONFormatter().format(record))
     assert line["request_id"] == "req-42" and line["duration_ms"] >= 0 and line["cache"]

@@ -489,6 +489,7 @@ def battery(c: Catalog) -> dict[str, Any]:
     return out
 
 
+@pytest.mark.slow
 def test_same_answers_on_both_backends(
     request: pytest.FixtureRequest, tmp_path: Path, published: Path
 ) -> None:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from sdmatlas.settings import Settings
@@ -66,14 +67,28 @@ def test_every_setting_is_documented_in_the_readme() -> None:
         assert f"SDMATLAS_{name.upper()}" in readme, name
 
 
+@pytest.mark.slow
 def test_the_wheel_ships_the_demo_model_and_no_test_scaffolding(tmp_path: Path) -> None:
     """What `pip install .` and the Docker image get: the demo model as package data
     (the demo runs from an installed package), and none of sdmatlas.testing."""
+    import shutil
     import zipfile
 
+    # from a copy of the tracked sources: an in-tree build/ would keep deleted modules
+    tree = tmp_path / "tree"
+    files = subprocess.run(
+        ["git", "ls-files", "pyproject.toml", "README.md", "src"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    for f in files:
+        (tree / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / f, tree / f)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "-w", str(tmp_path), str(ROOT)],
+         "-w", str(tmp_path), str(tree)],
         check=True, capture_output=True,
     )  # fmt: skip
     (wheel,) = tmp_path.glob("sdmatlas-*.whl")

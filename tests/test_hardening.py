@@ -34,7 +34,7 @@ from sdmatlas.polygons import densify
 from sdmatlas.publish import queries
 from sdmatlas.publish.release import open_release
 from sdmatlas.serve.app import create_app
-from sdmatlas.serve.tiling import transformer
+from sdmatlas.serve.tiles.tiling import transformer
 from sdmatlas.settings import Settings
 from sdmatlas.zarr_access import sdmatlas_attrs
 
@@ -97,7 +97,7 @@ def test_vertex_budget_is_checked_before_the_json_is_parsed(
 ) -> None:
     """A polygon of 1,000,000 vertices (about 40 MB, within a raised body budget) is
     refused from a count of its brackets: json.loads never runs (a spy says so)."""
-    import sdmatlas.serve.query_routes as routes
+    import sdmatlas.serve.api.queries as routes
 
     parsed: list[int] = []
     real = routes._json_body
@@ -258,6 +258,7 @@ def test_requests_past_the_deadline_get_503_with_retry_after(
 # -- the event loop stays free --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_health_answers_while_big_maps_and_reports_are_in_flight(
     settings: Settings, grid: Grid
 ) -> None:
@@ -480,7 +481,7 @@ def test_polygon_edges_follow_longitude_latitude_lines(client: TestClient, grid:
     # and the undensified chord would not have matched: the test can fail
     from shapely.geometry import shape
 
-    from sdmatlas.serve.query_routes import _project
+    from sdmatlas.serve.api.queries import _project
 
     to_grid = transformer("EPSG:4326", grid.crs)
     chord = _project(shape(box), to_grid)
@@ -541,7 +542,7 @@ def test_disk_cache_evicts_least_recently_used_past_its_cap(tmp_path: Path) -> N
     import os
 
     from sdmatlas.serve.cache import DiskCache, Entry
-    from sdmatlas.serve.metrics import EVICTIONS
+    from sdmatlas.serve.observe.metrics import EVICTIONS
 
     disk = DiskCache(tmp_path, max_bytes=100_000, transient_ttl_s=3600)
     before = EVICTIONS.labels("disk", "size")._value.get()
@@ -762,3 +763,66 @@ def test_every_app_gets_one_blas_thread_and_its_metrics_directory(
         blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
         assert blas and all(p["num_threads"] == 1 for p in blas)
     assert missing.is_dir()
+
+
+# -- structure -------------------------------------------------------------------------------------
+
+
+def test_the_tiles_core_imports_no_web_framework() -> None:
+    """serve/tiles is a library: TileRequest -> Tile, usable by seeding and scripts
+    without FastAPI or Starlette (the web layers wrap it, not the other way round)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import sdmatlas.serve.tiles.core, sdmatlas.serve.seed; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('fastapi', 'starlette')]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_route_modules_are_not_each_others_libraries() -> None:
+    """OGC modules and the seeder import no route module (they use the tiles core and
+    the shared HTTP helpers); the seeder reads the Tile, not response headers."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "src" / "sdmatlas" / "serve"
+    routes = {"sdmatlas.serve.api.catalog", "sdmatlas.serve.api.queries",
+              "sdmatlas.serve.api.tiles", "sdmatlas.serve.api.viewer"}  # fmt: skip
+    for path in [*root.glob("ogc/*.py"), root / "seed.py"]:
+        tree = ast.parse(path.read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        allowed = {"LayerId"}  # a path-parameter annotation of the tile routes
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module in routes:
+                assert {a.name for a in node.names} <= allowed, (path, node.module)
+        helpers = ("__init__", "xml", "periods", "feature_info")
+        assert "sdmatlas.serve.tiles.core" in imported or path.stem in helpers, path
+    assert "headers" not in (root / "seed.py").read_text()
+
+
+def test_heavy_requests_wait_their_turn_then_get_429() -> None:
+    import asyncio
+
+    from sdmatlas.errors import BusyError
+    from sdmatlas.serve.errors import code_of, headers_of
+    from sdmatlas.serve.offload import HeavySlots
+
+    async def scenario() -> list[str]:
+        slots, seen = HeavySlots(1, 0.05), []
+
+        async def heavy(name: str, hold: float) -> None:
+            try:
+                async with slots.slot():
+                    seen.append(f"{name} runs")
+                    await asyncio.sleep(hold)
+            except BusyError as exc:
+                seen.append(f"{name} {code_of(exc).status} {headers_of(exc)['Retry-After']}")
+
+        await asyncio.gather(heavy("a", 0.2), heavy("b", 0))
+        await heavy("c", 0)  # the slot is free again
+        return seen
+
+    assert asyncio.run(scenario()) == ["a runs", "b 429 5", "c runs"]

@@ -30,6 +30,9 @@ from sdmatlas.publish.release import open_release
 from sdmatlas.serve.app import create_app
 from sdmatlas.settings import Settings
 
+# slow: live servers read by OWSLib and GDAL (make test-fast skips them)
+pytestmark = pytest.mark.slow
+
 TERRITORIES = Path(__file__).resolve().parents[1] / "src/sdmatlas/demo/territories.geojson"
 KEY = "coast-tms"
 LAYER = f"{KEY}:species:3"

@@ -123,6 +123,7 @@ def test_cube_opens_in_xarray_with_its_georeferencing(
     )
 
 
+@pytest.mark.slow
 def test_dask_cluster_of_two_workers_gives_the_same_cube(
     tmp_path: Path, demo_card: Path, coast: World, reference: np.ndarray
 ) -> None:
@@ -136,6 +137,7 @@ def test_dask_cluster_of_two_workers_gives_the_same_cube(
     assert np.array_equal(open_cube(tmp_path / "d.zarr").read(), reference)
 
 
+@pytest.mark.slow
 def test_workers_running_several_tasks_at_once(
     tmp_path: Path, demo_card: Path, coast: World, reference: np.ndarray
 ) -> None:
@@ -186,6 +188,7 @@ def _cli(world: World, card: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_identical_cube(
     tmp_path: Path, demo_card: Path, many_chunks: World
 ) -> None:

@@ -39,8 +39,8 @@ from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo
 from sdmatlas.publish.release import PublishOptions, open_release, publish
 from sdmatlas.quantize import NODATA, SCALE
 from sdmatlas.serve.app import create_app
-from sdmatlas.serve.chunks import local_reader
-from sdmatlas.serve.tiling import TMS_NAMES, exact_grid_xy, level_grid, tile_index
+from sdmatlas.serve.tiles.chunks import local_reader
+from sdmatlas.serve.tiles.tiling import TMS_NAMES, exact_grid_xy, level_grid, tile_index
 from sdmatlas.settings import Settings
 from sdmatlas.zarr_access import array, sdmatlas_attrs
 
@@ -204,7 +204,7 @@ def test_the_window_index_of_wms_maps_equals_the_full_transform(grid: Grid) -> N
     """Any window (odd sizes, not square, any served CRS) maps like the exact transform."""
     from pyproj import Transformer
 
-    from sdmatlas.serve.tiling import window_index
+    from sdmatlas.serve.tiles.tiling import window_index
 
     to_ll = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
     w, s, e, n = to_ll.transform_bounds(*grid.bounds)
@@ -275,7 +275,7 @@ def test_indicator_tiles_equal_the_warp_too(client: TestClient, release: Path, g
 def test_png_and_webp_tiles_show_the_codes_through_the_palette(
     client: TestClient, grid: Grid
 ) -> None:
-    from sdmatlas.serve.render import SPECIES_FADE, code_palette, parse_style
+    from sdmatlas.serve.tiles.render import SPECIES_FADE, code_palette, parse_style
 
     tms = morecantile.tms.get("WebMercatorQuad")
     maxz = client.get(f"/layers/{KEY}:species:3/tilejson.json").json()["maxzoom"]
@@ -306,7 +306,7 @@ def test_species_maps_fade_in_from_zero_and_indicators_stay_opaque() -> None:
     """Species palettes: alpha 0 at p = 0, rising linearly to opaque at p = 0.2 of the
     range; ``<name>_opaque`` and indicator palettes are opaque; legends show the ramp."""
     from sdmatlas.quantize import SCALE
-    from sdmatlas.serve import render
+    from sdmatlas.serve.tiles import render
 
     fading = render.parse_style(None, None, (0.0, 1.0), render.SPECIES_FADE)
     pal = render.code_palette(fading)

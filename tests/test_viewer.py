@@ -29,6 +29,9 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from conftest import sdmatlas_server
 
+# slow: the demo end to end in a real headless Chromium (make test-fast skips it)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts" / "viewer"
 BIN = Path(sys.executable).parent

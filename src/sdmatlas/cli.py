@@ -499,10 +499,10 @@ def seed_cmd(
     from shapely.geometry import box
     from shapely.geometry.base import BaseGeometry
 
-    from sdmatlas.serve import render
     from sdmatlas.serve.seed import parse_zooms, plan, release_layers, seed, territory_outline
     from sdmatlas.serve.services import Services
-    from sdmatlas.serve.tiling import get_tms
+    from sdmatlas.serve.tiles import render
+    from sdmatlas.serve.tiles.tiling import get_tms
 
     settings = Settings()
     with _errors(), _catalog(settings) as catalog:
@@ -612,7 +612,7 @@ def serve_cmd(
         workers=workers or settings.serve_workers,
         proxy_headers=True,
         log_level="warning",
-        access_log=False,  # sdmatlas writes its own (JSON) access log: serve/observe.py
+        access_log=False,  # sdmatlas writes its own (JSON) access log: serve/observe/logs.py
     )
 
 

@@ -81,6 +81,10 @@ class StorageUnavailableError(SdmAtlasError):
     """Release storage cannot be read; the request may succeed if retried."""
 
 
+class BusyError(SdmAtlasError):
+    """Too many heavy requests at once: the client should retry later (429)."""
+
+
 class DeadlineExceededError(SdmAtlasError):
     """A request ran past the per-request deadline; it may succeed when retried."""
 

@@ -144,6 +144,19 @@ class Settings(BaseSettings):
         description="The one bounded thread pool of an API process: catalog queries, cache "
         "I/O and locks, GetMap, capabilities, reports and exports run there, off the event loop.",
     )
+    heavy_requests: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="Heavy requests (GetMaps over 1 M pixels, COG exports) run at once per "
+        "process; others wait up to heavy_wait_seconds, then get 429 with Retry-After.",
+    )
+    heavy_wait_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=600,
+        description="How long a heavy request waits for its turn before a 429.",
+    )
     request_deadline_seconds: float = Field(
         default=20.0,
         gt=0,

@@ -15,23 +15,20 @@ from fastapi import FastAPI, Response
 from fastapi.middleware.cors import CORSMiddleware
 
 from sdmatlas.catalog.db import Catalog
-from sdmatlas.serve import (
-    catalog_routes,
-    errors,
-    fastpath,
-    metrics,
-    process,
-    query_routes,
-    tile_routes,
-    tms_routes,
-    viewer_routes,
-    wms_routes,
-    wmts_routes,
-)
+from sdmatlas.serve import errors, process
+from sdmatlas.serve.api import catalog as catalog_routes
+from sdmatlas.serve.api import fastpath
+from sdmatlas.serve.api import queries as query_routes
+from sdmatlas.serve.api import tiles as tile_routes
+from sdmatlas.serve.api import viewer as viewer_routes
 from sdmatlas.serve.guard import GuardMiddleware
-from sdmatlas.serve.middleware import ETagTimingMiddleware
-from sdmatlas.serve.observe import ObserveMiddleware, configure_logging
+from sdmatlas.serve.observe import metrics
+from sdmatlas.serve.observe.logs import ObserveMiddleware, configure_logging
+from sdmatlas.serve.observe.timing import ETagTimingMiddleware
 from sdmatlas.serve.offload import size_executor
+from sdmatlas.serve.ogc import tms as tms_routes
+from sdmatlas.serve.ogc import wms as wms_routes
+from sdmatlas.serve.ogc import wmts as wmts_routes
 from sdmatlas.serve.services import Services
 from sdmatlas.settings import Settings
 

@@ -37,7 +37,7 @@ from typing import Protocol
 
 import redis
 
-from sdmatlas.serve import metrics
+from sdmatlas.serve.observe import metrics
 from sdmatlas.settings import Settings
 
 log = logging.getLogger("sdmatlas.cache")
@@ -160,7 +160,11 @@ class DiskCache:
 
     def _sweep_in_background(self) -> None:
         try:
-            self.sweep()
+            while True:  # again while the writes during a sweep passed the threshold
+                self.sweep()
+                if self._written < self.max_bytes // 20:
+                    break
+                self._written = 0
         except OSError as exc:  # a sweep that fails is retried after the next writes
             log.warning("disk tile cache sweep failed: %s", exc)
         finally:

@@ -36,7 +36,7 @@ class ErrorCode:
 
     @property
     def retry(self) -> bool:
-        return self.status == 503
+        return self.status in (429, 503)
 
 
 #: Exception class -> answer; the most specific class in an error's MRO wins.
@@ -54,6 +54,7 @@ TABLE: dict[type[BaseException], ErrorCode] = {
     e.InvalidInputError: ErrorCode(400, None, "InvalidParameterValue"),
     e.NotFoundError: ErrorCode(404, "LayerNotDefined", "InvalidParameterValue"),
     e.ConflictError: ErrorCode(409, None, "NoApplicableCode"),
+    e.BusyError: ErrorCode(429, None, "NoApplicableCode"),
     e.DatabaseUnavailableError: ErrorCode(503, None, "NoApplicableCode"),
     e.StorageUnavailableError: ErrorCode(503, None, "NoApplicableCode"),
     e.DeadlineExceededError: ErrorCode(503, None, "NoApplicableCode"),

@@ -3,7 +3,8 @@
 Tiles are planned per layer, TileMatrixSet and zoom over the layer's data box (so
 tiles outside the data are never asked for), intersected with a bbox or a
 territory's outline. Worker processes render them through the API's own tile path
-(:func:`tile_response`), so a seeded tile is byte for byte what a request would get
+(:func:`sdmatlas.serve.tiles.core.make_tile`), so a seeded tile is byte for byte what a
+request would get
 and lands in the same cache keys. The cache itself is the journal: a tile already
 there (from an earlier run killed half-way, or from requests) is skipped, not
 rendered again, so a seed resumes by being run again.
@@ -22,10 +23,10 @@ from shapely.geometry.base import BaseGeometry
 
 from sdmatlas.catalog import queries
 from sdmatlas.errors import InvalidInputError
-from sdmatlas.serve.catalog_routes import layer_id
 from sdmatlas.serve.services import Services
-from sdmatlas.serve.tile_routes import tile_response, zoom_range
-from sdmatlas.serve.tiling import get_tms
+from sdmatlas.serve.tiles.core import TileRequest, make_tile, zoom_range
+from sdmatlas.serve.tiles.layers import layer_id
+from sdmatlas.serve.tiles.tiling import get_tms
 from sdmatlas.settings import Settings
 
 Job = tuple[str, str, int, int, int]  # layer, tms, z, x, y
@@ -133,12 +134,13 @@ def seed_batch(
     for layer, tms, z, x, y in jobs:
         # as the versioned URLs of TileJSON ask: seeded tiles never expire by TTL
         versioned = {**params, "v": svc.layers.resolve(layer).version}
-        _, headers, _, _ = tile_response(svc, None, layer, tms, z, x, y, fmt, versioned)
-        if headers.get("X-Cache") == "miss":
+        tile = make_tile(svc, TileRequest.of(layer, tms, z, x, y, fmt, versioned))
+        assert tile is not None
+        if tile.source == "miss":
             rendered += 1
         else:
             cached += 1
-        empty += headers.get("X-Tile-Empty") == "true"
+        empty += tile.empty
     return rendered, cached, empty
 
 

@@ -1,4 +1,5 @@
-"""The long-lived objects of one API process, built once by the app factory."""
+"""The long-lived objects of one API process, built once by the app factory (and by
+each seeding worker). Framework-free: routes reach them through ``api/deps.py``."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from fastapi import Request
 
 from sdmatlas.catalog.db import Catalog
 from sdmatlas.serve.cache import TileCache, build_cache
-from sdmatlas.serve.layers import GroupSpec, LayerRef, LayerResolver, group_rows
-from sdmatlas.serve.reader import OpenRelease, ReleaseReader
-from sdmatlas.serve.tiling import IndexCache
+from sdmatlas.serve.offload import HeavySlots
+from sdmatlas.serve.tiles.layers import GroupSpec, LayerRef, LayerResolver, group_rows
+from sdmatlas.serve.tiles.reader import OpenRelease, ReleaseReader
+from sdmatlas.serve.tiles.tiling import IndexCache
 from sdmatlas.settings import Settings
 
 T = TypeVar("T")
@@ -31,6 +32,7 @@ class Services:
     reader: ReleaseReader
     indexes: IndexCache
     tiles: TileCache
+    heavy: HeavySlots
     _groups: OrderedDict[tuple[str, str, str], npt.NDArray[np.intp]] = field(
         default_factory=OrderedDict
     )
@@ -46,6 +48,7 @@ class Services:
             reader=ReleaseReader(settings.chunk_cache_mb * 2**20),
             indexes=IndexCache(settings.tile_index_cache),
             tiles=build_cache(settings),
+            heavy=HeavySlots(settings.heavy_requests, settings.heavy_wait_seconds),
         )
 
     def open(self, ref: LayerRef) -> OpenRelease:
@@ -85,8 +88,3 @@ class Services:
                 self._memo.clear()
             self._memo[key] = (now, value)
         return value
-
-
-def services(request: Request) -> Services:
-    s: Services = request.app.state.services
-    return s

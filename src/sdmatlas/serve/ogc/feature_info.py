@@ -11,9 +11,9 @@ from typing import Any
 
 from fastapi import Response
 
-from sdmatlas.serve.layers import LayerRef
 from sdmatlas.serve.services import Services
-from sdmatlas.serve.tiling import transformer
+from sdmatlas.serve.tiles.layers import LayerRef
+from sdmatlas.serve.tiles.tiling import transformer
 
 INFO_FORMATS = ("application/json", "text/plain", "text/html")
 

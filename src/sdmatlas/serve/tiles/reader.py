@@ -26,8 +26,8 @@ from sdmatlas.publish.groups import release_species_info
 from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo
 from sdmatlas.publish.release import open_release
 from sdmatlas.quantize import NODATA
-from sdmatlas.serve.chunks import LocalChunkReader, local_reader
-from sdmatlas.serve.tiling import TileIndex
+from sdmatlas.serve.tiles.chunks import LocalChunkReader, local_reader
+from sdmatlas.serve.tiles.tiling import TileIndex
 from sdmatlas.zarr_access import array, sdmatlas_attrs
 
 

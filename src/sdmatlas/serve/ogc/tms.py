@@ -1,6 +1,6 @@
 """OSGeo TMS 1.0.0: the service, tile map and tile resources (y counted from the bottom).
 
-Tiles come from the same renderer as the XYZ routes (:func:`tile_response`): a TMS
+Tiles come from the same core as the XYZ routes (:func:`make_tile`): a TMS
 tile (z, x, y) is the XYZ tile (z, x, matrixHeight - 1 - y), same bytes, same ETag.
 """
 
@@ -12,12 +12,14 @@ from xml.etree import ElementTree as ET
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from sdmatlas.errors import InvalidInputError, NotFoundError
-from sdmatlas.serve import render
-from sdmatlas.serve.catalog_routes import layer_id, published_layers
-from sdmatlas.serve.ogc_xml import xml_response
-from sdmatlas.serve.services import services
-from sdmatlas.serve.tile_routes import LayerId, answer_tile, zoom_range
-from sdmatlas.serve.tiling import TMS_NAMES, get_tms
+from sdmatlas.serve.api.deps import services
+from sdmatlas.serve.api.http import answer_tile, tile_response
+from sdmatlas.serve.api.tiles import LayerId
+from sdmatlas.serve.ogc.xml import xml_response
+from sdmatlas.serve.tiles import render
+from sdmatlas.serve.tiles.core import TileRequest, zoom_range
+from sdmatlas.serve.tiles.layers import layer_id, published_layers
+from sdmatlas.serve.tiles.tiling import TMS_NAMES, get_tms
 from sdmatlas.serve.urls import public_base
 
 router = APIRouter(tags=["ogc"])
@@ -51,7 +53,7 @@ def tile_map_service(request: Request) -> Response:
     ET.SubElement(root, "Title").text = "sdmatlas"
     ET.SubElement(root, "Abstract").text = "AI-predicted species distributions and indicators"
     maps = ET.SubElement(root, "TileMaps")
-    for info in published_layers(svc):
+    for info in published_layers(svc.catalog):
         lid = layer_id(info.release, info.name)
         for name in TMS_NAMES:
             ET.SubElement(
@@ -119,8 +121,7 @@ async def tms_tile(
     height = matrix_set.matrix(z).matrixHeight
     if y >= height:
         raise NotFoundError(f"tile row {y} is outside {tms} at zoom {z} (rows < {height})")
-    status, headers, body, media = await answer_tile(
-        services(request), request.headers.get("if-none-match"), layer, tms, z, x,
-        height - 1 - y, format, {},
-    )  # fmt: skip
-    return Response(body, status_code=status, headers=headers, media_type=media)
+    req = TileRequest(layer, tms, z, x, height - 1 - y, format)
+    return tile_response(
+        await answer_tile(services(request), req, request.headers.get("if-none-match"))
+    )

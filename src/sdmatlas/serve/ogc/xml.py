@@ -6,7 +6,7 @@ from xml.etree import ElementTree as ET
 
 from fastapi import Response
 
-from sdmatlas.serve.http import SHORT
+from sdmatlas.serve.tiles.versions import SHORT
 
 
 def text_child(parent: ET.Element, tag: str, text: str) -> ET.Element:

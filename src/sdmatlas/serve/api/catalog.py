@@ -12,8 +12,11 @@ from sdmatlas.catalog import queries
 from sdmatlas.catalog.db import Catalog
 from sdmatlas.catalog.names import MAX_QUERY
 from sdmatlas.errors import NotFoundError
-from sdmatlas.serve.http import etag
-from sdmatlas.serve.services import services
+from sdmatlas.serve.api.deps import services
+from sdmatlas.serve.offload import offload
+from sdmatlas.serve.services import Services
+from sdmatlas.serve.tiles.layers import layer_id
+from sdmatlas.serve.tiles.versions import etag
 from sdmatlas.serve.urls import public_base
 
 router = APIRouter(tags=["catalog"])
@@ -104,22 +107,6 @@ def species_detail(
         }
 
 
-def layer_id(release: str, name: str) -> str:
-    """The API id of a catalog layer: ``<release>:species:12``, ``<release>:indicator:x``."""
-    return f"{release}:{name.replace('/', ':')}"
-
-
-def published_layers(svc: Any) -> list[queries.LayerInfo]:
-    """Every layer of the published releases, newest release first (for OGC documents)."""
-    out: list[queries.LayerInfo] = []
-    with svc.catalog.session() as s:
-        while True:
-            page = queries.find_layers(s, limit=queries.MAX_LIMIT, offset=len(out))
-            out.extend(page)
-            if len(page) < queries.MAX_LIMIT:
-                return out
-
-
 def _layer(info: queries.LayerInfo) -> dict[str, Any]:
     d = asdict(info)
     d.pop("id")
@@ -150,7 +137,7 @@ def layers(
 
 @router.get("/layers/{layer}", summary="One layer: metadata, statistics and links.")
 def layer(request: Request, layer: Annotated[str, Path(max_length=200)]) -> dict[str, Any]:
-    from sdmatlas.serve.layers import parse_layer_id
+    from sdmatlas.serve.tiles.layers import parse_layer_id
 
     rel, kind, name = parse_layer_id(layer)
     if kind == "group":
@@ -208,7 +195,7 @@ def territory(
 
 @router.get("/tms", summary="The TileMatrixSets served.")
 def tile_matrix_sets() -> list[dict[str, Any]]:
-    from sdmatlas.serve.tiling import TMS_NAMES, get_tms
+    from sdmatlas.serve.tiles.tiling import TMS_NAMES, get_tms
 
     return [
         {"id": n, "crs": f"EPSG:{get_tms(n).crs.to_epsg()}", "title": get_tms(n).title}
@@ -222,7 +209,7 @@ def tile_matrix_sets() -> list[dict[str, Any]]:
     response_class=Response,
     responses={200: {"content": {"image/tiff; application=geotiff; profile=cloud-optimized": {}}}},
 )
-def cog(
+async def cog(
     request: Request,
     layer: Annotated[str, Path(max_length=200)],
     bbox: Annotated[
@@ -235,7 +222,14 @@ def cog(
     ] = None,
 ) -> Response:
     """Species layers hold uint8 codes (p = code / 254, 255 = nodata; the scale is in the
-    file's metadata), indicators float32 with NaN."""
+    file's metadata), indicators float32 with NaN. A heavy request: one at a time per
+    process (SDMATLAS_HEAVY_REQUESTS), in the executor."""
+    svc = services(request)
+    async with svc.heavy.slot():
+        return await offload(_cog, svc, layer, bbox)
+
+
+def _cog(svc: Services, layer: str, bbox: str | None) -> Response:
     import tempfile
     from pathlib import Path as FsPath
 
@@ -244,7 +238,6 @@ def cog(
     from sdmatlas.errors import InvalidInputError
     from sdmatlas.publish.export import export_cog
 
-    svc = request.app.state.services
     ref = svc.layers.resolve(layer)
     if ref.kind == "group":
         raise InvalidInputError("group layers are computed on demand and cannot be downloaded")

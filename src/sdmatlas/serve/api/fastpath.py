@@ -5,7 +5,7 @@ resolution take about 0.5 ms per request on these machines, more than reading,
 colouring and encoding a cached tile (0.2-0.3 ms). Tile URLs are matched here with one
 regular expression, their few parameters parsed directly, and the response built by
 the same function as the documented FastAPI route
-(:func:`sdmatlas.serve.tile_routes.tile_response`), so the bytes and headers are the
+(:func:`sdmatlas.serve.tiles.core.make_tile`), so the bytes and headers are the
 same (tested). Anything the fast path does not recognise (a malformed number, an
 unknown parameter, another method) goes on to FastAPI, which validates and answers
 as documented in the OpenAPI document.
@@ -20,8 +20,9 @@ from urllib.parse import parse_qsl
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sdmatlas.serve import errors
+from sdmatlas.serve.api.http import answer_tile
 from sdmatlas.serve.services import Services
-from sdmatlas.serve.tile_routes import PARAM_LIMITS, answer_tile
+from sdmatlas.serve.tiles.core import PARAM_LIMITS, TileRequest
 
 _TILE = re.compile(
     r"^/tiles/([^/]{1,200})/([A-Za-z0-9_]{1,64})/(\d{1,2})/(\d{1,10})/(\d{1,10})\.([a-z]{2,5})$"
@@ -49,9 +50,10 @@ class TileFastPath:
             if k == b"if-none-match":
                 inm = v.decode("latin-1")
         try:
-            status, headers, body, media = await answer_tile(
-                self.services, inm, layer, tms, z, x, y, fmt, params
+            tile = await answer_tile(
+                self.services, TileRequest.of(layer, tms, z, x, y, fmt, params), inm
             )
+            status, headers, body, media = tile.status, tile.headers(), tile.body, tile.media_type
         except Exception as exc:  # the one error table, as the routes answer
             errors.log_if_fault(exc)
             status, media = errors.code_of(exc).status, "application/json"

@@ -33,19 +33,18 @@ from sdmatlas.errors import (
     StyleNotDefinedError,
 )
 from sdmatlas.grid import Grid
-from sdmatlas.serve import render
-from sdmatlas.serve.catalog_routes import layer_id, published_layers
+from sdmatlas.serve.api.deps import services
 from sdmatlas.serve.errors import code_of, headers_of, log_if_fault, message_of
-from sdmatlas.serve.feature_info import INFO_FORMATS, info_response, value_at
-from sdmatlas.serve.http import SHORT
-from sdmatlas.serve.layers import LayerRef
 from sdmatlas.serve.offload import offload
-from sdmatlas.serve.ogc_xml import text_child, xml_response
-from sdmatlas.serve.periods import is_period_layer, period_layers
-from sdmatlas.serve.periods import resolve as resolve_period
-from sdmatlas.serve.services import Services, services
-from sdmatlas.serve.tile_routes import tile_response
-from sdmatlas.serve.tiling import (
+from sdmatlas.serve.ogc.feature_info import INFO_FORMATS, info_response, value_at
+from sdmatlas.serve.ogc.periods import is_period_layer, period_layers
+from sdmatlas.serve.ogc.periods import resolve as resolve_period
+from sdmatlas.serve.ogc.xml import text_child, xml_response
+from sdmatlas.serve.services import Services
+from sdmatlas.serve.tiles import render
+from sdmatlas.serve.tiles.core import TileRequest, make_tile
+from sdmatlas.serve.tiles.layers import LayerRef, layer_id, published_layers
+from sdmatlas.serve.tiles.tiling import (
     TILE_SIZE,
     TileIndex,
     get_tms,
@@ -53,6 +52,7 @@ from sdmatlas.serve.tiling import (
     transformer,
     window_index,
 )
+from sdmatlas.serve.tiles.versions import SHORT
 from sdmatlas.serve.urls import public_base
 
 router = APIRouter(tags=["ogc"])
@@ -225,7 +225,7 @@ def _capabilities(svc: Services, base: str, version: str) -> bytes:
         wr.href(ET.SubElement(dcp, "OnlineResource"), base)
     exc = ET.SubElement(cap, "Exception")
     text_child(exc, "Format", "XML" if v13 else "application/vnd.ogc.se_xml")
-    infos = published_layers(svc)
+    infos = published_layers(svc.catalog)
     by_period = period_layers(svc, infos)
     top = wr.layer(cap, "sdmatlas layers", _union([i.bbox for i in infos]), crss=True)
     # Species and indicators across periods (the TIME dimension), then each release.
@@ -432,8 +432,9 @@ def get_map(svc: Services, p: dict[str, str], version: str) -> Response:
     if tile is not None and transparent:
         # exactly a tile of a served matrix set: the tile path and its cache answer it
         ref = _wms_layer(svc, layers[0], p.get("TIME"))
-        _, headers, body, _ = tile_response(svc, None, ref.id, tile[0], *tile[1:], fmt,
-                                            {"colormap": chosen[0]})  # fmt: skip
+        answer = make_tile(svc, TileRequest(ref.id, tile[0], *tile[1:], fmt, chosen[0]))
+        assert answer is not None
+        headers, body = answer.headers(), answer.body  # fmt: skip
         keep = {k: v for k, v in headers.items() if k in ("ETag", "X-Cache", "X-Tile-Empty")}
         return Response(body, media_type=p["FORMAT"],
                         headers={"Cache-Control": SHORT, **keep})  # fmt: skip
@@ -492,9 +493,28 @@ async def wms(request: Request) -> Response:
         version = "1.3.0"
     svc = services(request)
     try:
-        return await offload(_dispatch, svc, p, version, public_base(request, svc.settings))
+        base = public_base(request, svc.settings)
+        if _heavy(p):
+            async with svc.heavy.slot():
+                return await offload(_dispatch, svc, p, version, base)
+        return await offload(_dispatch, svc, p, version, base)
     except Exception as exc:  # one table decides the status and the code
         return exception_report(exc, version)
+
+
+#: GetMaps drawing more pixels than this (16 tiles) are heavy (serve/offload.py).
+HEAVY_PIXELS = 1 << 20
+
+
+def _heavy(p: dict[str, str]) -> bool:
+    """A GetMap of more than :data:`HEAVY_PIXELS` (a cheap look; validation comes later)."""
+    if p.get("REQUEST", "").lower() != "getmap":
+        return False
+    try:
+        n = int(p.get("WIDTH", "0")) * int(p.get("HEIGHT", "0"))
+    except ValueError:
+        return False
+    return n * max(1, p.get("LAYERS", "").count(",") + 1) > HEAVY_PIXELS
 
 
 def _dispatch(svc: Services, p: dict[str, str], version: str, base: str) -> Response:

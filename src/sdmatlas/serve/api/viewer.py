@@ -15,9 +15,9 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from sdmatlas.serve import render
+from sdmatlas.serve.tiles import render
 
-STATIC = Path(__file__).resolve().parent / "static"
+STATIC = Path(__file__).resolve().parents[1] / "static"
 router = APIRouter(tags=["viewer"])
 
 

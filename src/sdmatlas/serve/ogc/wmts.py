@@ -1,6 +1,6 @@
 """OGC WMTS 1.0.0: capabilities, GetTile and GetFeatureInfo in KVP and RESTful encodings.
 
-Tiles come from the same renderer as the XYZ routes (:func:`tile_response`): the
+Tiles come from the same core as the XYZ routes (:func:`make_tile`): the
 WMTS tile (TileMatrix, TileRow, TileCol) of a TileMatrixSet is the XYZ tile
 (z, x = TileCol, y = TileRow), same bytes, same ETag. Styles are the colormaps.
 Errors are OWS ExceptionReports with the standard codes (never a 5xx).
@@ -25,16 +25,18 @@ from sdmatlas.errors import (
     StyleNotDefinedError,
     TileOutOfRangeError,
 )
-from sdmatlas.serve import render
-from sdmatlas.serve.catalog_routes import layer_id, published_layers
+from sdmatlas.serve.api.deps import services
+from sdmatlas.serve.api.http import tile_response
 from sdmatlas.serve.errors import code_of, headers_of, log_if_fault, message_of
-from sdmatlas.serve.feature_info import INFO_FORMATS, info_response, value_at
-from sdmatlas.serve.http import SHORT
 from sdmatlas.serve.offload import offload
-from sdmatlas.serve.ogc_xml import text_child, xml_response
-from sdmatlas.serve.services import Services, services
-from sdmatlas.serve.tile_routes import tile_response, zoom_range
-from sdmatlas.serve.tiling import TILE_SIZE, TMS_NAMES, get_tms, tile_bounds, tms_crs
+from sdmatlas.serve.ogc.feature_info import INFO_FORMATS, info_response, value_at
+from sdmatlas.serve.ogc.xml import text_child, xml_response
+from sdmatlas.serve.services import Services
+from sdmatlas.serve.tiles import render
+from sdmatlas.serve.tiles.core import TileRequest, make_tile, zoom_range
+from sdmatlas.serve.tiles.layers import layer_id, published_layers
+from sdmatlas.serve.tiles.tiling import TILE_SIZE, TMS_NAMES, get_tms, tile_bounds, tms_crs
+from sdmatlas.serve.tiles.versions import SHORT
 from sdmatlas.serve.urls import public_base
 
 router = APIRouter(tags=["ogc"])
@@ -99,7 +101,7 @@ def _capabilities(svc: Services, base: str) -> bytes:
     contents = ET.SubElement(root, _w("Contents"))
     max_zoom = {name: 0 for name in TMS_NAMES}
     seen_releases: set[str] = set()
-    for info in published_layers(svc):
+    for info in published_layers(svc.catalog):
         lid = layer_id(info.release, info.name)
         if info.release not in seen_releases:  # zooms depend on the release's grid only
             seen_releases.add(info.release)
@@ -210,10 +212,9 @@ def get_tile(
                                    f"{', '.join(render.LISTED_STYLES)}").at("Style")  # fmt: skip
     z, y, x = _tile_address(tms, matrix, row, col)
     _layer(svc, layer)
-    status, headers, body, media = tile_response(
-        svc, if_none_match, layer, tms, z, x, y, fmt, {"colormap": colormap}
-    )
-    return Response(body, status_code=status, headers=headers, media_type=media)
+    tile = make_tile(svc, TileRequest(layer, tms, z, x, y, fmt, colormap), if_none_match)
+    assert tile is not None
+    return tile_response(tile)
 
 
 def get_feature_info(

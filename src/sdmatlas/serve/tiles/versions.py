@@ -1,4 +1,8 @@
-"""HTTP details shared by the routes: ETags, caching headers, Server-Timing."""
+"""Caching headers from layer versions, and the stage timings of a response.
+
+Framework-free: the tiles core computes a tile's strong ETag and Cache-Control here,
+and the web layer writes them.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,6 @@ import hashlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-from fastapi import Request, Response
 
 #: Versioned URLs (with ``?v=<layer version>``) never change: cache for a year.
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -26,12 +28,6 @@ def tag_matches(if_none_match: str, tag: str) -> bool:
     if if_none_match.strip() == "*":
         return True
     return tag in {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
-
-
-def not_modified(request: Request, tag: str) -> bool:
-    """True when the client's If-None-Match already holds ``tag``."""
-    header = request.headers.get("if-none-match")
-    return bool(header) and tag_matches(str(header), tag)
 
 
 def cache_control(version: str, v: str | None) -> str:
@@ -55,19 +51,3 @@ class Timer:
 
     def header(self) -> str:
         return ", ".join(f"{n};dur={d:.2f}" for n, d in self.spans)
-
-
-def respond(
-    request: Request,
-    body: bytes,
-    media_type: str,
-    tag: str,
-    cache: str,
-    timer: Timer,
-    extra: dict[str, str] | None = None,
-) -> Response:
-    headers = {"ETag": tag, "Cache-Control": cache, "Server-Timing": timer.header()}
-    headers.update(extra or {})
-    if not_modified(request, tag):
-        return Response(status_code=304, headers=headers)
-    return Response(body, media_type=media_type, headers=headers)

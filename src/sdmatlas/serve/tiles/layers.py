@@ -30,8 +30,8 @@ from sdmatlas.catalog.db import Catalog
 from sdmatlas.errors import InvalidInputError, NotFoundError
 from sdmatlas.publish.groups import select_group
 from sdmatlas.publish.indicators import INDICATORS
-from sdmatlas.serve.reader import OpenRelease
-from sdmatlas.serve.render import SPECIES_FADE
+from sdmatlas.serve.tiles.reader import OpenRelease
+from sdmatlas.serve.tiles.render import SPECIES_FADE
 
 LayerKindName = Literal["species", "indicator", "group"]
 _ID = re.compile(r"^([a-z0-9][a-z0-9._-]{0,99}):(species|indicator|group):([A-Za-z0-9_]{1,64})$")
@@ -196,3 +196,19 @@ def group_rows(rel: OpenRelease, spec: GroupSpec) -> npt.NDArray[np.intp]:
             f"{MAX_GROUP_SPECIES} (use a precomputed indicator layer for larger groups)"
         )
     return rows
+
+
+def layer_id(release: str, name: str) -> str:
+    """The API id of a catalog layer: ``<release>:species:12``, ``<release>:indicator:x``."""
+    return f"{release}:{name.replace('/', ':')}"
+
+
+def published_layers(catalog: Catalog) -> list[queries.LayerInfo]:
+    """Every layer of the published releases, newest release first (for OGC documents)."""
+    out: list[queries.LayerInfo] = []
+    with catalog.session() as s:
+        while True:
+            page = queries.find_layers(s, limit=queries.MAX_LIMIT, offset=len(out))
+            out.extend(page)
+            if len(page) < queries.MAX_LIMIT:
+                return out

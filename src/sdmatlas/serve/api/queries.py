@@ -21,11 +21,12 @@ from sdmatlas.catalog.register import footprint
 from sdmatlas.errors import InvalidInputError
 from sdmatlas.publish import queries
 from sdmatlas.quantize import NODATA
-from sdmatlas.serve.http import SHORT, Timer
+from sdmatlas.serve.api.deps import services
 from sdmatlas.serve.offload import offload
-from sdmatlas.serve.reader import OpenRelease
-from sdmatlas.serve.services import Services, services
-from sdmatlas.serve.tiling import transformer
+from sdmatlas.serve.services import Services
+from sdmatlas.serve.tiles.reader import OpenRelease
+from sdmatlas.serve.tiles.tiling import transformer
+from sdmatlas.serve.tiles.versions import SHORT, Timer
 from sdmatlas.settings import Settings
 from sdmatlas.zarr_access import array
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sdmatlas.serve import metrics
+from sdmatlas.serve.observe import metrics
 
 access = logging.getLogger("sdmatlas.access")
 _ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

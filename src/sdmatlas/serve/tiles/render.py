@@ -360,7 +360,7 @@ def legend_png(style: Style, units: str, width: int = 256, height: int = 48) -> 
 def empty_tile(fmt: str, dtype: str) -> bytes:
     """The one transparent (or all-nodata) tile served wherever there is no data: made
     once, and as small as the format allows (a 1-bit PNG of one clear colour)."""
-    from sdmatlas.serve.tiling import TILE_SIZE
+    from sdmatlas.serve.tiles.tiling import TILE_SIZE
 
     if fmt == "npy":
         fill = np.full(
