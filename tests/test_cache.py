@@ -450,6 +450,7 @@ def test_ready_fails_while_release_storage_is_gone(
     try:
         r = c.get("/ready")
         assert r.status_code == 503 and KEY in r.json()["detail"]
+        assert str(root) not in r.text  # the location is logged, not shown
         assert c.get("/health").status_code == 200
     finally:
         moved.rename(root)

@@ -8,6 +8,7 @@ connections are checked before use).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -31,6 +32,8 @@ from sdmatlas.serve.ogc import wms as wms_routes
 from sdmatlas.serve.ogc import wmts as wmts_routes
 from sdmatlas.serve.services import Services
 from sdmatlas.settings import Settings
+
+log = logging.getLogger("sdmatlas.serve")
 
 
 def create_app(settings: Settings | None = None, catalog: Catalog | None = None) -> FastAPI:
@@ -115,10 +118,13 @@ def check_storage(catalog: Catalog) -> None:
         try:
             ok = release_store(parent or ".").exists(key)
         except OSError as exc:
-            raise StorageUnavailableError(f"storage of release {r.key} fails: {exc}") from exc
+            # the location goes to the log, not to the client (no server paths out)
+            log.warning("storage of release %s at %s fails: %s", r.key, r.storage_uri, exc)
+            raise StorageUnavailableError(f"the storage of release {r.key} fails") from exc
         if not ok:
+            log.warning("release %s is not at %s", r.key, r.storage_uri)
             raise StorageUnavailableError(
-                f"release {r.key} is not at {r.storage_uri} (storage unmounted or moved?)"
+                f"release {r.key} is not in its storage (unmounted or moved? see the log)"
             )
 
 

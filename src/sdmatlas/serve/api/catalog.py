@@ -255,7 +255,7 @@ def _cog(svc: Services, layer: str, bbox: str | None) -> Response:
         box = transform_bounds("EPSG:4326", rel.grid.crs, w, s_, e, n)
     name = f"species/{ref.species_id}" if ref.kind == "species" else f"indicator/{ref.indicator}"
     with tempfile.TemporaryDirectory() as tmp:
-        out = export_cog(rel.group, name, FsPath(tmp) / "layer.tif", bbox=box)
+        out = export_cog(rel.root, name, FsPath(tmp) / "layer.tif", bbox=box)
         body = out.read_bytes()
     fname = layer.replace(":", "_") + ".tif"
     return Response(

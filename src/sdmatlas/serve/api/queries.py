@@ -86,7 +86,7 @@ def point(
     rel = _open(svc, release, period)
     with timer.span("read"):
         x, y = _to_grid(rel).transform(lon, lat)
-        res = queries.point(rel.group, float(x), float(y))
+        res = queries.point(rel.root, float(x), float(y))
     with svc.catalog.session() as s:
         territories = [t.code for t in catalog_queries.territories_at(s, lon, lat)]
     body: dict[str, Any] = {
@@ -174,9 +174,9 @@ def _report(svc: Services, rel: OpenRelease, geom: BaseGeometry, min_mean: float
         "simplify the outline (a long, detailed boundary costs the most), split the "
         "area, or ask for a territory of the catalog (GET /report?territory=)",
     )
-    res = queries.area(rel.group, geom, (mask, r0, c0))
+    res = queries.area(rel.root, geom, (mask, r0, c0))
     window = (slice(r0, r0 + mask.shape[0]), slice(c0, c0 + mask.shape[1]))
-    terr = np.asarray(array(rel.group, "territory")[window]) == 1
+    terr = np.asarray(array(rel.root, "territory")[window]) == 1
     sel = mask & terr
     indicators: dict[str, Any] = {}
     for name in rel.indicators:

@@ -458,7 +458,7 @@ def get_map(svc: Services, p: dict[str, str], version: str) -> Response:
             drawn.append((codes, render.code_palette(st)))
         else:
             values = svc.reader.gather(rel, idx, ref.var)
-            drawn.append((render.quantise(values, st), render.index_palette(st)))
+            drawn.append((render.palette_indices(values, st), render.index_palette(st)))
     budget.check_deadline()
     bg_rgb = np.array([(bgc >> 16) & 255, (bgc >> 8) & 255, bgc & 255], np.uint8)
     opaque = not transparent or fmt == "jpeg"

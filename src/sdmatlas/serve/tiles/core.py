@@ -207,7 +207,7 @@ def render_tile(
         if ref.kind == "species":
             indices, palette = data, render.code_palette(style)
         else:
-            indices, palette = render.quantise(data, style), render.index_palette(style)
+            indices, palette = render.palette_indices(data, style), render.index_palette(style)
     with timer.span("encode"):
         return render.encode_indexed(indices, palette, fmt), False
 

@@ -187,7 +187,7 @@ def parse_group(
 
 
 def group_rows(rel: OpenRelease, spec: GroupSpec) -> npt.NDArray[np.intp]:
-    rows = select_group(rel.group, spec.kind, spec.value)
+    rows = select_group(rel.root, spec.kind, spec.value)
     if not len(rows):
         raise NotFoundError(f"no species of release {rel.key} is in the group {spec.key()}")
     if len(rows) > MAX_GROUP_SPECIES:

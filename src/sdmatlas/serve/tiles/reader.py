@@ -70,7 +70,7 @@ class OpenRelease:
 
     key: str
     uri: str
-    group: zarr.Group
+    root: zarr.Group  # the release's Zarr root group (not a species group)
     grid: Grid
     n_levels: int
     species_ids: npt.NDArray[np.int64]
@@ -95,7 +95,7 @@ class OpenRelease:
     def arr(self, level: int, var: str) -> zarr.Array[Any]:
         a = self._arrays.get((level, var))
         if a is None:
-            a = array(self.group, f"levels/{level}/{var}")
+            a = array(self.root, f"levels/{level}/{var}")
             self._arrays[(level, var)] = a
         return a
 
@@ -115,7 +115,7 @@ def open_for_serving(key: str, uri: str) -> OpenRelease:
     return OpenRelease(
         key=key,
         uri=uri,
-        group=group,
+        root=group,
         grid=Grid.model_validate(meta["grid"]),
         n_levels=int(meta["levels"]),
         species_ids=ids,

@@ -288,7 +288,7 @@ def index_palette(style: Style) -> npt.NDArray[np.uint8]:
     return pal
 
 
-def quantise(values: npt.NDArray[np.float32], style: Style) -> npt.NDArray[np.uint8]:
+def palette_indices(values: npt.NDArray[np.float32], style: Style) -> npt.NDArray[np.uint8]:
     """Float values to palette indices 0-254 over the style's range; NaN to 255."""
     with np.errstate(invalid="ignore"):
         t = (values - np.float32(style.vmin)) / np.float32(style.vmax - style.vmin)
