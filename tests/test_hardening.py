@@ -826,3 +826,32 @@ def test_heavy_requests_wait_their_turn_then_get_429() -> None:
         return seen
 
     assert asyncio.run(scenario()) == ["a runs", "b 429 5", "c runs"]
+
+
+@pytest.mark.parametrize("crs", ["EPSG:3857", "CRS:84", "EPSG:3035"])
+def test_getmaps_drawn_in_strips_equal_one_piece(
+    client: TestClient, grid: Grid, crs: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GetMap draws STRIP rows at a time (small GIL holds, a strip's memory, deadline
+    checks between strips): the bytes equal the map drawn in one piece, for one layer
+    (palette PNG) and two stacked layers."""
+    import sdmatlas.serve.ogc.wms as wms
+
+    w, s_, e, n = transformer(grid.crs, "EPSG:4326").transform_bounds(*grid.bounds)
+    if crs == "CRS:84":
+        bbox = f"{w},{s_},{e},{n}"
+    else:
+        x0, y0, x1, y1 = transformer("EPSG:4326", crs).transform_bounds(w, s_, e, n)
+        bbox = f"{y0},{x0},{y1},{x1}" if crs == "EPSG:3035" else f"{x0},{y0},{x1},{y1}"
+    for layers in (LAYER, f"{KEY}:indicator:richness,{LAYER}"):
+        q = {"SERVICE": "WMS", "REQUEST": "GetMap", "VERSION": "1.3.0", "LAYERS": layers,
+             "STYLES": "", "CRS": crs, "BBOX": bbox, "WIDTH": "333", "HEIGHT": "701",
+             "FORMAT": "image/png", "TRANSPARENT": "TRUE"}  # fmt: skip
+        monkeypatch.setattr(wms, "STRIP", 64)
+        strips = client.get("/wms", params=q)
+        monkeypatch.setattr(wms, "STRIP", 100_000)
+        whole = client.get("/wms", params=q)
+        assert strips.status_code == whole.status_code == 200, strips.text
+        a = np.asarray(Image.open(io.BytesIO(strips.content)).convert("RGBA"))
+        b = np.asarray(Image.open(io.BytesIO(whole.content)).convert("RGBA"))
+        assert (a[..., 3] > 0).any() and np.array_equal(a, b), (crs, layers)

@@ -51,6 +51,7 @@ from sdmatlas.serve.tiles.tiling import (
     tile_bounds,
     transformer,
     window_index,
+    window_level,
 )
 from sdmatlas.serve.tiles.versions import SHORT
 from sdmatlas.serve.urls import public_base
@@ -276,13 +277,21 @@ def _bbox_in(code: str, lonlat: tuple[float, float, float, float]) -> tuple[floa
     return tuple(float(v) for v in t.transform_bounds(w, s, e, n))
 
 
+def map_crs(crs: str) -> str:
+    """The CRS a map's BBOX is in, for PROJ (CRS:84 is EPSG:4326 in x/y order)."""
+    return "EPSG:4326" if crs == "CRS:84" else crs
+
+
 def map_index(
     crs: str, bbox: tuple[float, float, float, float], width: int, height: int, grid: Grid,
-    n_levels: int,
+    n_levels: int, level: int | None = None,
 ) -> TileIndex:  # fmt: skip
     """Each output pixel's release pixel: the tiles' exact lattice-interpolated mapping."""
-    return window_index("EPSG:4326" if crs == "CRS:84" else crs, bbox, width, height, grid,
-                        n_levels)  # fmt: skip
+    return window_index(map_crs(crs), bbox, width, height, grid, n_levels, level)
+
+
+#: Rows of a GetMap drawn at once (serve/ogc/wms.py, get_map).
+STRIP = 256
 
 
 #: matrix sets whose tiles a GetMap in this CRS can be (x/y bbox order)
@@ -438,47 +447,75 @@ def get_map(svc: Services, p: dict[str, str], version: str) -> Response:
         keep = {k: v for k, v in headers.items() if k in ("ETag", "X-Cache", "X-Tile-Empty")}
         return Response(body, media_type=p["FORMAT"],
                         headers={"Cache-Control": SHORT, **keep})  # fmt: skip
-    # Each layer as palette indices and its palette, as the tiles are made. Species
-    # palettes fade in (alpha 0-255), so layers are stacked with the "over" operator.
-    drawn: list[tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]] = []
-    indexes: dict[tuple[object, ...], TileIndex] = {}  # one per release grid
-    for name, style in zip(layers, chosen, strict=True):
-        budget.check_deadline()
-        ref = _wms_layer(svc, name, p.get("TIME"))
-        rel = svc.open(ref)
-        g = rel.grid
-        gkey = (g.crs, g.res, g.x0, g.y0, g.width, g.height, rel.n_levels)
-        if gkey not in indexes:
-            indexes[gkey] = map_index(crs, bbox, width, height, g, rel.n_levels)
-        idx = indexes[gkey]
-        st = render.parse_style(style, None, ref.default_range, ref.fade)
-        if ref.kind == "species":
-            assert ref.species_id is not None
-            codes = svc.reader.gather(rel, idx, "probability", rel.species_row(ref.species_id))
-            drawn.append((codes, render.code_palette(st)))
-        else:
-            values = svc.reader.gather(rel, idx, ref.var)
-            drawn.append((render.palette_indices(values, st), render.index_palette(st)))
-    budget.check_deadline()
+    refs = [_wms_layer(svc, name, p.get("TIME")) for name in layers]
     bg_rgb = np.array([(bgc >> 16) & 255, (bgc >> 8) & 255, bgc & 255], np.uint8)
     opaque = not transparent or fmt == "jpeg"
-    if len(drawn) == 1 and fmt != "jpeg":  # the common case: a palette image, as tiles
-        indices, palette = drawn[0]
-        if opaque:
-            palette = _over(palette, bg_rgb)
+    # Each layer as palette indices and its palette, as the tiles are made, drawn in
+    # strips of STRIP rows: every numpy call stays small (the GIL is released between
+    # them, so the event loop and other requests keep running), memory is a strip's,
+    # and the deadline is checked between strips. Species palettes fade in (alpha
+    # 0-255), so several layers are stacked with the "over" operator, strip by strip.
+    styles_ = [
+        render.parse_style(style, None, ref.default_range, ref.fade)
+        for ref, style in zip(refs, chosen, strict=True)
+    ]
+    palettes = [
+        render.code_palette(st) if ref.kind == "species" else render.index_palette(st)
+        for ref, st in zip(refs, styles_, strict=True)
+    ]
+    rels = [svc.open(ref) for ref in refs]
+    levels: dict[tuple[object, ...], int] = {}  # one per release grid, for the whole map
+    for rel in rels:
+        g = rel.grid
+        gkey = (g.crs, g.res, g.x0, g.y0, g.width, g.height, rel.n_levels)
+        if gkey not in levels:
+            levels[gkey] = window_level(map_crs(crs), bbox, width, height, g, rel.n_levels)
+    single = len(refs) == 1 and fmt != "jpeg"
+    indices = np.empty((height, width), np.uint8) if single else None
+    canvas = (
+        None
+        if single
+        else Image.new("RGBA", (width, height), (*map(int, bg_rgb), 255) if opaque else 0)
+    )
+    left, bottom, right, top = bbox
+    dy = (top - bottom) / height
+    for r0 in range(0, height, STRIP):
+        budget.check_deadline()
+        r1 = min(height, r0 + STRIP)
+        strip = (left, top - r1 * dy, right, top - r0 * dy) if height > STRIP else bbox
+        indexes: dict[tuple[object, ...], TileIndex] = {}
+        for ref, rel, st, palette in zip(refs, rels, styles_, palettes, strict=True):
+            g = rel.grid
+            gkey = (g.crs, g.res, g.x0, g.y0, g.width, g.height, rel.n_levels)
+            if gkey not in indexes:
+                indexes[gkey] = map_index(crs, strip, width, r1 - r0, g, rel.n_levels,
+                                          levels[gkey])  # fmt: skip
+            idx = indexes[gkey]
+            if ref.kind == "species":
+                assert ref.species_id is not None
+                part = svc.reader.gather(rel, idx, "probability", rel.species_row(ref.species_id))
+            else:
+                part = render.palette_indices(svc.reader.gather(rel, idx, ref.var), st)
+            if indices is not None:
+                indices[r0:r1] = part
+            else:
+                assert canvas is not None
+                layer = Image.frombytes("RGBA", (width, r1 - r0), palette[part].tobytes())
+                box = (0, r0, width, r1)
+                canvas.paste(Image.alpha_composite(canvas.crop(box), layer), box)
+    budget.check_deadline()
+    if indices is not None:  # the common case: a palette image, as tiles
+        palette = _over(palettes[0], bg_rgb) if opaque else palettes[0]
         body = render.encode_indexed(indices, palette, fmt)
     else:
-        img = Image.new("RGBA", (width, height), (*map(int, bg_rgb), 255) if opaque else 0)
-        for indices, palette in drawn:  # PIL's "over" operator, layer after layer
-            layer = Image.frombytes("RGBA", (width, height), palette[indices].tobytes())
-            img = Image.alpha_composite(img, layer)
+        assert canvas is not None
         buf = io.BytesIO()
         if fmt == "jpeg":
-            img.convert("RGB").save(buf, "JPEG", quality=90)
+            canvas.convert("RGB").save(buf, "JPEG", quality=90)
         elif fmt == "webp":
-            img.save(buf, "WEBP", lossless=True, quality=0, method=0)
+            canvas.save(buf, "WEBP", lossless=True, quality=0, method=0)
         else:
-            img.save(buf, "PNG", compress_level=1)
+            canvas.save(buf, "PNG", compress_level=1)
         body = buf.getvalue()
     return Response(body, media_type=p["FORMAT"], headers={"Cache-Control": SHORT})
 

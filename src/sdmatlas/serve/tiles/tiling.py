@@ -214,6 +214,26 @@ def tile_index(
     return window_index(tms_crs(tms), bounds, TILE_SIZE, TILE_SIZE, grid, n_levels)
 
 
+def window_level(
+    crs: str, bounds: tuple[float, ...], width: int, height: int, grid: Grid, n_levels: int
+) -> int:
+    """The pyramid level :func:`window_index` reads for this window, from two transformed
+    points (the lattice cell at the window's centre, as there), so that a map drawn in
+    strips reads every strip from the level of the whole map (no seams)."""
+    if min(width, height) >= 2 * _STEP:
+        t = transformer(crs, grid.crs)
+        lat_j, lat_i = _lattice(height), _lattice(width)
+        cj, ci = len(lat_j) // 2, min(len(lat_i) // 2, len(lat_i) - 2)
+        ii, jj = lat_i[[ci, ci + 1]], lat_j[[cj, cj]]
+        x, y = (np.asarray(v) for v in t.transform(*_centres(bounds, ii, jj, width, height)))
+        ci4, cj4 = lat_i[[0, -1, 0, -1]], lat_j[[0, 0, -1, -1]]
+        corners = np.asarray(t.transform(*_centres(bounds, ci4, cj4, width, height)))
+        if np.isfinite(x).all() and np.isfinite(y).all() and np.isfinite(corners).all():
+            size = math.hypot(x[1] - x[0], y[1] - y[0]) / (lat_i[ci + 1] - lat_i[ci])
+            return choose_level(grid, n_levels, size)
+    return int(window_index(crs, bounds, width, height, grid, n_levels).level)  # rare: edges
+
+
 def window_index(
     crs: str,
     bounds: tuple[float, ...],
@@ -221,24 +241,27 @@ def window_index(
     height: int,
     grid: Grid,
     n_levels: int,
+    level: int | None = None,
 ) -> TileIndex:
     """The index map of any width x height window over ``bounds`` (x/y order, in ``crs``):
-    tiles, WMS maps. Lattice-interpolated, exact (see the module's docstring)."""
+    tiles, WMS maps. Lattice-interpolated, exact (see the module's docstring). ``level``
+    forces the pyramid level (else chosen from the pixel size at the centre)."""
     if min(width, height) < 2 * _STEP:  # a lattice would save nothing
-        return _exact_index(crs, bounds, width, height, grid, n_levels)
+        return _exact_index(crs, bounds, width, height, grid, n_levels, level)
     t = transformer(crs, grid.crs)
     lat_j, lat_i = _lattice(height), _lattice(width)
     jj, ii = np.meshgrid(lat_j, lat_i, indexing="ij")
     lx, ly = t.transform(*_centres(bounds, ii, jj, width, height))
     lx, ly = np.asarray(lx), np.asarray(ly)
-    if not (np.isfinite(lx).all() and np.isfinite(ly).all()):
-        return _exact_index(crs, bounds, width, height, grid, n_levels)  # a projection's edge
-    # Source pixel size at the window centre: the level that fits the zoom.
-    cj, ci = len(lat_j) // 2, min(len(lat_i) // 2, len(lat_i) - 2)
-    size = math.hypot(lx[cj, ci + 1] - lx[cj, ci], ly[cj, ci + 1] - ly[cj, ci]) / (
-        lat_i[ci + 1] - lat_i[ci]
-    )
-    k = choose_level(grid, n_levels, size)
+    if not (np.isfinite(lx).all() and np.isfinite(ly).all()):  # a projection's edge
+        return _exact_index(crs, bounds, width, height, grid, n_levels, level)
+    k = level
+    if k is None:  # source pixel size at the window centre: the level that fits the zoom
+        cj, ci = len(lat_j) // 2, min(len(lat_i) // 2, len(lat_i) - 2)
+        size = math.hypot(lx[cj, ci + 1] - lx[cj, ci], ly[cj, ci + 1] - ly[cj, ci]) / (
+            lat_i[ci + 1] - lat_i[ci]
+        )
+        k = choose_level(grid, n_levels, size)
     g = level_grid(grid, k)
     # A window whose lattice lies wholly off the level (one pixel of margin) is empty.
     gx0, gx1 = (float(lx.min()) - g.x0) / g.res, (float(lx.max()) - g.x0) / g.res
