@@ -23,6 +23,7 @@ from sdmatlas.serve.api import queries as query_routes
 from sdmatlas.serve.api import tiles as tile_routes
 from sdmatlas.serve.api import viewer as viewer_routes
 from sdmatlas.serve.guard import GuardMiddleware
+from sdmatlas.serve.head import HeadMiddleware
 from sdmatlas.serve.observe import metrics
 from sdmatlas.serve.observe.logs import ObserveMiddleware, configure_logging
 from sdmatlas.serve.observe.timing import ETagTimingMiddleware
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
         fastpath.install(app, app.state.services)  # innermost: inside ETag and CORS
     app.add_middleware(ETagTimingMiddleware)
     app.add_middleware(GuardMiddleware, settings=settings)  # sizes, Host, deadline
+    app.add_middleware(HeadMiddleware)  # HEAD answered as the GET it mirrors, bodiless
     app.add_middleware(ObserveMiddleware, pool=getattr(app.state.catalog.engine, "pool", None))
     if settings.cors_origins:
         app.add_middleware(

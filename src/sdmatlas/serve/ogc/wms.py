@@ -61,6 +61,10 @@ router = APIRouter(tags=["ogc"])
 #: CRS codes served, and whether 1.3.0 gives their bbox in reversed (y, x) order.
 CRSS = {"EPSG:3857": False, "EPSG:4326": True, "CRS:84": False, "EPSG:3035": True}
 XLINK = "http://www.w3.org/1999/xlink"
+DOCTYPE_111 = (b'<!DOCTYPE WMT_MS_Capabilities SYSTEM '
+               b'"http://schemas.opengis.net/wms/1.1.1/WMS_MS_Capabilities.dtd">')  # fmt: skip
+DOCTYPE_EXC_111 = (b'<!DOCTYPE ServiceExceptionReport SYSTEM '
+                   b'"http://schemas.opengis.net/wms/1.1.1/WMS_exception_1_1_1.dtd">')  # fmt: skip
 FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
 
 
@@ -88,6 +92,10 @@ def exception_report(exc: BaseException, version: str) -> Response:
     e = ET.SubElement(root, "ServiceException", {"code": code} if code else {})
     e.text = message_of(exc)
     response = xml_response(root, media, code_of(exc).status)
+    if version != "1.3.0":  # 1.1.1 reports name their DTD
+        head, _, rest = bytes(response.body).partition(b"\n")
+        response = Response(head + b"\n" + DOCTYPE_EXC_111 + b"\n" + rest, code_of(exc).status,
+                            media_type=media)  # fmt: skip
     response.headers.update(headers_of(exc))
     return response
 
@@ -112,7 +120,10 @@ class _Writer:
         self.version = version
 
     def href(self, el: ET.Element, url: str) -> None:
-        el.set("xlink:href" if self.v13 else f"{{{XLINK}}}href", url)
+        if not self.v13:  # the 1.1.1 DTD declares xmlns:xlink on OnlineResource only
+            el.set("xmlns:xlink", XLINK)
+        el.set("xlink:type", "simple")
+        el.set("xlink:href", url)
 
     def layer(
         self,
@@ -263,6 +274,9 @@ def _capabilities(svc: Services, base: str, version: str) -> bytes:
                          abstract=f"{info.kind} layer, period {info.period}, version "
                          f"{info.version}", styles_of=None if shared else lid)  # fmt: skip
     body: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    if not v13:  # 1.1.1 documents name their DTD
+        head, _, rest = body.partition(b"\n")
+        body = head + b"\n" + DOCTYPE_111 + b"\n" + rest
     return body
 
 
@@ -525,9 +539,7 @@ async def wms(request: Request) -> Response:
     """Parsed on the event loop; answered in the executor (serve/offload.py). Every
     error, including server faults, is a ServiceExceptionReport of the version."""
     p = _params(request)
-    version = p.get("VERSION", "1.3.0")
-    if version not in ("1.1.1", "1.3.0"):
-        version = "1.3.0"
+    version = negotiate(p.get("VERSION") or p.get("WMTVER"))
     svc = services(request)
     try:
         base = public_base(request, svc.settings)
@@ -537,6 +549,24 @@ async def wms(request: Request) -> Response:
         return await offload(_dispatch, svc, p, version, base)
     except Exception as exc:  # one table decides the status and the code
         return exception_report(exc, version)
+
+
+VERSIONS = ("1.1.1", "1.3.0")
+
+
+def negotiate(requested: str | None) -> str:
+    """The version to answer in (WMS 1.3.0, 6.2.4): the one asked for if served; else
+    the highest served below it, or the lowest served if it is below them all. No
+    version (or one that is not a version) gets the highest."""
+    try:
+        asked = tuple(int(x) for x in (requested or "").split("."))
+    except ValueError:
+        return VERSIONS[-1]
+    if not requested or len(asked) != 3:
+        return VERSIONS[-1]
+    served = [tuple(int(x) for x in v.split(".")) for v in VERSIONS]
+    below = [v for v in served if v <= asked]
+    return ".".join(map(str, max(below) if below else min(served)))
 
 
 #: GetMaps drawing more pixels than this (16 tiles) are heavy (serve/offload.py).
@@ -606,6 +636,8 @@ def feature_info(svc: Services, p: dict[str, str], version: str) -> Response:
 
 def legend(svc: Services, p: dict[str, str]) -> Response:
     _require(p, "LAYER")
+    if p.get("FORMAT", "image/png") != "image/png":  # refuse formats we do not make
+        raise InvalidFormatError(f"FORMAT {p['FORMAT'][:40]!r}: legends are image/png")
     ref = _wms_layer(svc, p["LAYER"], p.get("TIME"))
     style = _style(p.get("STYLE") or None)
     st = render.parse_style(style, None, ref.default_range, ref.fade)

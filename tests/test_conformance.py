@@ -1,0 +1,135 @@
+"""OGC and HTTP conformance (issue 22, in part): documents validated offline against the
+official schemas and DTDs (shipped in MapProxy's wheel, mapproxy/test/schemas), HEAD
+wherever GET is answered, and WMS version negotiation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import mapproxy
+import pytest
+from fastapi.testclient import TestClient
+from lxml import etree
+
+from conftest import served_catalog
+from sdmatlas.serve.app import create_app
+from sdmatlas.serve.ogc.wms import negotiate
+from sdmatlas.settings import Settings
+
+KEY = "coast-c"
+LAYER = f"{KEY}:species:3"
+SCHEMAS = Path(mapproxy.__file__).parent / "test" / "schemas"
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory, cube: Path) -> Iterator[TestClient]:
+    s: Settings = served_catalog(cube, tmp_path_factory.mktemp("conf"), [(KEY, "2020")])
+    with TestClient(create_app(s)) as c:
+        yield c
+
+
+def _dtd(name: str) -> etree.DTD:
+    return etree.DTD(str(SCHEMAS / "wms" / "1.1.1" / name))
+
+
+def _xsd(*parts: str) -> etree.XMLSchema:
+    return etree.XMLSchema(etree.parse(str(SCHEMAS.joinpath(*parts))))
+
+
+def test_wms_111_capabilities_are_dtd_valid(client: TestClient) -> None:
+    r = client.get("/wms?SERVICE=WMS&REQUEST=GetCapabilities&VERSION=1.1.1")
+    assert r.status_code == 200
+    assert b'<!DOCTYPE WMT_MS_Capabilities SYSTEM "http://schemas.opengis.net/wms/1.1.1/' in (
+        r.content
+    )
+    doc = etree.fromstring(r.content, etree.XMLParser(load_dtd=False, no_network=True))
+    dtd = _dtd("WMS_MS_Capabilities.dtd")
+    assert dtd.validate(doc), dtd.error_log.filter_from_errors()
+    assert "xmlns:xlink" not in r.text.split("<Service>")[0]  # not on the root (the DTD)
+
+
+def test_wms_111_exception_reports_are_dtd_valid(client: TestClient) -> None:
+    r = client.get("/wms?SERVICE=WMS&REQUEST=GetMap&VERSION=1.1.1&LAYERS=nope&STYLES=&SRS="
+                   "EPSG:3857&BBOX=0,0,1,1&WIDTH=8&HEIGHT=8&FORMAT=image/png")  # fmt: skip
+    assert r.status_code == 404
+    doc = etree.fromstring(r.content, etree.XMLParser(load_dtd=False, no_network=True))
+    dtd = _dtd("WMS_exception_1_1_1.dtd")
+    assert dtd.validate(doc), dtd.error_log.filter_from_errors()
+
+
+def test_wms_130_exception_reports_follow_the_xsd(client: TestClient) -> None:
+    r = client.get("/wms?SERVICE=WMS&REQUEST=GetMap&VERSION=1.3.0&LAYERS=nope&STYLES=&CRS="
+                   "EPSG:3857&BBOX=0,0,1,1&WIDTH=8&HEIGHT=8&FORMAT=image/png")  # fmt: skip
+    schema = _xsd("wms", "1.3.0", "exceptions_1_3_0.xsd")
+    assert schema.validate(etree.fromstring(r.content)), schema.error_log.filter_from_errors()
+
+
+@pytest.mark.parametrize(
+    "asked,answered",
+    [("1.3.0", "1.3.0"), ("1.1.1", "1.1.1"), ("1.0.0", "1.1.1"), ("1.1.0", "1.1.1"),
+     ("1.2.0", "1.1.1"), ("9.9.9", "1.3.0"), ("2.0.0", "1.3.0"), (None, "1.3.0"),
+     ("junk", "1.3.0")],
+)  # fmt: skip
+def test_wms_version_negotiation(client: TestClient, asked: str | None, answered: str) -> None:
+    """WMS 1.3.0, 6.2.4: a version not served gets the highest served below it, or the
+    lowest served when it is below them all."""
+    assert negotiate(asked) == answered
+    q = "/wms?SERVICE=WMS&REQUEST=GetCapabilities" + (f"&VERSION={asked}" if asked else "")
+    doc = etree.fromstring(client.get(q).content, etree.XMLParser(load_dtd=False, no_network=True))
+    assert doc.get("version") == answered
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/health",
+        "/releases",
+        f"/layers/{LAYER}",
+        f"/layers/{LAYER}/tilejson.json",
+        f"/layers/{LAYER}/legend.png",
+        f"/tiles/{LAYER}/WebMercatorQuad/3/4/2.png",
+        f"/tiles/{LAYER}/WebMercatorQuad/99/0/0.png",
+        "/wms?SERVICE=WMS&REQUEST=GetCapabilities",
+        "/wmts/1.0.0/WMTSCapabilities.xml",
+        "/tms/1.0.0",
+        f"/layers/{LAYER}/cog",
+        "/no/such/url",
+    ],
+)
+def test_head_answers_wherever_get_does(client: TestClient, url: str) -> None:
+    """RFC 9110 9.1: HEAD gives GET's status and headers, without a body (GDAL's
+    /vsicurl/ asks HEAD first)."""
+    get, head = client.get(url), client.head(url)
+    assert head.status_code == get.status_code != 405, url
+    assert head.content == b""
+    for h in ("content-type", "content-length", "etag", "cache-control"):
+        assert head.headers.get(h) == get.headers.get(h), (url, h)
+
+
+@pytest.mark.parametrize(
+    "url,xsd",
+    [
+        ("/wms?SERVICE=WMS&REQUEST=GetCapabilities&VERSION=1.3.0",
+         ("wms", "1.3.0", "capabilities_1_3_0.xsd")),
+        ("/wmts/1.0.0/WMTSCapabilities.xml", ("wmts", "1.0", "wmtsGetCapabilities_response.xsd")),
+        ("/wmts?SERVICE=WMTS&REQUEST=GetTile&LAYER=nope",
+         ("ows", "1.1.0", "owsExceptionReport.xsd")),
+    ],
+)  # fmt: skip
+def test_documents_follow_the_official_xsds(
+    client: TestClient, url: str, xsd: tuple[str, ...]
+) -> None:
+    """Validated with lxml against the OGC schemas, offline; and the check can fail."""
+    schema = _xsd(*xsd)
+    doc = etree.fromstring(client.get(url).content)
+    assert schema.validate(doc), schema.error_log.filter_from_errors()
+    etree.SubElement(doc, "{urn:sdmatlas:test}Bogus")  # an element no schema allows there
+    assert not schema.validate(doc)
+
+
+def test_legend_graphics_refuse_formats_they_do_not_make(client: TestClient) -> None:
+    q = f"/wms?SERVICE=WMS&REQUEST=GetLegendGraphic&VERSION=1.3.0&LAYER={LAYER}"
+    assert client.get(q + "&FORMAT=image/png").headers["content-type"] == "image/png"
+    r = client.get(q + "&FORMAT=image/svg")
+    assert r.status_code == 400 and b'code="InvalidFormat"' in r.content
