@@ -62,6 +62,16 @@ def grid(settings: Settings) -> Grid:
     return Grid.model_validate(sdmatlas_attrs(rel)["grid"])
 
 
+GETMAP = {"SERVICE": "WMS", "REQUEST": "GetMap", "VERSION": "1.3.0", "LAYERS": LAYER,
+          "STYLES": "", "CRS": "EPSG:3857", "BBOX": "1500000,5600000,1600000,5700000",
+          "WIDTH": "64", "HEIGHT": "64", "FORMAT": "image/png"}  # fmt: skip
+
+
+def getmap(c: TestClient, **changes: str) -> Any:
+    """A WMS 1.3.0 GetMap of the coast layer, with some parameters changed."""
+    return c.get("/wms", params={**GETMAP, **changes})
+
+
 def _app(settings: Settings, **changes: Any) -> TestClient:
     return TestClient(create_app(settings.model_copy(update=changes)))
 
@@ -178,21 +188,8 @@ def test_huge_integers_are_4xx(client: TestClient, url: str) -> None:
     ],
 )
 def test_single_tile_getmaps_with_extreme_bboxes(client: TestClient, crs: str, bbox: str) -> None:
-    r = client.get(
-        "/wms",
-        params={
-            "SERVICE": "WMS",
-            "REQUEST": "GetMap",
-            "VERSION": "1.1.1",
-            "LAYERS": LAYER,
-            "STYLES": "",
-            "SRS": crs,
-            "BBOX": bbox,
-            "WIDTH": "256",
-            "HEIGHT": "256",
-            "FORMAT": "image/png",
-            "TRANSPARENT": "TRUE",
-        },
+    r = getmap(
+        client, VERSION="1.1.1", SRS=crs, BBOX=bbox, WIDTH="256", HEIGHT="256", TRANSPARENT="TRUE"
     )
     assert r.status_code < 500, r.text[:300]
 
@@ -317,21 +314,7 @@ def test_a_database_outage_reaches_ogc_clients_as_503(settings: Settings, tmp_pa
         }
     )
     with TestClient(create_app(gone)) as c:
-        r = c.get(
-            "/wms",
-            params={
-                "SERVICE": "WMS",
-                "REQUEST": "GetMap",
-                "VERSION": "1.3.0",
-                "LAYERS": LAYER,
-                "STYLES": "",
-                "CRS": "EPSG:3857",
-                "BBOX": "0,0,1,1",
-                "WIDTH": "8",
-                "HEIGHT": "8",
-                "FORMAT": "image/png",
-            },
-        )
+        r = getmap(c, BBOX="0,0,1,1", WIDTH="8", HEIGHT="8")
         assert r.status_code == 503 and r.headers["retry-after"]
         exc = ET.fromstring(r.content).find(OGC)
         assert exc is not None and exc.attrib.get("code") != "LayerNotDefined"
@@ -365,21 +348,7 @@ def test_a_corrupt_chunk_reaches_wms_clients_as_a_service_exception(
         conn.execute(sa.text("UPDATE release SET storage_uri = :u"), {"u": str(rel)})
     cat.dispose()
     with TestClient(create_app(s)) as c:
-        r = c.get(
-            "/wms",
-            params={
-                "SERVICE": "WMS",
-                "REQUEST": "GetMap",
-                "VERSION": "1.3.0",
-                "LAYERS": LAYER,
-                "STYLES": "",
-                "CRS": "EPSG:3857",
-                "BBOX": "1400000,5500000,1700000,5800000",
-                "WIDTH": "300",
-                "HEIGHT": "300",
-                "FORMAT": "image/png",
-            },
-        )
+        r = getmap(c, BBOX="1400000,5500000,1700000,5800000", WIDTH="300", HEIGHT="300")
     assert r.status_code >= 500 and r.headers["content-type"].startswith("text/xml")
     exc = ET.fromstring(r.content).find(OGC)
     assert exc is not None and str(root) not in r.text
@@ -498,21 +467,7 @@ def test_polygon_edges_follow_longitude_latitude_lines(client: TestClient, grid:
 
 def test_png_of_a_report_free_getmap_still_renders(client: TestClient) -> None:
     """After all the guards, an ordinary GetMap is unchanged: an image of the size asked."""
-    r = client.get(
-        "/wms",
-        params={
-            "SERVICE": "WMS",
-            "REQUEST": "GetMap",
-            "VERSION": "1.3.0",
-            "LAYERS": LAYER,
-            "STYLES": "",
-            "CRS": "EPSG:3857",
-            "BBOX": "1500000,5600000,1600000,5700000",
-            "WIDTH": "320",
-            "HEIGHT": "200",
-            "FORMAT": "image/png",
-        },
-    )
+    r = getmap(client, WIDTH="320", HEIGHT="200")
     assert r.status_code == 200
     assert Image.open(io.BytesIO(r.content)).size == (320, 200)
 
