@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import math
 import socket
 import threading
 import time
@@ -82,7 +83,7 @@ def test_owslib_reads_the_service_and_fetches_tiles(live: str) -> None:
     ours = [tm for tm in service.items() if tm[0].endswith(f"/{LAYER}/WebMercatorQuad")]
     assert ours, [tm[0] for tm in service.items()][:5]
     href, tilemap = ours[0]
-    assert tilemap.srs in ("EPSG:900913", "EPSG:3857") and tilemap.profile == "global-mercator"
+    assert tilemap.srs in ("EPSG:900913", "EPSG:3857") and tilemap.profile == "none"
     tile = _data_tile(live, 9)
     tms_y = 2**9 - 1 - tile.y
     got = service.gettile(tile.x, tms_y, 9, id=href)
@@ -92,8 +93,8 @@ def test_owslib_reads_the_service_and_fetches_tiles(live: str) -> None:
 
 def test_tile_map_document(live: str) -> None:
     profiles = [
-        ("WebMercatorQuad", "global-mercator"),
-        ("WGS1984Quad", "global-geodetic"),
+        ("WebMercatorQuad", "none"),
+        ("WGS1984Quad", "none"),
         ("EuropeanETRS89_LAEAQuad", "local"),
     ]
     for name, profile in profiles:
@@ -102,10 +103,26 @@ def test_tile_map_document(live: str) -> None:
         sets = doc.find("TileSets")
         assert sets is not None and sets.attrib["profile"] == profile
         orders = [int(t.attrib["order"]) for t in sets.findall("TileSet")]
-        assert orders == list(range(orders[0], orders[-1] + 1))
+        assert orders == list(range(0, orders[-1] + 1))  # from 0: GDAL expects it
         upp = [float(t.attrib["units-per-pixel"]) for t in sets.findall("TileSet")]
         assert all(a > b for a, b in itertools.pairwise(upp))
         assert doc.find("Origin") is not None and doc.find("TileFormat") is not None
+
+
+def test_gdal_opens_the_tile_map_url(live: str) -> None:
+    """GDAL reads a TileMap by its URL (issue 22: it refused orders not starting at 0):
+    the matrix set's georeferencing, and at its deepest order the XYZ tile's pixels."""
+    with rasterio.open(f"{live}/tms/1.0.0/{LAYER}/WebMercatorQuad") as ds:
+        assert ds.crs.to_epsg() == 3857
+        assert ds.transform.c == pytest.approx(-20037508.342789244, abs=1e-3)
+        z = round(math.log2(ds.width / 256))  # the deepest order: full resolution
+        assert ds.height == ds.width and z >= 9
+        tile = _data_tile(live, z)
+        got = ds.read(window=Window(tile.x * 256, tile.y * 256, 256, 256))
+    png = urllib.request.urlopen(f"{live}/tiles/{LAYER}/WebMercatorQuad/{z}/{tile.x}/{tile.y}.png")
+    want = np.asarray(Image.open(io.BytesIO(png.read())).convert("RGBA")).transpose(2, 0, 1)
+    # a TileMap declares no band count: GDAL opens it as RGB (the palette's colours)
+    assert got.shape[0] in (3, 4) and np.array_equal(got, want[: got.shape[0]])
 
 
 def test_gdal_reads_tms_tiles_georeferenced(live: str) -> None:

@@ -24,9 +24,13 @@ from sdmatlas.serve.urls import public_base
 
 router = APIRouter(tags=["ogc"])
 
+#: TMS profiles. The global ones are "none": OSGeo TMS clients that trust
+#: "global-mercator" or "global-geodetic" number our orders one level off (MapProxy
+#: takes order n as its level n + 1), so every TileMap says its origin and the
+#: units-per-pixel of every order explicitly, from order 0 (GDAL expects order 0 first).
 PROFILES = {
-    "WebMercatorQuad": "global-mercator",
-    "WGS1984Quad": "global-geodetic",
+    "WebMercatorQuad": "none",
+    "WGS1984Quad": "none",
     "EuropeanETRS89_LAEAQuad": "local",
 }
 #: Zoom levels offered beyond the one matching the release's resolution.
@@ -71,13 +75,13 @@ def tile_map(
     tms: Annotated[str, Path(description=f"One of {', '.join(TMS_NAMES)}.")],
     format: Annotated[str, Query(description="png or webp.")] = "png",
 ) -> Response:
-    """The tile sets from the zoom that shows the whole layer to three zooms past the
-    release's resolution; tiles use the layer's default colormap and range."""
+    """The tile sets from order 0 (every zoom is served; GDAL expects order 0 first) to
+    three zooms past the release's resolution; tiles use the layer's default style."""
     svc = services(request)
     ref = svc.layers.resolve(layer)
     matrix_set = get_tms(tms)
     _image_format(format)
-    minz, maxz = zoom_range(svc, ref, tms)
+    maxz = zoom_range(svc, ref, tms)[1]
     root = ET.Element("TileMap", version="1.0.0", tilemapservice=_base(request) + "/")
     ET.SubElement(root, "Title").text = ref.title
     ET.SubElement(root, "Abstract").text = f"{ref.id}, version {ref.version}"
@@ -89,7 +93,7 @@ def tile_map(
     ET.SubElement(root, "TileFormat", {"width": "256", "height": "256",
                   "mime-type": render.FORMATS[format], "extension": format})  # fmt: skip
     sets = ET.SubElement(root, "TileSets", profile=PROFILES[tms])
-    for z in range(minz, min(maxz + OVERZOOM, matrix_set.maxzoom) + 1):
+    for z in range(matrix_set.minzoom, min(maxz + OVERZOOM, matrix_set.maxzoom) + 1):
         attrs = {
             "href": f"{_base(request)}/{ref.id}/{tms}/{z}",
             "units-per-pixel": repr(matrix_set.matrix(z).cellSize),
