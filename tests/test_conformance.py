@@ -133,38 +133,3 @@ def test_legend_graphics_refuse_formats_they_do_not_make(client: TestClient) -> 
     assert client.get(q + "&FORMAT=image/png").headers["content-type"] == "image/png"
     r = client.get(q + "&FORMAT=image/svg")
     assert r.status_code == 400 and b'code="InvalidFormat"' in r.content
-
-
-def test_tile_matrices_served_are_those_advertised(client: TestClient) -> None:
-    """WMTS, TMS and XYZ serve the same zooms: to 3 past the release's resolution, as
-    WMTS and TMS advertise; deeper is TileOutOfRange (WMTS) or 404 (XYZ, TMS)."""
-    from xml.etree import ElementTree as ET
-
-    caps = ET.fromstring(client.get("/wmts/1.0.0/WMTSCapabilities.xml").content)
-    ns = {"w": "http://www.opengis.net/wmts/1.0", "ows": "http://www.opengis.net/ows/1.1"}
-    sets = {
-        s.findtext("ows:Identifier", namespaces=ns): [
-            int(m.findtext("ows:Identifier", namespaces=ns) or -1)
-            for m in s.findall("w:TileMatrix", ns)
-        ]
-        for s in caps.findall("w:Contents/w:TileMatrixSet", ns)
-    }
-    deepest = max(sets["WebMercatorQuad"])
-    tilemap = ET.fromstring(client.get(f"/tms/1.0.0/{LAYER}/WebMercatorQuad").content)
-    orders = [int(t.attrib["order"]) for t in tilemap.iter("TileSet")]
-    assert max(orders) == deepest  # TMS and WMTS advertise the same zooms
-    tj = client.get(f"/layers/{LAYER}/tilejson.json").json()
-    assert tj["maxzoom"] == deepest - 3  # clients zoom further themselves
-    for z, ok in ((deepest, True), (deepest + 1, False)):
-        xyz = client.get(f"/tiles/{LAYER}/WebMercatorQuad/{z}/0/0.png")
-        tms = client.get(f"/tms/1.0.0/{LAYER}/WebMercatorQuad/{z}/0/0.png")
-        wmts = client.get(
-            f"/wmts?SERVICE=WMTS&REQUEST=GetTile&LAYER={LAYER}&STYLE=default&FORMAT=image/png"
-            f"&TILEMATRIXSET=WebMercatorQuad&TILEMATRIX={z}&TILEROW=0&TILECOL=0"
-        )
-        assert (xyz.status_code, tms.status_code, wmts.status_code) == (
-            (200, 200, 200) if ok else (404, 404, 400)
-        ), z
-        if not ok:
-            assert b'exceptionCode="TileOutOfRange"' in wmts.content
-            assert "zoom in client-side" in xyz.json()["detail"]

@@ -24,7 +24,7 @@ from shapely.geometry.base import BaseGeometry
 from sdmatlas.catalog import queries
 from sdmatlas.errors import InvalidInputError
 from sdmatlas.serve.services import Services
-from sdmatlas.serve.tiles.core import TileRequest, make_tile, max_zoom, zoom_range
+from sdmatlas.serve.tiles.core import TileRequest, make_tile, zoom_range
 from sdmatlas.serve.tiles.layers import layer_id
 from sdmatlas.serve.tiles.tiling import get_tms
 from sdmatlas.settings import Settings
@@ -99,7 +99,6 @@ def plan(
         for name in tms_names:
             tms = get_tms(name)
             lo, hi = zooms if zooms is not None else zoom_range(svc, ref, name)
-            hi = min(hi, max_zoom(svc, ref, name))  # deeper tiles are not served
             w, s, e, n = where.bounds
             for t in tms.tiles(w, s, e, n, list(range(lo, hi + 1))):
                 if area is not None and not where.intersects(box(*tms.bounds(t))):

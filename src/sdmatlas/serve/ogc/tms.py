@@ -17,7 +17,7 @@ from sdmatlas.serve.api.http import answer_tile, tile_response
 from sdmatlas.serve.api.tiles import LayerId
 from sdmatlas.serve.ogc.xml import xml_response
 from sdmatlas.serve.tiles import render
-from sdmatlas.serve.tiles.core import TileRequest, max_zoom
+from sdmatlas.serve.tiles.core import TileRequest, zoom_range
 from sdmatlas.serve.tiles.layers import layer_id, published_layers
 from sdmatlas.serve.tiles.tiling import TMS_NAMES, get_tms
 from sdmatlas.serve.urls import public_base
@@ -33,6 +33,8 @@ PROFILES = {
     "WGS1984Quad": "none",
     "EuropeanETRS89_LAEAQuad": "local",
 }
+#: Zoom levels offered beyond the one matching the release's resolution.
+OVERZOOM = 3
 
 
 def _image_format(fmt: str) -> None:
@@ -79,6 +81,7 @@ def tile_map(
     ref = svc.layers.resolve(layer)
     matrix_set = get_tms(tms)
     _image_format(format)
+    maxz = zoom_range(svc, ref, tms)[1]
     root = ET.Element("TileMap", version="1.0.0", tilemapservice=_base(request) + "/")
     ET.SubElement(root, "Title").text = ref.title
     ET.SubElement(root, "Abstract").text = f"{ref.id}, version {ref.version}"
@@ -90,7 +93,7 @@ def tile_map(
     ET.SubElement(root, "TileFormat", {"width": "256", "height": "256",
                   "mime-type": render.FORMATS[format], "extension": format})  # fmt: skip
     sets = ET.SubElement(root, "TileSets", profile=PROFILES[tms])
-    for z in range(matrix_set.minzoom, max_zoom(svc, ref, tms) + 1):  # what is served
+    for z in range(matrix_set.minzoom, min(maxz + OVERZOOM, matrix_set.maxzoom) + 1):
         attrs = {
             "href": f"{_base(request)}/{ref.id}/{tms}/{z}",
             "units-per-pixel": repr(matrix_set.matrix(z).cellSize),

@@ -33,8 +33,8 @@ from sdmatlas.serve.ogc.feature_info import INFO_FORMATS, info_response, value_a
 from sdmatlas.serve.ogc.xml import text_child, xml_response
 from sdmatlas.serve.services import Services
 from sdmatlas.serve.tiles import render
-from sdmatlas.serve.tiles.core import TileRequest, make_tile, max_zoom
-from sdmatlas.serve.tiles.layers import LayerRef, layer_id, published_layers
+from sdmatlas.serve.tiles.core import TileRequest, make_tile, zoom_range
+from sdmatlas.serve.tiles.layers import layer_id, published_layers
 from sdmatlas.serve.tiles.tiling import TILE_SIZE, TMS_NAMES, get_tms, tile_bounds, tms_crs
 from sdmatlas.serve.tiles.versions import SHORT
 from sdmatlas.serve.urls import public_base
@@ -50,6 +50,8 @@ ET.register_namespace("xlink", XLINK)
 WELL_KNOWN = {"WebMercatorQuad": "urn:ogc:def:wkss:OGC:1.0:GoogleMapsCompatible"}
 IMAGE_FORMATS = {"image/png": "png", "image/webp": "webp"}
 INFO_EXTENSIONS = {"json": "application/json", "txt": "text/plain", "html": "text/html"}
+#: Tile matrices advertised: up to three zooms past the layers' own resolution.
+OVERZOOM = 3
 
 
 def _ows(tag: str) -> str:
@@ -97,7 +99,7 @@ def _capabilities(svc: Services, base: str) -> bytes:
             c = ET.SubElement(get, _ows("Constraint"), name="GetEncoding")
             text_child(ET.SubElement(c, _ows("AllowedValues")), _ows("Value"), encoding)
     contents = ET.SubElement(root, _w("Contents"))
-    deepest = {name: 0 for name in TMS_NAMES}
+    max_zoom = {name: 0 for name in TMS_NAMES}
     seen_releases: set[str] = set()
     for info in published_layers(svc.catalog):
         lid = layer_id(info.release, info.name)
@@ -105,7 +107,7 @@ def _capabilities(svc: Services, base: str) -> bytes:
             seen_releases.add(info.release)
             ref = svc.layers.resolve(lid)
             for name in TMS_NAMES:
-                deepest[name] = max(deepest[name], max_zoom(svc, ref, name))
+                max_zoom[name] = max(max_zoom[name], zoom_range(svc, ref, name)[1] + OVERZOOM)
         layer = ET.SubElement(contents, _w("Layer"))
         text_child(layer, _ows("Title"), f"{info.title} ({info.release})")
         text_child(layer, _ows("Abstract"), f"{info.kind} layer {lid}, version {info.version}")
@@ -153,7 +155,7 @@ def _capabilities(svc: Services, base: str) -> bytes:
         text_child(el, _ows("SupportedCRS"), crs)
         if name in WELL_KNOWN:
             text_child(el, _w("WellKnownScaleSet"), WELL_KNOWN[name])
-        for z in range(tms.minzoom, min(tms.maxzoom, max(deepest[name], 1)) + 1):
+        for z in range(tms.minzoom, min(tms.maxzoom, max(max_zoom[name], 1)) + 1):
             m = tms.matrix(z)
             tm = ET.SubElement(el, _w("TileMatrix"))
             text_child(tm, _ows("Identifier"), str(z))
@@ -189,19 +191,12 @@ def _tile_address(tms: str, matrix: str, row: str, col: str) -> tuple[int, int, 
     return z, y, x
 
 
-def _layer(svc: Services, layer: str, tms: str, z: int) -> LayerRef:
-    """The layer; unknown ones are the client's fault here (InvalidParameterValue,
-    locator Layer), and a TileMatrix past the deepest one served is TileOutOfRange."""
+def _layer(svc: Services, layer: str) -> None:
+    """Unknown layers are the client's fault here (InvalidParameterValue, locator Layer)."""
     try:
-        ref = svc.layers.resolve(layer)
+        svc.layers.resolve(layer)
     except NotFoundError as exc:
         raise InvalidInputError(str(exc)).at("Layer") from None
-    deepest = max_zoom(svc, ref, tms)
-    if z > deepest:
-        raise TileOutOfRangeError(
-            f"TileMatrix {z} is past the deepest one served for {layer} in {tms} ({deepest})"
-        ).at("TileMatrix")
-    return ref
 
 
 def get_tile(
@@ -216,7 +211,7 @@ def get_tile(
         raise StyleNotDefinedError(f"Style {style[:60]!r} is not one of default, "
                                    f"{', '.join(render.LISTED_STYLES)}").at("Style")  # fmt: skip
     z, y, x = _tile_address(tms, matrix, row, col)
-    _layer(svc, layer, tms, z)
+    _layer(svc, layer)
     tile = make_tile(svc, TileRequest(layer, tms, z, x, y, fmt, colormap), if_none_match)
     assert tile is not None
     return tile_response(tile)
@@ -238,7 +233,8 @@ def get_feature_info(
         raise InvalidInputError("I and J must be integers").at("I") from None
     if not (0 <= pi < TILE_SIZE and 0 <= pj < TILE_SIZE):
         raise InvalidPointError(f"I and J must be in 0..{TILE_SIZE - 1}").at("I")
-    ref = _layer(svc, layer, tms, z)
+    _layer(svc, layer)
+    ref = svc.layers.resolve(layer)
     if ref.kind == "group":
         raise LayerNotQueryableError("group layers are not served by WMTS").at("Layer")
     matrix_set = get_tms(tms)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import numpy.typing as npt
 
-from sdmatlas.errors import InvalidInputError, NotFoundError
+from sdmatlas.errors import InvalidInputError
 from sdmatlas.quantize import NODATA, SCALE
 from sdmatlas.serve.cache import Entry
 from sdmatlas.serve.observe import metrics
@@ -33,11 +33,6 @@ from sdmatlas.serve.tiles import render
 from sdmatlas.serve.tiles.layers import GroupSpec, LayerRef, parse_group
 from sdmatlas.serve.tiles.tiling import check_tile, get_tms, tms_crs, transformer
 from sdmatlas.serve.tiles.versions import Timer, cache_control, etag, tag_matches
-
-#: Tiles are served to this many zooms past the release's resolution (nearest
-#: neighbour), for OGC clients that cannot zoom further themselves; deeper zooms are
-#: refused (404), as WMTS and TMS advertise. TileJSON's maxzoom stays the native zoom.
-OVERZOOM = 3
 
 #: The query parameters of a tile, and the longest value accepted for each.
 PARAM_LIMITS = {"colormap": 600, "rescale": 100, "v": 64, "genus": 100, "family": 100,
@@ -122,12 +117,6 @@ def make_tile(
         return None
     get_tms(req.tms)
     render.check_format(req.format)
-    deepest = max_zoom(svc, ref, req.tms)
-    if req.z > deepest:
-        raise NotFoundError(
-            f"zoom {req.z} is past the deepest zoom served for {ref.id} in {req.tms} "
-            f"({deepest}: {OVERZOOM} past the release's resolution); zoom in client-side"
-        )
     group = group_of(ref, req)
     rows = None
     if group is not None:
@@ -239,11 +228,3 @@ def zoom_range(svc: Services, ref: LayerRef, tms_name: str) -> tuple[int, int]:
         if tms.matrix(z).cellSize <= res * 1.0001:
             break
     return max(tms.minzoom, maxz - rel.n_levels - 3), maxz
-
-
-def max_zoom(svc: Services, ref: LayerRef, tms_name: str) -> int:
-    """The deepest zoom served for the layer in the matrix set (remembered per release
-    version): the release's native zoom plus :data:`OVERZOOM`, within the set."""
-    key = ("max-zoom", ref.release, ref.version, tms_name)
-    native = svc.memo(key, lambda: zoom_range(svc, ref, tms_name)[1])
-    return min(native + OVERZOOM, get_tms(tms_name).maxzoom)
