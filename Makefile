@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make demo   builds the demo inputs, predicts, publishes, catalogues, serves (installs into .venv first)
 #   make test   lint, type check and the whole test suite (what CI runs)
-#   make test-fast  the tests not marked slow, for development (under 2 minutes)
+#   make test-fast  the tests not marked slow, for development (about 2.5 minutes)
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv

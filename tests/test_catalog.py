@@ -352,6 +352,7 @@ def test_not_found(catalog: Catalog) -> None:
 # -- releases and layers ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_register_release_and_find_its_layers(
     catalog: Catalog, published: Path, cube: Path
 ) -> None:
@@ -397,6 +398,7 @@ def test_presence_boxes_equal_numpy(published: Path, cube: Path) -> None:
     assert 0 < n_present < codes.shape[0]
 
 
+@pytest.mark.slow
 def test_layers_by_territory_use_footprints(catalog: Catalog, published: Path) -> None:
     populate(catalog, published)
     with catalog.session() as s:
@@ -409,6 +411,7 @@ def test_layers_by_territory_use_footprints(catalog: Catalog, published: Path) -
     assert all(x.bbox is not None for x in in_it)
 
 
+@pytest.mark.slow
 def test_retired_releases_leave_the_queries(catalog: Catalog, published: Path) -> None:
     populate(catalog, published)
     set_release_status(catalog, "coast-1", "retired")
@@ -579,6 +582,7 @@ def test_api_maps_errors(catalog: Catalog, tmp_path: Path) -> None:
 # -- command line -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_command_line(
     empty_catalog: Catalog, published: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

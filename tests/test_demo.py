@@ -76,6 +76,7 @@ def test_virtual_species_are_named_plainly_artificial(demo: DemoPaths) -> None:
     assert all(n >= 5 for n in flags), flags
 
 
+@pytest.mark.slow
 def test_demo_build_is_reproducible(demo: DemoPaths, tmp_path: Path) -> None:
     again = build_demo(tmp_path / "again")
     assert again.species.read_bytes() == demo.species.read_bytes()

@@ -559,10 +559,11 @@ def test_anonymous_style_variants_cannot_fill_the_disk(settings: Settings, tmp_p
         deadline = time.time() + 30
         while time.time() < deadline:
             size = sum(p.stat().st_size for p in cache_dir.rglob("*") if p.is_file())
-            if size <= 2**20:
+            if size <= 2**20 * 1.05:
                 break
             time.sleep(0.2)
-    assert size <= 2**20
+    # the cap is soft by one sweep interval: a sweep runs after every cap / 20 written
+    assert size <= 2**20 * 1.05
 
 
 # -- fuzzing the OGC KVP parameters (the OpenAPI fuzz of test_serve does not reach them) -----
@@ -674,6 +675,7 @@ def _kvp(spec: dict[str, Any]) -> st.SearchStrategy[dict[str, str]]:
     return st.fixed_dictionaries({}, optional=spec)
 
 
+@pytest.mark.slow
 @hsettings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(params=_kvp(WMS_PARAMS))
 def test_no_wms_request_gives_a_5xx(client: TestClient, params: dict[str, str]) -> None:
@@ -681,6 +683,7 @@ def test_no_wms_request_gives_a_5xx(client: TestClient, params: dict[str, str]) 
     assert r.status_code < 500, (params, r.text[:300])
 
 
+@pytest.mark.slow
 @hsettings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(params=_kvp(WMTS_PARAMS))
 def test_no_wmts_request_gives_a_5xx(client: TestClient, params: dict[str, str]) -> None:
@@ -688,6 +691,7 @@ def test_no_wmts_request_gives_a_5xx(client: TestClient, params: dict[str, str])
     assert r.status_code < 500, (params, r.text[:300])
 
 
+@pytest.mark.slow
 @hsettings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 @given(segments=st.lists(_junk, min_size=5, max_size=5))
 def test_no_tms_or_restful_wmts_path_gives_a_5xx(client: TestClient, segments: list[str]) -> None:

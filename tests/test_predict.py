@@ -63,6 +63,7 @@ def with_chunk(world: World, chunk: int) -> Territory:
     return Territory(grid=g, mask=world.territory.mask, name="coast")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chunk", [32, 17, 64, 128])
 def test_cube_equals_brute_force_prediction(
     tmp_path: Path, demo_card: Path, coast: World, reference: np.ndarray, chunk: int
@@ -153,6 +154,7 @@ def test_workers_running_several_tasks_at_once(
     assert np.array_equal(open_cube(tmp_path / "t.zarr").read(), reference)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "options",
     [

@@ -401,6 +401,7 @@ def test_bad_exports(
 # -- STAC ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_stac_catalog_validates(tmp_path: Path, release: Path) -> None:
     import pystac
 

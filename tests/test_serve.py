@@ -694,6 +694,7 @@ def _fill(path: str, values: dict[str, str]) -> str:
     return path
 
 
+@pytest.mark.slow
 @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_no_request_gives_a_500(client: TestClient, data: st.DataObject) -> None:
@@ -720,6 +721,7 @@ _json = st.recursive(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     body=st.one_of(

@@ -104,7 +104,9 @@ class DiskCache:
     Bounded: after every ``max_bytes / 20`` bytes written, one process (an ``flock``
     decides which) sweeps the tree in a background thread: unversioned tiles past their
     TTL go first, then the least recently used (a hit refreshes a file's mtime at most
-    hourly) until the cache is at 90 % of its cap. Requests never wait for a sweep."""
+    hourly) until the cache is at 90 % of its cap. Requests never wait for a sweep, so
+    the cap is soft by one sweep interval (5 %): writes made while a sweep runs are
+    swept by the next one."""
 
     name = "disk"
 
