@@ -140,8 +140,7 @@ def tilejson(
     ref = svc.layers.resolve(layer)
     get_tms(tms)
     render.check_format(format)
-    group = group_of(ref, TileRequest(layer, tms, 0, 0, 0, format, genus=genus, family=family,
-                                      status=status, ids=ids))  # fmt: skip
+    group = group_of(ref, genus, family, status, ids)
     render.parse_style(colormap, rescale, ref.default_range, ref.fade)  # validate now, not per tile
     if group is not None:
         svc.group_rows(ref, group)
@@ -183,8 +182,7 @@ def style_json(
 ) -> JSONResponse:
     svc = services(request)
     ref = svc.layers.resolve(layer)
-    group_of(ref, TileRequest(layer, "WebMercatorQuad", 0, 0, 0, "png", genus=genus,
-                              family=family, status=status, ids=ids))  # fmt: skip
+    group_of(ref, genus, family, status, ids)
     render.parse_style(colormap, rescale, ref.default_range, ref.fade)
     qs = _query_string(
         colormap=colormap, rescale=rescale, genus=genus, family=family, status=status, ids=ids

@@ -39,7 +39,7 @@ from sdmatlas.serve.offload import offload
 from sdmatlas.serve.ogc.feature_info import INFO_FORMATS, info_response, value_at
 from sdmatlas.serve.ogc.periods import is_period_layer, period_layers
 from sdmatlas.serve.ogc.periods import resolve as resolve_period
-from sdmatlas.serve.ogc.xml import text_child, xml_response
+from sdmatlas.serve.ogc.xml import text_child, xml_bytes, xml_response
 from sdmatlas.serve.services import Services
 from sdmatlas.serve.tiles import render
 from sdmatlas.serve.tiles.core import TileRequest, make_tile
@@ -91,11 +91,8 @@ def exception_report(exc: BaseException, version: str) -> Response:
         media = "application/vnd.ogc.se_xml"
     e = ET.SubElement(root, "ServiceException", {"code": code} if code else {})
     e.text = message_of(exc)
-    response = xml_response(root, media, code_of(exc).status)
-    if version != "1.3.0":  # 1.1.1 reports name their DTD
-        head, _, rest = bytes(response.body).partition(b"\n")
-        response = Response(head + b"\n" + DOCTYPE_EXC_111 + b"\n" + rest, code_of(exc).status,
-                            media_type=media)  # fmt: skip
+    doctype = None if version == "1.3.0" else DOCTYPE_EXC_111  # 1.1.1 names its DTD
+    response = xml_response(root, media, code_of(exc).status, doctype)
     response.headers.update(headers_of(exc))
     return response
 
@@ -273,11 +270,7 @@ def _capabilities(svc: Services, base: str, version: str) -> bytes:
                 wr.layer(sub, info.title, info.bbox or _WORLD, name=lid,
                          abstract=f"{info.kind} layer, period {info.period}, version "
                          f"{info.version}", styles_of=None if shared else lid)  # fmt: skip
-    body: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
-    if not v13:  # 1.1.1 documents name their DTD
-        head, _, rest = body.partition(b"\n")
-        body = head + b"\n" + DOCTYPE_111 + b"\n" + rest
-    return body
+    return xml_bytes(root, None if v13 else DOCTYPE_111)  # 1.1.1 names its DTD
 
 
 _WORLD = (-180.0, -85.0, 180.0, 85.0)

@@ -95,11 +95,13 @@ class Tile:
         return h | self.extra
 
 
-def group_of(ref: LayerRef, req: TileRequest) -> GroupSpec | None:
+def group_of(
+    ref: LayerRef, genus: str | None, family: str | None, status: str | None, ids: str | None
+) -> GroupSpec | None:
     """The species group of a group layer; group parameters on other layers are a 400."""
     if ref.kind == "group":
-        return parse_group(req.genus, req.family, req.status, req.ids)
-    if any(v is not None for v in (req.genus, req.family, req.status, req.ids)):
+        return parse_group(genus, family, status, ids)
+    if any(v is not None for v in (genus, family, status, ids)):
         raise InvalidInputError(
             "genus, family, status and ids apply to group layers (<release>:group:<indicator>)"
         )
@@ -117,7 +119,7 @@ def make_tile(
         return None
     get_tms(req.tms)
     render.check_format(req.format)
-    group = group_of(ref, req)
+    group = group_of(ref, req.genus, req.family, req.status, req.ids)
     rows = None
     if group is not None:
         rows = svc.cached_group_rows(ref, group) if hot else svc.group_rows(ref, group)
