@@ -31,7 +31,7 @@ from pyproj import Transformer
 from conftest import sdmatlas_server, served_catalog
 from sdmatlas.grid import Grid
 from sdmatlas.polygons import densify
-from sdmatlas.publish import queries
+from sdmatlas.publish.cover import pixel_mask
 from sdmatlas.publish.release import open_release
 from sdmatlas.serve.app import create_app
 from sdmatlas.serve.tiles.tiling import transformer
@@ -450,16 +450,16 @@ def test_polygon_edges_follow_longitude_latitude_lines(client: TestClient, grid:
     # and the undensified chord would not have matched: the test can fail
     from shapely.geometry import shape
 
-    from sdmatlas.serve.api.queries import _project
+    from sdmatlas.serve.reports import project
 
     to_grid = transformer("EPSG:4326", grid.crs)
-    chord = _project(shape(box), to_grid)
-    mask, r0, c0 = queries.area_mask(grid, chord)
+    chord = project(shape(box), to_grid)
+    mask, r0, c0 = pixel_mask(grid, chord)
     full = np.zeros_like(terr)
     full[r0 : r0 + mask.shape[0], c0 : c0 + mask.shape[1]] = mask
     assert int((full & terr).sum()) != int(inside.sum())
-    dense = _project(densify(shape(box)), to_grid)
-    mask, r0, c0 = queries.area_mask(grid, dense)
+    dense = project(densify(shape(box)), to_grid)
+    mask, r0, c0 = pixel_mask(grid, dense)
     full[:] = False
     full[r0 : r0 + mask.shape[0], c0 : c0 + mask.shape[1]] = mask
     assert int((full & terr).sum()) == int(inside.sum())

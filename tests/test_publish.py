@@ -20,6 +20,7 @@ from sdmatlas.errors import (
 from sdmatlas.grid import Grid
 from sdmatlas.predict.cube import open_cube
 from sdmatlas.publish import queries
+from sdmatlas.publish.cover import cover
 from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo, get_indicator
 from sdmatlas.publish.levels import downsample_codes, downsample_weights
 from sdmatlas.publish.release import PublishOptions, open_release, publish
@@ -194,7 +195,8 @@ def test_area_equals_the_species_major_cube(
 
 def test_area_uses_block_aggregates_inside(release: Path) -> None:
     got = queries.area(open_release(release), Point(4_602_000, 2_503_000).buffer(12_000))
-    assert got.blocks_aggregated > 0 and got.blocks_read > 0
+    assert sum(got.blocks_aggregated.values()) > 0 and got.blocks_read > 0
+    assert 0 < got.pixels_exact < got.n_pixels
 
 
 @pytest.mark.parametrize(
@@ -210,11 +212,11 @@ def test_bad_areas(release: Path, shape: Polygon, message: str) -> None:
         queries.area(open_release(release), shape)
 
 
-def test_area_bounding_box_budget(release: Path) -> None:
+def test_area_outline_budget(release: Path) -> None:
     geom = Point(4_602_000, 2_503_000).buffer(5_000)
     grid = Grid.model_validate(sdmatlas_attrs(open_release(release))["grid"])
-    with pytest.raises(BudgetExceededError, match="SDMATLAS_MAX_REPORT_PIXELS"):
-        queries.area_mask(grid, geom, max_pixels=10)
+    with pytest.raises(BudgetExceededError, match="SDMATLAS_MAX_REPORT_BOUNDARY_PIXELS"):
+        cover(grid, geom, max_boundary_pixels=10)
 
 
 # -- indicators ---------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo
 from sdmatlas.publish.release import PublishOptions, open_release, publish
 from sdmatlas.quantize import NODATA, SCALE
 from sdmatlas.serve.app import create_app
-from sdmatlas.serve.tiles.chunks import local_reader
+from sdmatlas.chunks import local_reader
 from sdmatlas.serve.tiles.tiling import TMS_NAMES, exact_grid_xy, level_grid, tile_index
 from sdmatlas.settings import Settings
 from sdmatlas.zarr_access import array, sdmatlas_attrs

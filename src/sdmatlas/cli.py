@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -543,6 +544,48 @@ def seed_cmd(
         f"({report.tiles_per_s:.0f} tiles/s rendered) into "
         f"{', '.join(b for b in settings.tile_cache if b != 'memory')}"
     )
+
+
+@app.command("reports")
+def reports_cmd(
+    release: Annotated[str, typer.Argument(help="Release key.")],
+    territory: Annotated[
+        list[str] | None,
+        typer.Option(help="Territory code (repeatable); default: every one the release covers."),
+    ] = None,
+) -> None:
+    """Compute and store territory reports, so that GET /report?territory= answers from
+    the catalog; run again after a new publication (stale reports are recomputed)."""
+    from sdmatlas.catalog import queries as catalog_queries
+    from sdmatlas.serve import reports
+    from sdmatlas.serve.services import Services
+
+    settings = Settings()
+    with _errors(), _catalog(settings) as catalog:
+        # offline work: the per-request budgets do not apply (a country at 50 m reads
+        # gigabytes along its outline, once)
+        unbounded = settings.model_copy(
+            update={"max_report_values": 10**13, "max_report_boundary_pixels": 10**12}
+        )
+        svc = Services.build(unbounded, catalog)
+        with catalog.session() as s:
+            info = catalog_queries.get_release(s, release)
+        rel = svc.reader.release(info.key, info.storage_uri)
+        codes = list(territory or [])
+        if not codes:
+            bounds = reports.footprint_lonlat(rel).bounds
+            with catalog.session() as s:
+                found = catalog_queries.territories_in_bbox(s, bounds)
+            codes = [t.code for t in found]
+        for code in codes:
+            t0 = time.perf_counter()
+            try:
+                got = reports.territory_report(svc, rel, code)  # stored and current: instant
+            except InvalidInputError as exc:  # its box meets the release, its outline not
+                console.print(f"{code}: skipped ({escape(str(exc))})", highlight=False)
+                continue
+            state = "already stored" if got.stored else "computed and stored"
+            console.print(f"{code}: {state} ({time.perf_counter() - t0:.2f} s)")
 
 
 @cache_app.command("purge")

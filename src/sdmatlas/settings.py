@@ -198,19 +198,20 @@ class Settings(BaseSettings):
         le=10_000_000,
         description="Budget: polygons and rings of a report MultiPolygon.",
     )
-    max_report_pixels: int = Field(
+    max_report_boundary_pixels: int = Field(
         default=50_000_000,
         ge=1,
         le=10**12,
-        description="Budget: pixels of an area report polygon's bounding box on the grid "
-        "(its mask is held in memory).",
+        description="Budget: pixels along an area report's outline (64 x 64 blocks it "
+        "crosses x 4,096), rasterised one block at a time; the area inside is free.",
     )
     max_report_values: int = Field(
         default=2_000_000_000,
         ge=1,
         le=10**13,
-        description="Budget: probability values an area report reads from the pixel-major "
-        "copy (boundary blocks x 64 pixels x species), counted before reading.",
+        description="Budget: values an area report reads along its outline (8 x 8 pixel "
+        "chunks it cuts and the aggregates of its 64 x 64 boundary blocks, x 64 x species), "
+        "counted from the geometry before reading.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Where models run: 'auto' takes a GPU when one is present."

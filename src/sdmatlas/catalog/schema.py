@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     UniqueConstraint,
 )
@@ -201,3 +202,25 @@ class Layer(Base):
     version: Mapped[str] = mapped_column(String(32))
 
     release: Mapped[Release] = relationship()
+
+
+class TerritoryReport(Base):
+    """A territory's area report over a release, computed once and answered from here.
+
+    ``stamp`` names what the report was computed from (the release's publication and
+    the territory's geometry); a report whose stamp differs from the current one is
+    stale and is computed again.
+    """
+
+    __tablename__ = "territory_report"
+
+    release_id: Mapped[int] = mapped_column(
+        ForeignKey("release.id", ondelete="CASCADE"), primary_key=True
+    )
+    territory_id: Mapped[int] = mapped_column(
+        ForeignKey("territory.id", ondelete="CASCADE"), primary_key=True
+    )
+    stamp: Mapped[str] = mapped_column(String(200))
+    body: Mapped[bytes] = mapped_column(LargeBinary)  # the JSON report, as served
+    seconds: Mapped[float] = mapped_column(Float)  # what computing it took
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,35 +1,37 @@
 """Cross-species queries on a published release: every species at a point, or in an area.
 
 Neither reads one chunk per species. A point reads one ``pixels`` chunk
-(8 x 8 pixels x all species). An area reads the ``blocks`` aggregates for
-the 8 x 8 blocks whose territory pixels all lie inside the area, and
-``pixels`` only for the blocks on its boundary. Its cost grows with the
-polygon's perimeter times the species count, not with its area.
+(8 x 8 pixels x all species). An area is covered hierarchically
+(:mod:`sdmatlas.publish.cover`): the aggregates of the coarsest blocks that lie
+whole inside it (512, then 64, then 8 pixels), and ``pixels`` only for the 8 x 8
+blocks its outline cuts. Its cost grows with the polygon's perimeter times the
+species count, not with its area.
 
 A pixel belongs to an area when its centre lies inside the polygon (GDAL's
-rasterisation rule).
+rasterisation rule); the result equals a pixel-by-pixel computation (tested).
 """
 
 from __future__ import annotations
 
+import contextvars
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import zarr
-from rasterio.features import rasterize
-from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
 
 from sdmatlas import budget
-from sdmatlas.errors import InvalidInputError
+from sdmatlas.chunks import ChunkReader, chunk_reader
 from sdmatlas.grid import Grid
+from sdmatlas.publish import aggregates
+from sdmatlas.publish.cover import Cover, cover
 from sdmatlas.quantize import NODATA, SCALE
 from sdmatlas.zarr_access import array, sdmatlas_attrs
-
-#: Default bounding-box budget of an area (pixels); the API's is SDMATLAS_MAX_REPORT_PIXELS.
-MAX_AREA_PIXELS = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,17 @@ class PointResult:
 
 
 @dataclass(frozen=True)
+class IndicatorSummary:
+    """An indicator over an area's pixels with a value. On an equal-area grid (EPSG:3035)
+    every pixel has the same area, so the mean is the area-weighted mean."""
+
+    pixels: int
+    mean: float
+    min: float
+    max: float
+
+
+@dataclass(frozen=True)
 class AreaResult:
     n_pixels: int
     area_km2: float
@@ -55,8 +68,13 @@ class AreaResult:
     mean_probability: npt.NDArray[np.float64]
     expected_area_km2: npt.NDArray[np.float64]
     max_probability: npt.NDArray[np.float64]
-    blocks_aggregated: int
+    blocks_aggregated: dict[int, int]
+    """edge -> whole blocks of that edge answered from their aggregates"""
     blocks_read: int
+    """8 x 8 pixel chunks read (blocks the outline cuts)"""
+    pixels_exact: int
+    """pixels counted one by one (in the chunks read); the others came from aggregates"""
+    indicators: dict[str, IndicatorSummary | None]
 
     def count_above(self, threshold: float) -> int:
         """Species whose probability reaches ``threshold`` on at least one pixel of the area."""
@@ -82,108 +100,218 @@ def point(release: zarr.Group, x: float, y: float) -> PointResult:
     return PointResult(bool(codes.size and codes[0] != NODATA), r, c, ids, codes)
 
 
-def area_mask(
-    grid: Grid, geom: BaseGeometry, max_pixels: int = MAX_AREA_PIXELS
-) -> tuple[npt.NDArray[np.bool_], int, int]:
-    """Pixels of ``grid`` whose centre is in ``geom`` (grid CRS): a window mask and its
-    origin. The window (the polygon's bounding box on the grid) is at most ``max_pixels``
-    (the mask is held in memory). Vertex budgets are the caller's (sdmatlas.polygons)."""
-    if geom.is_empty or not geom.is_valid or geom.geom_type not in {"Polygon", "MultiPolygon"}:
-        raise InvalidInputError("the area must be a valid, non-empty Polygon or MultiPolygon")
-    left, bottom, right, top = geom.bounds
-    r0, c0 = (int(v) for v in grid.rowcol(left, top))
-    r1, c1 = (int(v) + 1 for v in grid.rowcol(right, bottom))
-    r0, c0 = max(r0, 0), max(c0, 0)
-    r1, c1 = min(r1, grid.height), min(c1, grid.width)
-    if r1 <= r0 or c1 <= c0:
-        raise InvalidInputError("the polygon does not overlap the release grid")
-    budget.check(
-        "pixels of the area's bounding box",
-        "max_report_pixels",
-        (r1 - r0) * (c1 - c0),
-        max_pixels,
-        "split the area",
-    )
-    t = grid.transform * grid.transform.translation(c0, r0)
-    mask = rasterize(
-        [(mapping(geom), 1)], out_shape=(r1 - r0, c1 - c0), transform=t, fill=0, dtype="uint8"
-    ).astype(bool)
-    return mask, r0, c0
+class _Sums:
+    """Running totals of an area query (one per worker, merged at the end)."""
+
+    def __init__(self, n_species: int, n_indicators: int) -> None:
+        self.total = np.zeros(n_species, np.int64)
+        self.vmax = np.zeros(n_species, np.int64)
+        self.pixels = 0
+        self.exact = 0
+        self.read = 0
+        self.fine_whole = 0
+        self.ind = np.zeros((n_indicators, 4))
+        self.ind[:, 2], self.ind[:, 3] = np.inf, -np.inf
+
+    def add_blocks(self, bsum: Any, bmax: Any, count: Any, ind: Any) -> None:
+        """Whole blocks: ``bsum[k, S]``, ``bmax[k, S]``, ``count[k]``, ``ind[k, I, 4]``."""
+        if not len(count):
+            return
+        self.total += bsum.sum(axis=0, dtype=np.int64)
+        self.vmax = np.maximum(self.vmax, bmax.max(axis=0))
+        self.pixels += int(count.sum())
+        self.fold(aggregates.merge_indicators(ind, axis=0))
+
+    def fold(self, ind: npt.NDArray[np.float64]) -> None:
+        self.ind[:, :2] += ind[:, :2]
+        self.ind[:, 2] = np.fmin(self.ind[:, 2], ind[:, 2])
+        self.ind[:, 3] = np.fmax(self.ind[:, 3], ind[:, 3])
+
+    def merge(self, other: _Sums) -> None:
+        self.total += other.total
+        self.vmax = np.maximum(self.vmax, other.vmax)
+        self.pixels += other.pixels
+        self.exact += other.exact
+        self.read += other.read
+        self.fine_whole += other.fine_whole
+        self.fold(other.ind)
 
 
-def boundary_blocks(mask: npt.NDArray[np.bool_], r0: int, c0: int, grid: Grid, block: int) -> int:
-    """How many aggregate blocks the area covers only partly, from its mask alone (no
-    data read): an upper bound on the blocks :func:`area` reads pixel by pixel."""
-    br0, bc0 = r0 // block, c0 // block
-    R0, C0 = br0 * block, bc0 * block
-    h = -(-(r0 + mask.shape[0] - R0) // block) * block
-    w = -(-(c0 + mask.shape[1] - C0) // block) * block
-    inside = np.zeros((h, w), np.int32)
-    inside[r0 - R0 : r0 - R0 + mask.shape[0], c0 - C0 : c0 - C0 + mask.shape[1]] = mask
-    on_grid = np.zeros((h, w), np.int32)
-    on_grid[: min(h, grid.height - R0), : min(w, grid.width - C0)] = 1
-    n = inside.reshape(h // block, block, w // block, block).sum(axis=(1, 3))
-    cells = on_grid.reshape(h // block, block, w // block, block).sum(axis=(1, 3))
-    return int(((n > 0) & (n < cells)).sum())
+class _Source:
+    """The arrays an area query reads, as chunk readers, with decoded chunks of the
+    small per-pixel arrays (territory, indicators) kept for the query's duration."""
+
+    def __init__(self, release: zarr.Group, indicators: list[str]) -> None:
+        self.release = release
+        self.indicators = indicators
+        self._readers: dict[str, ChunkReader] = {}
+        self._decoded: dict[tuple[str, int, int], npt.NDArray[Any]] = {}
+        self._lock = threading.Lock()
+
+    def reader(self, path: str) -> ChunkReader:
+        with self._lock:
+            r = self._readers.get(path)
+        if r is None:
+            r = chunk_reader(self.release, path)
+            with self._lock:
+                self._readers[path] = r
+        return r
+
+    def window(self, path: str, ys: slice, xs: slice) -> npt.NDArray[Any]:
+        """Rows ``ys`` and columns ``xs`` of a 2-D array, from cached decoded chunks."""
+        r = self.reader(path)
+        ch, cw = r.inner
+        out = np.empty((ys.stop - ys.start, xs.stop - xs.start), r.dtype)
+        for cy in range(ys.start // ch, (ys.stop - 1) // ch + 1):
+            for cx in range(xs.start // cw, (xs.stop - 1) // cw + 1):
+                key = (path, cy, cx)
+                with self._lock:
+                    chunk = self._decoded.get(key)
+                if chunk is None:
+                    chunk = r.chunk((cy, cx))
+                    with self._lock:
+                        self._decoded[key] = chunk
+                y0, x0 = max(ys.start, cy * ch), max(xs.start, cx * cw)
+                y1, x1 = min(ys.stop, (cy + 1) * ch), min(xs.stop, (cx + 1) * cw)
+                out[y0 - ys.start : y1 - ys.start, x0 - xs.start : x1 - xs.start] = chunk[
+                    y0 - cy * ch : y1 - cy * ch, x0 - cx * cw : x1 - cx * cw
+                ]
+        return out
+
+    def blocks(self, edge: int, cy: int, cx: int) -> tuple[Any, Any, Any, Any]:
+        """One chunk (8 x 8 blocks) of each aggregate of ``edge``."""
+        return (
+            self.reader(aggregates.path(edge, "sum")).chunk((cy, cx, 0)),
+            self.reader(aggregates.path(edge, "max")).chunk((cy, cx, 0)),
+            self.reader(aggregates.path(edge, "count")).chunk((cy, cx)),
+            self.reader(aggregates.path(edge, "indicators")).chunk((cy, cx, 0, 0)),
+        )
+
+
+def _whole_blocks(src: _Source, sums: _Sums, edge: int, idx: npt.NDArray[np.intp]) -> None:
+    """Add whole blocks of ``edge``, reading each aggregate chunk once."""
+    if not len(idx):
+        return
+    k = aggregates.CHUNK_BLOCKS
+    order = np.lexsort((idx[:, 1] // k, idx[:, 0] // k))
+    idx = idx[order]
+    keys = idx // k
+    starts = np.flatnonzero(np.r_[True, np.any(keys[1:] != keys[:-1], axis=1)])
+    for a, b in zip(starts, np.r_[starts[1:], len(idx)], strict=True):
+        budget.check_deadline()
+        bsum, bmax, count, ind = src.blocks(edge, int(keys[a, 0]), int(keys[a, 1]))
+        ys, xs = idx[a:b, 0] % k, idx[a:b, 1] % k
+        sums.add_blocks(bsum[ys, xs], bmax[ys, xs], count[ys, xs], ind[ys, xs])
+
+
+def _boundary_block(src: _Source, c: Cover, i: int, sums: _Sums) -> None:
+    """One boundary block: territory and mask decide, per 8 x 8 block inside it, between
+    its aggregates (every territory pixel selected) and its pixels (some)."""
+    budget.check_deadline()
+    ys, xs = c.window(i)
+    terr = src.window("territory", ys, xs) == 1
+    sel = c.masks[i] & terr
+    if not sel.any():
+        return
+    f = c.edge // aggregates.FANOUT  # the finest edge, = the pixel chunk's edge
+    h, w = sel.shape
+    ph, pw = -(-h // f) * f, -(-w // f) * f
+    sp = np.zeros((ph, pw), bool)
+    sp[:h, :w] = sel
+    valid = np.zeros((ph, pw), bool)
+    valid[:h, :w] = terr
+    n_sel = sp.reshape(ph // f, f, pw // f, f).sum(axis=(1, 3))
+    n_val = valid.reshape(ph // f, f, pw // f, f).sum(axis=(1, 3))
+    whole = (n_sel > 0) & (n_sel == n_val)
+    part = (n_sel > 0) & ~whole
+    if whole.any():
+        by, bx = (int(v) for v in c.boundary[i])
+        bsum, bmax, count, ind = src.blocks(f, by, bx)
+        pick = np.zeros(count.shape, bool)
+        pick[: whole.shape[0], : whole.shape[1]] = whole
+        sums.add_blocks(bsum[pick], bmax[pick], count[pick], ind[pick])
+        sums.fine_whole += int(whole.sum())
+    if not part.any():
+        return
+    pixels = src.reader("pixels")
+    exact = np.zeros((ph, pw), bool)
+    for fy, fx in zip(*np.nonzero(part), strict=True):
+        m = sp[fy * f : (fy + 1) * f, fx * f : (fx + 1) * f]
+        exact[fy * f : (fy + 1) * f, fx * f : (fx + 1) * f] = m
+        # rows [n, S] of the picked pixels: contiguous over species, so that the sum and
+        # the maximum run along S (uint32 holds 64 x 254)
+        picked = pixels.chunk((ys.start // f + fy, xs.start // f + fx, 0))[m]
+        sums.total += np.add.reduce(picked, axis=0, dtype=np.uint32)
+        np.maximum(sums.vmax, np.maximum.reduce(picked, axis=0), out=sums.vmax)
+        sums.read += 1
+    n = int(exact.sum())
+    sums.pixels += n
+    sums.exact += n
+    ex = exact[:h, :w]
+    values = np.stack([src.window(f"levels/0/{name}", ys, xs)[ex] for name in src.indicators])
+    sums.fold(aggregates.summarize(values))
 
 
 def area(
     release: zarr.Group,
     geom: BaseGeometry,
-    window: tuple[npt.NDArray[np.bool_], int, int] | None = None,
+    plan: Cover | None = None,
+    workers: int | None = None,
 ) -> AreaResult:
-    """Per-species mean probability, expected occupied area and maximum within ``geom``.
-    ``window`` is ``area_mask(grid, geom)`` when the caller already has it."""
+    """Per-species mean probability, expected occupied area and maximum within ``geom``
+    (grid CRS), and each indicator's summary. ``plan`` is ``cover(grid, geom)`` when the
+    caller already has it (to check its cost first)."""
     meta: dict[str, Any] = sdmatlas_attrs(release)
-    grid, block = _grid(release), int(meta["block"])
-    mask, r0, c0 = window if window is not None else area_mask(grid, geom)
-    r1, c1 = r0 + mask.shape[0], c0 + mask.shape[1]
+    grid = _grid(release)
     ids = _ids(release)
     s = len(ids)
-    # Block-aligned window around the polygon's bounding box.
-    br0, bc0 = r0 // block, c0 // block
-    br1, bc1 = -(-r1 // block), -(-c1 // block)
-    R0, C0 = br0 * block, bc0 * block
-    R1, C1 = min(br1 * block, grid.height), min(bc1 * block, grid.width)
-    inside = np.zeros((br1 * block - R0, bc1 * block - C0), bool)
-    inside[r0 - R0 : r1 - R0, c0 - C0 : c1 - C0] = mask
-    valid = np.zeros_like(inside)
-    valid[: R1 - R0, : C1 - C0] = np.asarray(array(release, "territory")[R0:R1, C0:C1]) == 1
-    sel = inside & valid
-    nb_y, nb_x = br1 - br0, bc1 - bc0
-    sel_b = sel.reshape(nb_y, block, nb_x, block)
-    val_b = valid.reshape(nb_y, block, nb_x, block)
-    n_sel = sel_b.sum(axis=(1, 3))
-    full = (n_sel > 0) & (n_sel == val_b.sum(axis=(1, 3)))
-    partial = (n_sel > 0) & ~full
-
-    total = np.zeros(s, np.float64)
-    vmax = np.zeros(s, np.int64)
-    if full.any():
-        bsum = np.asarray(array(release, "blocks/sum")[br0:br1, bc0:bc1, :])
-        bmax = np.asarray(array(release, "blocks/max")[br0:br1, bc0:bc1, :])
-        total += bsum[full].sum(axis=0, dtype=np.float64)
-        vmax = np.maximum(vmax, bmax[full].max(axis=0))
-    pixels = array(release, "pixels")
-    for by, bx in zip(*np.nonzero(partial), strict=True):
-        budget.check_deadline()
-        y0, x0 = R0 + by * block, C0 + bx * block
-        y1, x1 = min(y0 + block, grid.height), min(x0 + block, grid.width)
-        codes = np.asarray(pixels[y0:y1, x0:x1, :])
-        m = sel_b[by, : y1 - y0, bx, : x1 - x0]
-        picked = codes[m].astype(np.int64)  # [n, S]
-        total += picked.sum(axis=0)
-        vmax = np.maximum(vmax, picked.max(axis=0))
-    n = int(n_sel.sum())
+    names = list(meta.get("indicator_order") or [])
+    c = plan if plan is not None else cover(grid, geom)
+    src = _Source(release, names)
+    total = _Sums(s, len(names))
+    for edge, idx in c.whole.items():
+        _whole_blocks(src, total, edge, idx)
+    n = len(c.boundary)
+    workers = workers or min(4, os.cpu_count() or 1)
+    parts = [_Sums(s, len(names)) for _ in range(max(1, min(workers, n)))]
+    if len(parts) == 1:
+        _run_slice(src, c, 0, 1, parts[0])
+    elif n:
+        # zstd and numpy release the GIL: boundary blocks run on a few threads
+        with ThreadPoolExecutor(len(parts)) as pool:
+            futures = [
+                pool.submit(contextvars.copy_context().run, _run_slice, src, c, k, len(parts), p)
+                for k, p in enumerate(parts)
+            ]
+            for fut in futures:
+                fut.result()
+    for p in parts:
+        total.merge(p)
+    npx = total.pixels
     pixel_km2 = (grid.res / 1000.0) ** 2
-    p_sum = total * SCALE
+    p_sum = np.asarray(total.total * SCALE, np.float64)
     return AreaResult(
-        n_pixels=n,
-        area_km2=n * pixel_km2,
+        n_pixels=npx,
+        area_km2=npx * pixel_km2,
         species_ids=ids,
-        mean_probability=p_sum / n if n else np.full(s, np.nan),
+        mean_probability=p_sum / npx if npx else np.full(s, np.nan),
         expected_area_km2=p_sum * pixel_km2,
-        max_probability=np.asarray(vmax * SCALE if n else np.full(s, np.nan), dtype=np.float64),
-        blocks_aggregated=int(full.sum()),
-        blocks_read=int(partial.sum()),
+        max_probability=np.asarray(total.vmax * SCALE if npx else np.full(s, np.nan), np.float64),
+        blocks_aggregated={
+            **{e: len(v) for e, v in c.whole.items()},
+            c.edge // aggregates.FANOUT: total.fine_whole,
+        },
+        blocks_read=total.read,
+        pixels_exact=total.exact,
+        indicators={
+            name: IndicatorSummary(int(row[0]), row[1] / row[0], row[2], row[3])
+            if row[0] > 0
+            else None
+            for name, row in zip(names, total.ind.tolist(), strict=True)
+        },
     )
+
+
+def _run_slice(src: _Source, c: Cover, k: int, step: int, sums: _Sums) -> None:
+    for i in range(k, len(c.boundary), step):
+        _boundary_block(src, c, i, sums)

@@ -8,14 +8,15 @@ Release layout (``<root>/<release_id>/``, one Zarr v3 group)::
     levels/<k>/x, y, spatial_ref georeferencing of the level
     pixels                       uint8 [y, x, species], chunks [8, 8, S]: one chunk read
                                  answers "every species at this point"
-    blocks/sum                   uint32 [by, bx, species]: sum of codes over each 8 x 8 block
-    blocks/max                   uint8  [by, bx, species]: maximum code in each block
-    blocks/count                 uint16 [by, bx]: territory pixels in each block
+    blocks/<edge>/...            block aggregates at edges 8, 64 and 512: per species the
+                                 sum and maximum of codes, territory pixels, and per
+                                 indicator count, sum, min, max (sdmatlas.publish.aggregates)
     territory                    uint8 [y, x]: 1 on territory pixels
     species                      int64 [species] ids, in cube order
 
-Area queries read ``blocks/*`` for the blocks a polygon covers entirely and
-``pixels`` only for the blocks on its boundary (see :mod:`sdmatlas.publish.queries`).
+Area queries read ``blocks/<edge>/*`` for the coarsest blocks a polygon covers entirely
+and ``pixels`` only for the 8 x 8 blocks on its boundary (see
+:mod:`sdmatlas.publish.queries`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from sdmatlas.errors import (
 )
 from sdmatlas.grid import ChunkWindow, Grid
 from sdmatlas.predict.cube import SHARD_SPECIES, now, open_cube, write_georef
+from sdmatlas.publish import aggregates
 from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo, threshold_code
 from sdmatlas.publish.levels import downsample_codes, downsample_weights, level_count
 from sdmatlas.publish.stats import SpeciesStats, float_summary
@@ -48,7 +50,7 @@ from sdmatlas.quantize import ENCODING, NODATA
 from sdmatlas.storage import ReleaseStore, release_store
 from sdmatlas.zarr_access import array, sdmatlas_attrs
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 BLOCK = 8
 """Edge of the pixel-major chunks and of the area-query blocks (pixels)."""
 RELEASE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
@@ -215,7 +217,6 @@ def _write_release(
                     "units": ind.units,
                 },
             )
-    bh, bw = -(-h // BLOCK), -(-w // BLOCK)
     pixels = root.create_array(
         "pixels",
         shape=(h, w, s),
@@ -229,18 +230,8 @@ def _write_release(
         compressors=_zstd(),
         dimension_names=("y", "x", "species"),
     )
-    bsum, bmax = (
-        root.create_array(
-            f"blocks/{name}",
-            shape=(bh, bw, s),
-            chunks=(16, 16, s),
-            dtype=dtype,
-            fill_value=0,
-            compressors=_zstd(),
-        )
-        for name, dtype in (("sum", "uint32"), ("max", "uint8"))
-    )
-    bcount = root.create_array("blocks/count", shape=(bh, bw), dtype="uint16", fill_value=0)
+    aggregates.create(root, h, w, s, len(INDICATORS))
+    agg8 = {n: array(root, aggregates.path(BLOCK, n)) for n in aggregates.NAMES}
     terr = root.create_array(
         "territory",
         shape=(h, w),
@@ -267,20 +258,13 @@ def _write_release(
         terr[win.row0 : win.row1, win.col0 : win.col1] = valid
         array(levels[0], "probability")[:, win.row0 : win.row1, win.col0 : win.col1] = codes
         pixels[win.row0 : win.row1, win.col0 : win.col1, :] = codes.transpose(1, 2, 0)
-        c = np.where(codes == NODATA, 0, codes).astype(np.uint32)
-        code_sums += c.sum(axis=(1, 2), dtype=np.float64)
-        ch, cw = win.shape
-        ph, pw = -(-ch // BLOCK) * BLOCK, -(-cw // BLOCK) * BLOCK
-        cp = np.zeros((s, ph, pw), np.uint32)
-        cp[:, :ch, :cw] = c
-        blocks = cp.reshape(s, ph // BLOCK, BLOCK, pw // BLOCK, BLOCK)
+        code_sums += np.where(codes == NODATA, 0, codes).sum(axis=(1, 2), dtype=np.float64)
         b0, b1 = win.row0 // BLOCK, win.col0 // BLOCK
-        bsl = (slice(b0, b0 + ph // BLOCK), slice(b1, b1 + pw // BLOCK))
-        bsum[bsl] = blocks.sum(axis=(2, 4)).transpose(1, 2, 0)
-        bmax[bsl] = blocks.max(axis=(2, 4)).transpose(1, 2, 0).astype(np.uint8)
-        vp = np.zeros((ph, pw), np.uint16)
-        vp[:ch, :cw] = valid
-        bcount[bsl] = vp.reshape(ph // BLOCK, BLOCK, pw // BLOCK, BLOCK).sum(axis=(1, 3))
+        bsum, bmax, bcount = aggregates.reduce_codes(codes, valid, BLOCK)
+        bsl = (slice(b0, b0 + bsum.shape[0]), slice(b1, b1 + bsum.shape[1]))
+        agg8["sum"][bsl] = bsum
+        agg8["max"][bsl] = bmax
+        agg8["count"][bsl] = bcount
         for name, ind in INDICATORS.items():
             if name != "rarity_weighted_richness":
                 array(levels[0], name)[win.row0 : win.row1, win.col0 : win.col1] = ind(
@@ -294,12 +278,16 @@ def _write_release(
     info = replace(species, range_km2=range_km2)
     # Rarity needs every species' range size: a second, cheap pass over the pixel-major copy.
     rarity = INDICATORS["rarity_weighted_richness"]
+    # The same pass folds every indicator into the finest block aggregates.
     for win in windows:
-        codes = np.asarray(pixels[win.row0 : win.row1, win.col0 : win.col1, :]).transpose(2, 0, 1)
-        valid = valid0[win.row0 : win.row1, win.col0 : win.col1]
-        array(levels[0], rarity.name)[win.row0 : win.row1, win.col0 : win.col1] = rarity(
-            codes, info, valid
-        )
+        ys, xs = slice(win.row0, win.row1), slice(win.col0, win.col1)
+        codes = np.asarray(pixels[ys, xs, :]).transpose(2, 0, 1)
+        array(levels[0], rarity.name)[ys, xs] = rarity(codes, info, valid0[ys, xs])
+        values = np.stack([np.asarray(array(levels[0], n)[ys, xs]) for n in INDICATORS])
+        bind = aggregates.reduce_indicators(values, BLOCK)
+        b0, b1 = win.row0 // BLOCK, win.col0 // BLOCK
+        agg8["indicators"][b0 : b0 + bind.shape[0], b1 : b1 + bind.shape[1]] = bind
+    aggregates.build_tree(root, h, w)
 
     stats = root.require_group("stats")
     stats.create_array("histogram", shape=(s, 256), dtype="int64", fill_value=0)[:] = (
@@ -351,6 +339,8 @@ def _write_release(
         "encoding": ENCODING,
         "threshold": options.threshold,
         "block": BLOCK,
+        "aggregates": list(aggregates.EDGES),
+        "indicator_order": list(INDICATORS),
         "indicators": {
             n: {"title": i.title, "units": i.units, "stats": indicator_stats[n]}
             for n, i in INDICATORS.items()
@@ -398,4 +388,10 @@ def open_release(path: Path) -> zarr.Group:
         kind = None
     if kind != "release":
         raise NotFoundError(f"{path} is not an sdmatlas release")
+    version = sdmatlas_attrs(group).get("format_version")
+    if version != FORMAT_VERSION:
+        raise IncompleteReleaseError(
+            f"release {path} is in format version {version}; this sdmatlas reads version "
+            f"{FORMAT_VERSION} only: publish it again from its cube"
+        )
     return group

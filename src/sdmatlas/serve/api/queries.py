@@ -9,26 +9,22 @@ import math
 from typing import Annotated, Any, Literal
 
 import numpy as np
-import numpy.typing as npt
 import shapely
 from fastapi import APIRouter, Query, Request, Response
-from pyproj import Transformer
 from shapely.geometry.base import BaseGeometry
 
-from sdmatlas import budget, polygons
+from sdmatlas import polygons
 from sdmatlas.catalog import queries as catalog_queries
-from sdmatlas.catalog.register import footprint
 from sdmatlas.errors import InvalidInputError
 from sdmatlas.publish import queries
 from sdmatlas.quantize import NODATA
+from sdmatlas.serve import reports
 from sdmatlas.serve.api.deps import services
 from sdmatlas.serve.offload import offload
 from sdmatlas.serve.services import Services
 from sdmatlas.serve.tiles.reader import OpenRelease
-from sdmatlas.serve.tiles.tiling import transformer
 from sdmatlas.serve.tiles.versions import SHORT, Timer
 from sdmatlas.settings import Settings
-from sdmatlas.zarr_access import array
 
 router = APIRouter(tags=["queries"])
 
@@ -50,10 +46,6 @@ def _open(svc: Services, release: str | None, period: str | None) -> OpenRelease
         else:
             info = catalog_queries.latest_release(s, period)
     return svc.reader.release(info.key, info.storage_uri)
-
-
-def _to_grid(rel: OpenRelease) -> Transformer:
-    return transformer("EPSG:4326", rel.grid.crs)
 
 
 def _indicator_values(
@@ -85,7 +77,7 @@ def point(
     timer = Timer()
     rel = _open(svc, release, period)
     with timer.span("read"):
-        x, y = _to_grid(rel).transform(lon, lat)
+        x, y = reports.to_grid(rel).transform(lon, lat)
         res = queries.point(rel.root, float(x), float(y))
     with svc.catalog.session() as s:
         territories = [t.code for t in catalog_queries.territories_at(s, lon, lat)]
@@ -136,7 +128,7 @@ def parse_area(doc: Any, rel: OpenRelease, settings: Settings) -> BaseGeometry:
     geom = polygons.polygon_from_geojson(
         doc, settings.max_polygon_vertices, settings.max_polygon_parts
     )
-    footprint = _footprint_lonlat(rel)
+    footprint = reports.footprint_lonlat(rel)
     if not geom.intersects(footprint):
         swapped = shapely.transform(geom, lambda xy: xy[:, ::-1])
         if swapped.intersects(footprint):
@@ -145,94 +137,7 @@ def parse_area(doc: Any, rel: OpenRelease, settings: Settings) -> BaseGeometry:
                 "GeoJSON coordinates are longitude, latitude"
             )
         raise InvalidInputError(f"the polygon does not overlap release {rel.key}")
-    return _project(polygons.densify(geom), _to_grid(rel))
-
-
-def _project(geom: BaseGeometry, t: Transformer) -> BaseGeometry:
-    def xy(c: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        x, y = t.transform(c[:, 0], c[:, 1])
-        return np.column_stack([x, y])
-
-    return shapely.transform(geom, xy)
-
-
-def _footprint_lonlat(rel: OpenRelease) -> BaseGeometry:
-    """The release grid's outline in longitude/latitude (as registered in the catalog)."""
-    return footprint(rel.grid, 0, 0, rel.grid.height, rel.grid.width)
-
-
-def _report(svc: Services, rel: OpenRelease, geom: BaseGeometry, min_mean: float) -> dict[str, Any]:
-    # rasterised once, for both uses
-    mask, r0, c0 = queries.area_mask(rel.grid, geom, svc.settings.max_report_pixels)
-    # the budget, before any data is read: boundary blocks x block pixels x species
-    blocks = queries.boundary_blocks(mask, r0, c0, rel.grid, rel.block)
-    budget.check(
-        "values read by the report (boundary blocks x pixels x species)",
-        "max_report_values",
-        blocks * rel.block**2 * len(rel.species_names),
-        svc.settings.max_report_values,
-        "simplify the outline (a long, detailed boundary costs the most), split the "
-        "area, or ask for a territory of the catalog (GET /report?territory=)",
-    )
-    res = queries.area(rel.root, geom, (mask, r0, c0))
-    window = (slice(r0, r0 + mask.shape[0]), slice(c0, c0 + mask.shape[1]))
-    terr = np.asarray(array(rel.root, "territory")[window]) == 1
-    sel = mask & terr
-    indicators: dict[str, Any] = {}
-    for name in rel.indicators:
-        vals = np.asarray(rel.arr(0, name)[window])[sel]
-        vals = vals[np.isfinite(vals)]
-        indicators[name] = (
-            {
-                "mean": round(float(vals.mean()), 6),
-                "min": round(float(vals.min()), 6),
-                "max": round(float(vals.max()), 6),
-            }
-            if vals.size
-            else None
-        )
-    info = rel.info
-    present = res.max_probability >= rel.threshold - 1e-9 if res.n_pixels else np.zeros(0, bool)
-    species = []
-    if res.n_pixels:
-        order = np.lexsort((res.species_ids, -res.expected_area_km2))
-        for i in order:
-            mean = float(res.mean_probability[i])
-            if mean <= 0 or mean < min_mean:
-                continue
-            species.append(
-                {
-                    "id": int(res.species_ids[i]),
-                    "name": rel.species_names[i],
-                    "mean_probability": round(mean, 6),
-                    "expected_area_km2": round(float(res.expected_area_km2[i]), 4),
-                    "max_probability": round(float(res.max_probability[i]), 4),
-                    "present": bool(present[i]),
-                    "protected": bool(info.protected[i]),
-                    "invasive": bool(info.invasive[i]),
-                    "endemic": bool(info.endemic[i]),
-                }
-            )
-    return {
-        "release": rel.key,
-        "pixels": res.n_pixels,
-        "area_km2": round(res.area_km2, 4),
-        "threshold": rel.threshold,
-        "species_present": int(present.sum()),
-        "protected_present": int((present & info.protected).sum()) if res.n_pixels else 0,
-        "invasive_present": int((present & info.invasive).sum()) if res.n_pixels else 0,
-        "endemic_present": int((present & info.endemic).sum()) if res.n_pixels else 0,
-        "indicators": indicators,
-        "species": species,
-    }
-
-
-def _polygons(geom: BaseGeometry) -> BaseGeometry:
-    """The polygonal part of an intersection (which may add lines or points)."""
-    if geom.geom_type in ("Polygon", "MultiPolygon"):
-        return geom
-    parts = [g for g in getattr(geom, "geoms", []) if g.geom_type in ("Polygon", "MultiPolygon")]
-    return shapely.union_all(parts) if parts else shapely.Polygon()
+    return reports.project(polygons.densify(geom), reports.to_grid(rel))
 
 
 CSV_FIELDS = (
@@ -316,7 +221,7 @@ def _report_polygon(
     rel = _open(svc, release, period)
     geom = parse_area(doc, rel, svc.settings)
     with timer.span("read"):
-        report = _report(svc, rel, geom, min_mean)
+        report = reports.area_report(svc, rel, geom, min_mean)
     return _respond(report, format, timer)
 
 
@@ -344,17 +249,22 @@ def report_territory(
     format: ReportFormat = "json",
     min_mean_probability: MinMean = 0.0,
 ) -> Response:
+    """The report of a territory of the catalog, clipped to the release. Computed on
+    first use and stored in the catalog; later calls answer from there (``X-Report:
+    stored``) until the release is published again or the territory changes."""
     svc = services(request)
     timer = Timer()
     rel = _open(svc, release, period)
-    with svc.catalog.session() as s:
-        terr = catalog_queries.get_territory(s, territory)
-        geom_ll = terr.geom
-    clipped = _polygons(geom_ll.intersection(_footprint_lonlat(rel)))
-    if clipped.is_empty:
-        raise InvalidInputError(f"territory {territory!r} does not overlap release {rel.key}")
-    geom = _project(polygons.densify(clipped), _to_grid(rel))
     with timer.span("read"):
-        body = _report(svc, rel, geom, min_mean_probability)
-    body["territory"] = territory
-    return _respond(body, format, timer)
+        got = reports.territory_report(svc, rel, territory)
+    source = {"X-Report": "stored" if got.stored else "computed"}
+    if format == "json" and min_mean_probability <= 0:
+        return Response(
+            got.body,
+            media_type="application/json",
+            headers={"Server-Timing": timer.header(), "Cache-Control": SHORT, **source},
+        )
+    body = reports.filter_species(json.loads(got.body), min_mean_probability)
+    response = _respond(body, format, timer)
+    response.headers.update(source)
+    return response

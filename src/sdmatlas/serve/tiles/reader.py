@@ -20,13 +20,13 @@ import numpy as np
 import numpy.typing as npt
 import zarr
 
+from sdmatlas.chunks import LocalChunkReader, local_reader
 from sdmatlas.errors import NotFoundError
 from sdmatlas.grid import Grid
 from sdmatlas.publish.groups import release_species_info
 from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo
 from sdmatlas.publish.release import open_release
 from sdmatlas.quantize import NODATA
-from sdmatlas.serve.tiles.chunks import LocalChunkReader, local_reader
 from sdmatlas.serve.tiles.tiling import TileIndex
 from sdmatlas.zarr_access import array, sdmatlas_attrs
 
