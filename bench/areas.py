@@ -298,12 +298,20 @@ def measure(release: zarr.Group, geoms: dict[str, list[BaseGeometry]], args: arg
             got = queries.area(release, geom)  # timed whole: the cover included
             hier_ms.append((time.perf_counter() - t) * 1000)
             _, cut = plan.fine_counts()
-            info.append({
-                "pixels": got.n_pixels, "pixels_exact": got.pixels_exact,
-                "vertices": int(shapely.get_num_coordinates(geom)),
-                "blocks_from_aggregates": {str(e): n for e, n in got.blocks_aggregated.items()},
-                "pixel_chunks_read": got.blocks_read, "cut_8_blocks_by_geometry": cut, "boundary_64_blocks": len(plan.boundary),
-            })  # fmt: skip
+            info.append(
+                {
+                    "pixels": got.n_pixels,
+                    "pixels_exact": got.pixels_exact,
+                    "grid_share": round(
+                        float(pixel_mask(grid, geom)[0].sum()) / grid.width / grid.height, 3
+                    ),  # fmt: skip
+                    "vertices": int(shapely.get_num_coordinates(geom)),
+                    "blocks_from_aggregates": {str(e): n for e, n in got.blocks_aggregated.items()},
+                    "pixel_chunks_read": got.blocks_read,
+                    "cut_8_blocks_by_geometry": cut,
+                    "boundary_64_blocks": len(plan.boundary),
+                }
+            )
         for geom in polys[: flat_runs[kind]]:
             t = time.perf_counter()
             n, total = area_flat(release, geom)
@@ -320,7 +328,7 @@ def measure(release: zarr.Group, geoms: dict[str, list[BaseGeometry]], args: arg
             "naive_ms_extrapolated": {
                 "p50": pct(naive_ms, 50),
                 "timed_on_species": args.naive_species,
-            },  # fmt: skip
+            },
             "flat_over_hierarchical": round(np.median(flat_ms) / np.median(hier_ms), 1),
             "naive_over_hierarchical": round(np.median(naive_ms) / np.median(hier_ms), 1),
             "shapes": info,

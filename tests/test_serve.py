@@ -33,13 +33,13 @@ from conftest import ROOT
 from sdmatlas.catalog.db import Catalog
 from sdmatlas.catalog.imports import import_territories
 from sdmatlas.catalog.register import register_release
+from sdmatlas.chunks import local_reader
 from sdmatlas.grid import Grid
 from sdmatlas.predict.cube import open_cube
 from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo
 from sdmatlas.publish.release import PublishOptions, open_release, publish
 from sdmatlas.quantize import NODATA, SCALE
 from sdmatlas.serve.app import create_app
-from sdmatlas.chunks import local_reader
 from sdmatlas.serve.tiles.tiling import TMS_NAMES, exact_grid_xy, level_grid, tile_index
 from sdmatlas.settings import Settings
 from sdmatlas.zarr_access import array, sdmatlas_attrs
