@@ -304,7 +304,7 @@ def measure(release: zarr.Group, geoms: dict[str, list[BaseGeometry]], args: arg
                     "pixels_exact": got.pixels_exact,
                     "grid_share": round(
                         float(pixel_mask(grid, geom)[0].sum()) / grid.width / grid.height, 3
-                    ),  # fmt: skip
+                    ),
                     "vertices": int(shapely.get_num_coordinates(geom)),
                     "blocks_from_aggregates": {str(e): n for e, n in got.blocks_aggregated.items()},
                     "pixel_chunks_read": got.blocks_read,
