@@ -52,6 +52,7 @@ format: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(BIN)/python bench/predict.py
 	$(BIN)/python bench/queries.py
+	$(BIN)/python bench/areas.py
 	$(BIN)/python bench/catalog.py
 	$(BIN)/python bench/tiles.py
 	$(BIN)/python bench/ogc.py
