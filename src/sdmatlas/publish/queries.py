@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextvars
 import os
 import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -138,14 +139,18 @@ class _Sums:
 
 
 class _Source:
-    """The arrays an area query reads, as chunk readers, with decoded chunks of the
-    small per-pixel arrays (territory, indicators) kept for the query's duration."""
+    """The arrays an area query reads, as chunk readers, with the last decoded chunks of
+    the per-pixel 2-D arrays (territory, indicators) kept: boundary blocks come in
+    spatial order (the children of one coarse block together), so neighbours share them.
+    At most ``KEEP`` chunks (64 MB of float32 256 x 256 chunks), whatever the outline."""
+
+    KEEP = 256
 
     def __init__(self, release: zarr.Group, indicators: list[str]) -> None:
         self.release = release
         self.indicators = indicators
         self._readers: dict[str, ChunkReader] = {}
-        self._decoded: dict[tuple[str, int, int], npt.NDArray[Any]] = {}
+        self._decoded: OrderedDict[tuple[str, int, int], npt.NDArray[Any]] = OrderedDict()
         self._lock = threading.Lock()
 
     def reader(self, path: str) -> ChunkReader:
@@ -167,10 +172,14 @@ class _Source:
                 key = (path, cy, cx)
                 with self._lock:
                     chunk = self._decoded.get(key)
+                    if chunk is not None:
+                        self._decoded.move_to_end(key)
                 if chunk is None:
                     chunk = r.chunk((cy, cx))
                     with self._lock:
                         self._decoded[key] = chunk
+                        if len(self._decoded) > self.KEEP:
+                            self._decoded.popitem(last=False)
                 y0, x0 = max(ys.start, cy * ch), max(xs.start, cx * cw)
                 y1, x1 = min(ys.stop, (cy + 1) * ch), min(xs.stop, (cx + 1) * cw)
                 out[y0 - ys.start : y1 - ys.start, x0 - xs.start : x1 - xs.start] = chunk[
