@@ -568,6 +568,54 @@ def test_cog_download(client: TestClient, release: Path, tmp_path: Path) -> None
     assert client.get(f"/layers/{KEY}:group:richness/cog").status_code == 400
 
 
+def test_cog_download_is_exported_once_and_answers_ranges(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sdmatlas.publish.export as export
+
+    calls: list[str] = []
+    real = export.export_cog
+
+    def counting(*args: Any, **kwargs: Any) -> Path:
+        calls.append(str(args[1]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(export, "export_cog", counting)
+    url = f"/layers/{KEY}:species:5/cog"
+    whole = client.get(url)
+    assert whole.status_code == 200 and whole.headers["accept-ranges"] == "bytes"
+    tag = whole.headers["etag"]
+    assert client.get(url).content == whole.content
+    assert calls == ["species/5"]  # the second answer came from the export cache
+    part = client.get(url, headers={"Range": "bytes=100-1099"})
+    assert part.status_code == 206 and part.content == whole.content[100:1100]
+    assert part.headers["content-range"] == f"bytes 100-1099/{len(whole.content)}"
+    same = client.get(url, headers={"Range": "bytes=0-9", "If-Range": tag})
+    assert same.status_code == 206 and same.content == whole.content[:10]
+    stale = client.get(url, headers={"Range": "bytes=0-9", "If-Range": '"other"'})
+    assert stale.status_code == 200 and stale.content == whole.content
+    clipped = client.get(url, params={"bbox": "13.6,45.4,14.2,45.9"})
+    assert clipped.status_code == 200 and clipped.headers["etag"] != tag
+    assert calls == ["species/5", "species/5"]  # one more export, for the bbox
+
+
+def test_gdal_reads_the_cog_url_as_a_remote_cog(client: TestClient, release: Path) -> None:
+    """GDAL's /vsicurl/ (HEAD, then ranged GETs) against a real server."""
+    from conftest import sdmatlas_server
+
+    s = client.app.state.settings  # type: ignore[attr-defined]
+    env = {"SDMATLAS_DATABASE_URL": s.catalog_url, "SDMATLAS_DATA_DIR": str(s.data_dir),
+           "SDMATLAS_TILE_CACHE": "[]"}  # fmt: skip
+    with (
+        sdmatlas_server(env) as base,
+        rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"),
+        rasterio.open(f"/vsicurl/{base}/layers/{KEY}:species:3/cog") as ds,
+    ):
+        assert ds.driver == "GTiff" and ds.count == 1  # opened remotely, by ranges
+        got = ds.read(1)
+    assert np.array_equal(got, level_array(release, 0, "probability", 3))
+
+
 # -- metadata -----------------------------------------------------------------------------------
 
 

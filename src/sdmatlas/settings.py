@@ -94,6 +94,13 @@ class Settings(BaseSettings):
     tile_cache_dir: Path | None = Field(
         default=None, description="Disk tile cache directory; unset, <data_dir>/tile-cache."
     )
+    export_cache_mb: int = Field(
+        default=2_048,
+        ge=1,
+        le=100_000_000,
+        description="Size cap of the disk cache of COG downloads (MB), under "
+        "<data_dir>/export-cache: past it, the least recently used files are evicted.",
+    )
     tile_cache_disk_mb: int = Field(
         default=10_240,
         ge=1,

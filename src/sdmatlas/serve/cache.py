@@ -143,6 +143,19 @@ class DiskCache:
     def contains(self, ns: str, key: str) -> bool:
         return self.path(ns, key).is_file()
 
+    def file(self, ns: str, key: str) -> Path | None:
+        """The entry's file, its LRU clock refreshed, if it is there (for entries served
+        as files, such as COG downloads answered with Range)."""
+        p = self.path(ns, key)
+        try:
+            age = time.time() - p.stat().st_mtime
+        except FileNotFoundError:
+            return None
+        if age > TOUCH_AFTER_S:
+            with contextlib.suppress(OSError):
+                os.utime(p)
+        return p
+
     def put(self, ns: str, key: str, value: bytes) -> None:
         p = self.path(ns, key)
         tmp = p.with_name(f".{key}.{os.getpid()}.{threading.get_ident()}.tmp")

@@ -3,6 +3,7 @@ each seeding worker). Framework-free: routes reach them through ``api/deps.py``.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -14,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sdmatlas.catalog.db import Catalog
-from sdmatlas.serve.cache import TileCache, build_cache
+from sdmatlas.serve.cache import DiskCache, TileCache, build_cache
 from sdmatlas.serve.offload import HeavySlots
 from sdmatlas.serve.tiles.layers import GroupSpec, LayerRef, LayerResolver, group_rows
 from sdmatlas.serve.tiles.reader import OpenRelease, ReleaseReader
@@ -33,6 +34,7 @@ class Services:
     indexes: IndexCache
     tiles: TileCache
     heavy: HeavySlots
+    exports: DiskCache
     _groups: OrderedDict[tuple[str, str, str], npt.NDArray[np.intp]] = field(
         default_factory=OrderedDict
     )
@@ -49,6 +51,10 @@ class Services:
             indexes=IndexCache(settings.tile_index_cache),
             tiles=build_cache(settings),
             heavy=HeavySlots(settings.heavy_requests, settings.heavy_wait_seconds),
+            # COG downloads: files served with Range; never expire by age (versioned keys)
+            exports=DiskCache(
+                settings.data_dir / "export-cache", settings.export_cache_mb * 2**20, math.inf
+            ),
         )
 
     def open(self, ref: LayerRef) -> OpenRelease:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import FileResponse
 from shapely.geometry import mapping
 
 from sdmatlas.catalog import queries
@@ -254,12 +256,23 @@ def _cog(svc: Services, layer: str, bbox: str | None) -> Response:
             raise InvalidInputError("bbox must be west < east and south < north, in degrees")
         box = transform_bounds("EPSG:4326", rel.grid.crs, w, s_, e, n)
     name = f"species/{ref.species_id}" if ref.kind == "species" else f"indicator/{ref.indicator}"
-    with tempfile.TemporaryDirectory() as tmp:
-        out = export_cog(rel.root, name, FsPath(tmp) / "layer.tif", bbox=box)
-        body = out.read_bytes()
+    # Exported once per layer version and bbox, kept on disk, and served as a file: with
+    # Range (206), Accept-Ranges, ETag and If-Range, so GDAL and QGIS read it as a remote
+    # COG (/vsicurl/) without downloading it whole.
+    key = hashlib.sha256(f"{ref.version}\n{name}\n{box}".encode()).hexdigest()
+    ns = ref.release
+    path = svc.exports.file(ns, key)
+    if path is None:
+        with svc.exports.lock(key):
+            path = svc.exports.file(ns, key)  # another request may have made it meanwhile
+            if path is None:
+                with tempfile.TemporaryDirectory() as tmp:
+                    out = export_cog(rel.root, name, FsPath(tmp) / "layer.tif", bbox=box)
+                    svc.exports.put(ns, key, out.read_bytes())
+                path = svc.exports.path(ns, key)
     fname = layer.replace(":", "_") + ".tif"
-    return Response(
-        body,
+    return FileResponse(
+        path,
         media_type="image/tiff; application=geotiff; profile=cloud-optimized",
         headers={
             "Content-Disposition": f'attachment; filename="{fname}"',
