@@ -23,7 +23,7 @@ from sdmatlas.catalog import queries
 from sdmatlas.catalog.db import Catalog
 from sdmatlas.catalog.imports import import_species, import_territories
 from sdmatlas.catalog.names import trigrams
-from sdmatlas.catalog.register import register_release, set_release_status
+from sdmatlas.catalog.register import register_release, set_release_status, validate_period
 from sdmatlas.catalog.schema import Base
 from sdmatlas.errors import (
     DatabaseUnavailableError,
@@ -447,9 +447,15 @@ def test_a_failed_registration_leaves_nothing(
 
 
 def test_bad_periods(catalog: Catalog, published: Path) -> None:
-    for bad in ["", "2020 ", "a" * 33, "20;20"]:
-        with pytest.raises(InvalidInputError, match="period"):
+    for bad in ["", "2020 ", "a" * 33, "20;20", "current", "2020-13", "2020-02-30", "ssp585-2050"]:
+        with pytest.raises(InvalidInputError, match="ISO 8601"):
             register_release(catalog, open_release(published), str(published), bad)
+    with pytest.raises(InvalidInputError, match="is written 2011/2020"):
+        register_release(catalog, open_release(published), str(published), "2011-2020")
+    with pytest.raises(InvalidInputError, match="ends before it starts"):
+        register_release(catalog, open_release(published), str(published), "2060/2041")
+    for good in ["2020", "2020-06", "2020-06-01", "2041/2060"]:
+        assert validate_period(good) == good
 
 
 # -- both backends, one battery -----------------------------------------------------------------

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import math
+import re
 import socket
 import threading
 import time
@@ -218,6 +220,54 @@ def test_gdal_wmts_driver_reads_our_pixels_georeferenced(live: str) -> None:
     assert np.array_equal(got.transpose(1, 2, 0), want)
 
 
+def test_advertised_boxes_hold_everything_a_layer_draws(live: str, app_settings: Settings) -> None:
+    """/layers, WMS and GDAL's WMTS extent give the box of every pixel a species layer
+    draws (p > 0), not only where it is present (p >= threshold): clients crop to it."""
+    from owslib.wms import WebMapService
+    from pyproj import Transformer
+
+    from sdmatlas.grid import Grid
+    from sdmatlas.publish.release import open_release
+    from sdmatlas.zarr_access import array, sdmatlas_attrs
+
+    g = open_release(app_settings.data_dir / "releases" / KEY)
+    grid = Grid.model_validate(sdmatlas_attrs(g)["grid"])
+    codes = np.asarray(array(g, "levels/0/probability")[:])
+    ids = [int(i) for i in np.asarray(array(g, "species")[:])]
+    to_ll = Transformer.from_crs(grid.crs, 4326, always_xy=True)
+    wms = WebMapService(f"{live}/wms", version="1.3.0")
+    wider = 0
+    for row, sid in enumerate(ids):
+        r, c = np.nonzero((codes[row] > 0) & (codes[row] != 255))
+        if not r.size:
+            continue
+        # the corners of every drawn pixel, in lon/lat
+        xs = grid.x0 + np.concatenate([c, c + 1, c, c + 1]) * grid.res
+        ys = grid.y0 - np.concatenate([r, r, r + 1, r + 1]) * grid.res
+        lon, lat = to_ll.transform(xs, ys)
+        info = json.loads(urllib.request.urlopen(f"{live}/layers/{KEY}:species:{sid}").read())
+        w, s_, e, n = info["bbox"]
+        eps = 1e-9
+        assert w <= lon.min() + eps and e >= lon.max() - eps, sid
+        assert s_ <= lat.min() + eps and n >= lat.max() - eps, sid
+        if info["presence_bbox"] is not None:
+            pw, ps, pe, pn = info["presence_bbox"]
+            assert w <= pw and s_ <= ps and pe <= e and pn <= n
+            wider += (pw, ps, pe, pn) != (w, s_, e, n)
+        ww, ss, ee, nn = wms.contents[f"{KEY}:species:{sid}"].boundingBoxWGS84
+        assert (ww, ss, ee, nn) == pytest.approx((w, s_, e, n), abs=1e-6)
+    assert wider > 0  # the defect: the presence box alone was too small for these layers
+    sid = ids[0]
+    src = (f"WMTS:{live}/wmts/1.0.0/WMTSCapabilities.xml,layer={KEY}:species:{sid},"
+           "tilematrixset=WebMercatorQuad,style=viridis")  # fmt: skip
+    with rasterio.open(src, ZOOM_LEVEL=9) as ds:  # GDAL's extent: the layer's WGS84 box
+        to_ll_m = Transformer.from_crs(3857, 4326, always_xy=True)
+        _, south = to_ll_m.transform(ds.bounds.left, ds.bounds.bottom)
+    r, c = np.nonzero((codes[0] > 0) & (codes[0] != 255))
+    _, lowest = to_ll.transform(grid.x0 + (c + 0.5) * grid.res, grid.y0 - (r + 0.5) * grid.res)
+    assert south <= lowest.min()
+
+
 INVALID = "InvalidParameterValue"
 
 
@@ -424,6 +474,8 @@ def test_wms_time_dimension_serves_each_period(live: str, app_settings: Settings
         lay = wms.contents["species:3"]
         assert lay.timepositions == ["2020", LATER_PERIOD], version
         assert lay.defaulttimeposition == LATER_PERIOD
+        for value in lay.timepositions:  # ISO 8601: years, or an interval of them
+            assert all(re.fullmatch(r"\d{4}", end) for end in value.split("/")), value
         assert "viridis" in lay.styles  # inherited from the species group
         assert f"{REPUB}:species:3" in wms.contents and LAYER in wms.contents
         assert wms.contents[LAYER].styles.keys() == lay.styles.keys()
@@ -444,8 +496,12 @@ def test_wms_time_dimension_serves_each_period(live: str, app_settings: Settings
     img = wms.getmap(layers=["species:3"], styles=[""], srs="CRS:84", bbox=(13.0, 44.8, 14.5, 45.6),
                      size=(300, 160), format="image/png", time="2020")  # fmt: skip
     assert img.read() == by_time
+    # TIME=current (WMS 1.3.0 Annex C.2) is the default: the latest period
+    latest = _getmap(live, LAYERS=f"{LATER}:species:3", **common).read()
+    assert _getmap(live, LAYERS="species:3", TIME="current", **common).read() == latest
+    assert _getmap(live, LAYERS="species:3", **common).read() == latest
     q = "&".join(f"{k}={v}" for k, v in common.items())
-    for when in ["1999", "2020,2041", "current"]:
+    for when in ["1999", "2020,2041", "2041-2060"]:
         _, doc = _wms_exception(f"{live}/wms?SERVICE=WMS&REQUEST=GetMap&LAYERS=species:3&{q}"
                                 f"&TIME={when}")  # fmt: skip
         exc = doc.find("{http://www.opengis.net/ogc}ServiceException")

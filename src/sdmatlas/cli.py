@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -21,7 +22,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from sdmatlas.demo import DEMO_CARD
+from sdmatlas.demo import DEMO_CARD, DEMO_PERIOD
 from sdmatlas.errors import InvalidInputError, SdmAtlasError
 from sdmatlas.settings import Settings
 
@@ -176,8 +177,11 @@ def publish_cmd(
     species: Annotated[Path | None, typer.Option(help="CSV of species status flags.")] = None,
     threshold: Annotated[float, typer.Option(help="Presence threshold for indicators.")] = 0.5,
     period: Annotated[
-        str, typer.Option(help="Period of the release in the catalog (2020, 2011-2020, ...).")
-    ] = "current",
+        str | None,
+        typer.Option(
+            help="Period of the release in ISO 8601: 2020, 2020-06, 2041/2060 (default: this year)."
+        ),
+    ] = None,
     register: Annotated[
         bool, typer.Option(help="Register the release in the catalog database.")
     ] = True,
@@ -190,6 +194,7 @@ def publish_cmd(
     from sdmatlas.publish.species_csv import species_info_from_csv
 
     settings = Settings()
+    period = period or _this_year()
     with _errors():
         validate_period(period)  # before any work, not after
         ids = open_cube(cube).species_ids
@@ -225,10 +230,17 @@ def _register(settings: Settings, path: Path, period: str) -> None:
 @app.command("register")
 def register_cmd(
     release: Annotated[Path, typer.Argument(help="A published release directory.")],
-    period: Annotated[str, typer.Option(help="Period of the release.")] = "current",
+    period: Annotated[
+        str | None,
+        typer.Option(help="Period of the release in ISO 8601 (default: this year)."),
+    ] = None,
 ) -> None:
     """Register an already published release in the catalog (in one transaction)."""
-    _register(Settings(), release, period)
+    _register(Settings(), release, period or _this_year())
+
+
+def _this_year() -> str:
+    return str(datetime.now(UTC).year)
 
 
 @db_app.command("upgrade")
@@ -678,7 +690,7 @@ def _demo_catalog(settings: Settings, species_csv: Path, release: Path) -> None:
                 get_release(s, release.name)
             state = "already registered"
         except NotFoundError:
-            register_release(catalog, open_release(release), str(release.resolve()), "current")
+            register_release(catalog, open_release(release), str(release.resolve()), DEMO_PERIOD)
             state = "registered"
         console.print(
             f"catalog [bold]{catalog.where}[/]: territories {terr}; species {sp}; "

@@ -388,11 +388,13 @@ class LayerInfo:
     mean: float | None
     histogram: dict[str, Any]
     bbox: tuple[float, float, float, float] | None
+    """where the layer has data to show (species: p > 0)"""
+    presence_bbox: tuple[float, float, float, float] | None
+    """species: where p >= the release's threshold"""
     version: str
 
 
-def _layer_bbox(layer: Layer) -> tuple[float, float, float, float] | None:
-    b = (layer.minx, layer.miny, layer.maxx, layer.maxy)
+def _box(*b: float | None) -> tuple[float, float, float, float] | None:
     return None if any(v is None for v in b) else b  # type: ignore[return-value]
 
 
@@ -471,7 +473,10 @@ def find_layers(
             max=layer.max,
             mean=layer.mean,
             histogram=layer.histogram,
-            bbox=_layer_bbox(layer),
+            bbox=_box(layer.minx, layer.miny, layer.maxx, layer.maxy),
+            presence_bbox=_box(
+                layer.presence_minx, layer.presence_miny, layer.presence_maxx, layer.presence_maxy
+            ),
             version=layer.version,
         )
         for layer, key, period_ in rows

@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import zarr
 from pyproj import Transformer
 from shapely.geometry import Polygon, box
@@ -35,15 +36,38 @@ from sdmatlas.grid import Grid
 from sdmatlas.publish.stats import code_summary
 from sdmatlas.zarr_access import array, sdmatlas_attrs
 
-_PERIOD = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._/-]{0,31}$")
+_ISO_DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
+
+
+def _iso_date(text: str) -> str | None:
+    """``text`` as a comparable ISO 8601 year, month or date, or None if it is none."""
+    if not _ISO_DATE.match(text):
+        return None
+    parts = [int(p) for p in text.split("-")] + [1, 1]
+    try:
+        date(parts[0], parts[1], parts[2])
+    except ValueError:
+        return None
+    return text
 
 
 def validate_period(period: str) -> str:
-    """A period label: a year (``2020``), a range (``2011-2020``) or a name, 1-32 chars."""
-    if not _PERIOD.match(period):
+    """A period in ISO 8601, as WMS TIME values are: a year (``2020``), a month
+    (``2020-06``), a date (``2020-06-01``), or an interval of two of them
+    (``2041/2060``)."""
+    ends = period.split("/")
+    ok = 1 <= len(ends) <= 2 and all(_iso_date(e) is not None for e in ends)
+    if ok and len(ends) == 2 and ends[0] > ends[1]:
+        raise InvalidInputError(f"period {period[:40]!r} ends before it starts")
+    if not ok:
+        hint = ""
+        m = re.fullmatch(r"(\d{4})-(\d{4})", period)
+        if m:
+            hint = f" (an interval of years is written {m[1]}/{m[2]})"
         raise InvalidInputError(
-            f"period {period!r} must be 1 to 32 letters, digits, '.', '_', '/' or '-' "
-            "(for example 2020 or 2011-2020)"
+            f"period {period[:40]!r} is not in ISO 8601{hint}: give a year (2020), a month "
+            "(2020-06), a date (2020-06-01) or an interval (2041/2060); a scenario belongs "
+            "in the release key, not the period"
         )
     return period
 
@@ -64,11 +88,17 @@ def layer_version(release_key: str, published: str, name: str) -> str:
     return hashlib.sha256(f"{release_key}\n{published}\n{name}".encode()).hexdigest()[:16]
 
 
-def _bbox(geom: Polygon | None) -> dict[str, float | None]:
+def _bbox(geom: Polygon | None, prefix: str = "") -> dict[str, float | None]:
+    keys = [f"{prefix}{k}" for k in ("minx", "miny", "maxx", "maxy")]
     if geom is None:
-        return {"minx": None, "miny": None, "maxx": None, "maxy": None}
-    minx, miny, maxx, maxy = geom.bounds
-    return {"minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy}
+        return dict.fromkeys(keys)
+    return dict(zip(keys, geom.bounds, strict=True))
+
+
+def _pixel_footprint(grid: Grid, pixels: npt.NDArray[np.int64]) -> Polygon | None:
+    """The lon/lat outline of a pixel box (row0, col0, row1, col1; -1: none)."""
+    r0, c0, r1, c1 = (int(v) for v in pixels)
+    return footprint(grid, r0, c0, r1, c1) if r0 >= 0 else None
 
 
 def register_release(catalog: Catalog, group: zarr.Group, storage_uri: str, period: str) -> int:
@@ -94,6 +124,7 @@ def register_release(catalog: Catalog, group: zarr.Group, storage_uri: str, peri
     try:
         hist = np.asarray(array(group, "stats/histogram")[:])
         presence = np.asarray(array(group, "stats/presence")[:])
+        extent = np.asarray(array(group, "stats/extent")[:])
     except NotFoundError:
         raise InvalidInputError(
             f"release {key} has no layer statistics (published by an older sdmatlas); "
@@ -145,8 +176,10 @@ def register_release(catalog: Catalog, group: zarr.Group, storage_uri: str, peri
         rows: list[dict[str, Any]] = []
         for i, sid in enumerate(ids):
             summary = code_summary(hist[i])
-            r0, c0, r1, c1 = (int(v) for v in presence[i])
-            fp = footprint(grid, r0, c0, r1, c1) if r0 >= 0 else None
+            # advertised: where the layer draws something (p > 0), not only where the
+            # species is present (p >= threshold), which is kept as its own box
+            fp = _pixel_footprint(grid, extent[i])
+            present = _pixel_footprint(grid, presence[i])
             name = f"species/{int(sid)}"
             rows.append(
                 {
@@ -163,6 +196,7 @@ def register_release(catalog: Catalog, group: zarr.Group, storage_uri: str, peri
                     "histogram": summary["histogram"],
                     "footprint": fp,
                     **_bbox(fp),
+                    **_bbox(present, "presence_"),
                     "version": layer_version(key, published, name),
                 }
             )
@@ -184,6 +218,7 @@ def register_release(catalog: Catalog, group: zarr.Group, storage_uri: str, peri
                     "histogram": st.get("histogram", {}),
                     "footprint": whole,
                     **_bbox(whole),
+                    **_bbox(None, "presence_"),
                     "version": layer_version(key, published, name),
                 }
             )

@@ -199,6 +199,12 @@ class Layer(Base):
     miny: Mapped[float | None] = mapped_column(Float)
     maxx: Mapped[float | None] = mapped_column(Float)
     maxy: Mapped[float | None] = mapped_column(Float)
+    # where the species is present (p >= the release's threshold); the footprint and
+    # min/max x/y above are where the layer has data to show (p > 0)
+    presence_minx: Mapped[float | None] = mapped_column(Float)
+    presence_miny: Mapped[float | None] = mapped_column(Float)
+    presence_maxx: Mapped[float | None] = mapped_column(Float)
+    presence_maxy: Mapped[float | None] = mapped_column(Float)
     version: Mapped[str] = mapped_column(String(32))
 
     release: Mapped[Release] = relationship()

@@ -294,6 +294,7 @@ def _write_release(
         sstats.histogram
     )
     stats.create_array("presence", shape=(s, 4), dtype="int64", fill_value=-1)[:] = sstats.presence
+    stats.create_array("extent", shape=(s, 4), dtype="int64", fill_value=-1)[:] = sstats.extent
     indicator_stats = {
         name: float_summary(
             [

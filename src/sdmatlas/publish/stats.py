@@ -1,7 +1,8 @@
 """Per-layer statistics gathered while publishing, for the catalog.
 
 Species layers: the histogram of their uint8 codes over territory pixels (min, max and
-mean follow from it exactly) and the pixel bounding box of where the species is
+mean follow from it exactly), the pixel bounding box of where the layer has data to
+show (p > 0: what clients are told the layer covers) and that of where the species is
 present (p >= the release's threshold). Both accumulate chunk by chunk in the publish
 pass, so they cost no extra read of the cube. Indicator layers: min, max, mean and a
 20-bin histogram over level 0.
@@ -32,10 +33,13 @@ class SpeciesStats:
     histogram: npt.NDArray[np.int64] = field(init=False)
     #: row0, col0, row1, col1 (exclusive) of pixels with code >= threshold; -1 when absent
     presence: npt.NDArray[np.int64] = field(init=False)
+    #: the same box for pixels with a code above 0 (p > 0): where the layer draws something
+    extent: npt.NDArray[np.int64] = field(init=False)
 
     def __post_init__(self) -> None:
         self.histogram = np.zeros((self.n, 256), np.int64)
         self.presence = np.full((self.n, 4), -1, np.int64)
+        self.extent = np.full((self.n, 4), -1, np.int64)
 
     def add(self, codes: npt.NDArray[np.uint8], win: ChunkWindow) -> None:
         s = codes.shape[0]
@@ -46,24 +50,30 @@ class SpeciesStats:
             self.histogram[s0 : s0 + k] += np.bincount(idx.ravel(), minlength=k * 256).reshape(
                 k, 256
             )
-        present = (codes >= self.threshold_code) & (codes != NODATA)
-        rows = present.any(axis=2)
-        cols = present.any(axis=1)
-        has = rows.any(axis=1)
-        if not has.any():
-            return
-        r0 = win.row0 + np.argmax(rows, axis=1)
-        r1 = win.row0 + rows.shape[1] - np.argmax(rows[:, ::-1], axis=1)
-        c0 = win.col0 + np.argmax(cols, axis=1)
-        c1 = win.col0 + cols.shape[1] - np.argmax(cols[:, ::-1], axis=1)
-        p = self.presence
-        new = has & (p[:, 0] < 0)
-        old = has & ~new
-        p[new] = np.column_stack([r0, c0, r1, c1])[new]
-        p[old, 0] = np.minimum(p[old, 0], r0[old])
-        p[old, 1] = np.minimum(p[old, 1], c0[old])
-        p[old, 2] = np.maximum(p[old, 2], r1[old])
-        p[old, 3] = np.maximum(p[old, 3], c1[old])
+        data = codes != NODATA
+        _grow(self.presence, (codes >= self.threshold_code) & data, win)
+        _grow(self.extent, (codes > 0) & data, win)
+
+
+def _grow(box: npt.NDArray[np.int64], hit: npt.NDArray[np.bool_], win: ChunkWindow) -> None:
+    """Widen each species' pixel box ``box[s]`` (-1 when empty) to the pixels ``hit[s]``
+    of chunk ``win``."""
+    rows: npt.NDArray[np.bool_] = np.any(hit, axis=2)
+    cols: npt.NDArray[np.bool_] = np.any(hit, axis=1)
+    has: npt.NDArray[np.bool_] = np.any(rows, axis=1)
+    if not has.any():
+        return
+    r0 = win.row0 + np.argmax(rows, axis=1)
+    r1 = win.row0 + rows.shape[1] - np.argmax(rows[:, ::-1], axis=1)
+    c0 = win.col0 + np.argmax(cols, axis=1)
+    c1 = win.col0 + cols.shape[1] - np.argmax(cols[:, ::-1], axis=1)
+    new = has & (box[:, 0] < 0)
+    old = has & ~new
+    box[new] = np.column_stack([r0, c0, r1, c1])[new]
+    box[old, 0] = np.minimum(box[old, 0], r0[old])
+    box[old, 1] = np.minimum(box[old, 1], c0[old])
+    box[old, 2] = np.maximum(box[old, 2], r1[old])
+    box[old, 3] = np.maximum(box[old, 3], c1[old])
 
 
 def code_summary(histogram: npt.NDArray[np.integer], bins: int = 10) -> dict[str, Any]:

@@ -6,8 +6,9 @@ published release, with the period chosen by the request's TIME value. Each peri
 is served by its newest published release, so a republished period replaces the old
 one without a name change. The default period, used when TIME is left out, is the
 latest period label in sort order (ISO 8601 years and ``2041/2060`` intervals sort
-in time order); since every period layer has a default, MissingDimensionValue never
-applies to it.
+in time order), and ``TIME=current`` (WMS 1.3.0 Annex C.2) asks for it too; since
+every period layer has a default, MissingDimensionValue never applies to it. Periods
+are ISO 8601 values (a year, month, date or interval), as the catalog requires.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def resolve(svc: Services, name: str, time: str | None) -> str:
         having.append(period)
     if not having:
         raise NotFoundError(f"layer {name!r} is in no published period")
-    if time is None or time == "":
+    if time is None or time == "" or time.lower() == "current":  # WMS 1.3.0 Annex C.2
         return f"{served[having[0]]}:{name}"
     if time not in having:
         raise DimensionError(

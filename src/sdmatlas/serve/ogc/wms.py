@@ -148,9 +148,11 @@ class _Writer:
             self._boxes(lay, bbox)
         if time is not None:
             values, default = time
+            # values: the periods (ISO 8601); 1.3.0's current="1": TIME=current is served
+            # (the default); 1.1.1's DTD has no such attribute, and TIME=current works too
             if self.v13:
                 ET.SubElement(lay, "Dimension", name="time", units="ISO8601", default=default,
-                              nearestValue="0").text = ",".join(values)  # fmt: skip
+                              nearestValue="0", current="1").text = ",".join(values)  # fmt: skip
             else:
                 ET.SubElement(lay, "Dimension", name="time", units="ISO8601")
                 ET.SubElement(lay, "Extent", name="time", default=default,

@@ -1,4 +1,5 @@
-"""Stored territory reports (computed once per release and territory).
+"""Stored territory reports (computed once per release and territory); a layer's
+presence box beside its data footprint.
 
 Revision ID: 0002
 Revises: 0001
@@ -14,6 +15,8 @@ revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
+
+_PRESENCE = ("presence_minx", "presence_miny", "presence_maxx", "presence_maxy")
 
 
 def upgrade() -> None:
@@ -37,6 +40,13 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
 
+    with op.batch_alter_table("layer") as batch:
+        for col in _PRESENCE:
+            batch.add_column(sa.Column(col, sa.Float))
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("layer") as batch:
+        for col in _PRESENCE:
+            batch.drop_column(col)
     op.drop_table("territory_report")
