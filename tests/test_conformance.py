@@ -133,3 +133,39 @@ def test_legend_graphics_refuse_formats_they_do_not_make(client: TestClient) -> 
     assert client.get(q + "&FORMAT=image/png").headers["content-type"] == "image/png"
     r = client.get(q + "&FORMAT=image/svg")
     assert r.status_code == 400 and b'code="InvalidFormat"' in r.content
+
+
+def test_every_tile_matrix_served_is_advertised(client: TestClient) -> None:
+    """WMTS and TMS advertise every matrix of a set, since every one is served (deeper
+    than the release's resolution by nearest neighbour); past the set, WMTS answers
+    InvalidParameterValue on TileMatrix and XYZ/TMS a 4xx. (Issue 22, defect 8: matrix
+    12 used to be served while the capabilities stopped at 11.)"""
+    from xml.etree import ElementTree as ET
+
+    import morecantile
+
+    caps = ET.fromstring(client.get("/wmts/1.0.0/WMTSCapabilities.xml").content)
+    ns = {"w": "http://www.opengis.net/wmts/1.0", "ows": "http://www.opengis.net/ows/1.1"}
+    for s in caps.findall("w:Contents/w:TileMatrixSet", ns):
+        name = s.findtext("ows:Identifier", namespaces=ns)
+        tms = morecantile.tms.get(name)
+        ids = [int(m.findtext("ows:Identifier", namespaces=ns) or -1)
+               for m in s.findall("w:TileMatrix", ns)]  # fmt: skip
+        assert ids == list(range(tms.minzoom, tms.maxzoom + 1)), name
+        tilemap = ET.fromstring(client.get(f"/tms/1.0.0/{LAYER}/{name}").content)
+        assert [int(t.attrib["order"]) for t in tilemap.iter("TileSet")] == ids, name
+    deepest = morecantile.tms.get("WebMercatorQuad").maxzoom
+    for z, ok in ((deepest, True), (deepest + 1, False)):
+        xyz = client.get(f"/tiles/{LAYER}/WebMercatorQuad/{z}/0/0.png")
+        tms_ = client.get(f"/tms/1.0.0/{LAYER}/WebMercatorQuad/{z}/0/{2**z - 1 if ok else 0}.png")
+        wmts = client.get(
+            f"/wmts?SERVICE=WMTS&REQUEST=GetTile&LAYER={LAYER}&STYLE=default&FORMAT=image/png"
+            f"&TILEMATRIXSET=WebMercatorQuad&TILEMATRIX={z}&TILEROW=0&TILECOL=0"
+        )
+        if ok:
+            assert (xyz.status_code, tms_.status_code, wmts.status_code) == (200, 200, 200)
+        else:
+            assert xyz.status_code in (400, 404) and tms_.status_code in (400, 404)
+            assert wmts.status_code == 400
+            assert b'exceptionCode="InvalidParameterValue"' in wmts.content
+            assert b'locator="TileMatrix"' in wmts.content

@@ -17,7 +17,7 @@ from sdmatlas.serve.api.http import answer_tile, tile_response
 from sdmatlas.serve.api.tiles import LayerId
 from sdmatlas.serve.ogc.xml import xml_response
 from sdmatlas.serve.tiles import render
-from sdmatlas.serve.tiles.core import TileRequest, zoom_range
+from sdmatlas.serve.tiles.core import TileRequest
 from sdmatlas.serve.tiles.layers import layer_id, published_layers
 from sdmatlas.serve.tiles.tiling import TMS_NAMES, get_tms
 from sdmatlas.serve.urls import public_base
@@ -33,8 +33,6 @@ PROFILES = {
     "WGS1984Quad": "none",
     "EuropeanETRS89_LAEAQuad": "local",
 }
-#: Zoom levels offered beyond the one matching the release's resolution.
-OVERZOOM = 3
 
 
 def _image_format(fmt: str) -> None:
@@ -75,13 +73,12 @@ def tile_map(
     tms: Annotated[str, Path(description=f"One of {', '.join(TMS_NAMES)}.")],
     format: Annotated[str, Query(description="png or webp.")] = "png",
 ) -> Response:
-    """The tile sets from order 0 (every zoom is served; GDAL expects order 0 first) to
-    three zooms past the release's resolution; tiles use the layer's default style."""
+    """The tile sets of every order of the set, from 0 (every zoom is served; GDAL
+    expects order 0 first); tiles use the layer's default style."""
     svc = services(request)
     ref = svc.layers.resolve(layer)
     matrix_set = get_tms(tms)
     _image_format(format)
-    maxz = zoom_range(svc, ref, tms)[1]
     root = ET.Element("TileMap", version="1.0.0", tilemapservice=_base(request) + "/")
     ET.SubElement(root, "Title").text = ref.title
     ET.SubElement(root, "Abstract").text = f"{ref.id}, version {ref.version}"
@@ -93,7 +90,8 @@ def tile_map(
     ET.SubElement(root, "TileFormat", {"width": "256", "height": "256",
                   "mime-type": render.FORMATS[format], "extension": format})  # fmt: skip
     sets = ET.SubElement(root, "TileSets", profile=PROFILES[tms])
-    for z in range(matrix_set.minzoom, min(maxz + OVERZOOM, matrix_set.maxzoom) + 1):
+    # every order of the set, as WMTS lists every matrix: all of them are served
+    for z in range(matrix_set.minzoom, matrix_set.maxzoom + 1):
         attrs = {
             "href": f"{_base(request)}/{ref.id}/{tms}/{z}",
             "units-per-pixel": repr(matrix_set.matrix(z).cellSize),

@@ -33,7 +33,7 @@ from sdmatlas.serve.ogc.feature_info import INFO_FORMATS, info_response, value_a
 from sdmatlas.serve.ogc.xml import text_child, xml_response
 from sdmatlas.serve.services import Services
 from sdmatlas.serve.tiles import render
-from sdmatlas.serve.tiles.core import TileRequest, make_tile, zoom_range
+from sdmatlas.serve.tiles.core import TileRequest, make_tile
 from sdmatlas.serve.tiles.layers import layer_id, published_layers
 from sdmatlas.serve.tiles.tiling import TILE_SIZE, TMS_NAMES, get_tms, tile_bounds, tms_crs
 from sdmatlas.serve.tiles.versions import SHORT
@@ -50,8 +50,6 @@ ET.register_namespace("xlink", XLINK)
 WELL_KNOWN = {"WebMercatorQuad": "urn:ogc:def:wkss:OGC:1.0:GoogleMapsCompatible"}
 IMAGE_FORMATS = {"image/png": "png", "image/webp": "webp"}
 INFO_EXTENSIONS = {"json": "application/json", "txt": "text/plain", "html": "text/html"}
-#: Tile matrices advertised: up to three zooms past the layers' own resolution.
-OVERZOOM = 3
 
 
 def _ows(tag: str) -> str:
@@ -99,15 +97,8 @@ def _capabilities(svc: Services, base: str) -> bytes:
             c = ET.SubElement(get, _ows("Constraint"), name="GetEncoding")
             text_child(ET.SubElement(c, _ows("AllowedValues")), _ows("Value"), encoding)
     contents = ET.SubElement(root, _w("Contents"))
-    max_zoom = {name: 0 for name in TMS_NAMES}
-    seen_releases: set[str] = set()
     for info in published_layers(svc.catalog):
         lid = layer_id(info.release, info.name)
-        if info.release not in seen_releases:  # zooms depend on the release's grid only
-            seen_releases.add(info.release)
-            ref = svc.layers.resolve(lid)
-            for name in TMS_NAMES:
-                max_zoom[name] = max(max_zoom[name], zoom_range(svc, ref, name)[1] + OVERZOOM)
         layer = ET.SubElement(contents, _w("Layer"))
         text_child(layer, _ows("Title"), f"{info.title} ({info.release})")
         text_child(layer, _ows("Abstract"), f"{info.kind} layer {lid}, version {info.version}")
@@ -155,7 +146,9 @@ def _capabilities(svc: Services, base: str) -> bytes:
         text_child(el, _ows("SupportedCRS"), crs)
         if name in WELL_KNOWN:
             text_child(el, _w("WellKnownScaleSet"), WELL_KNOWN[name])
-        for z in range(tms.minzoom, min(tms.maxzoom, max(max_zoom[name], 1)) + 1):
+        # every matrix of the set: every one is served (deeper than the release's
+        # resolution by nearest neighbour), so none is served unadvertised
+        for z in range(tms.minzoom, tms.maxzoom + 1):
             m = tms.matrix(z)
             tm = ET.SubElement(el, _w("TileMatrix"))
             text_child(tm, _ows("Identifier"), str(z))
