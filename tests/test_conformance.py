@@ -110,8 +110,9 @@ def test_head_answers_wherever_get_does(client: TestClient, url: str) -> None:
 @pytest.mark.parametrize(
     "url,xsd",
     [
+        # SLD 1.1's schema imports WMS 1.3.0's and adds GetLegendGraphic
         ("/wms?SERVICE=WMS&REQUEST=GetCapabilities&VERSION=1.3.0",
-         ("wms", "1.3.0", "capabilities_1_3_0.xsd")),
+         ("sld", "1.1.0", "sld_capabilities.xsd")),
         ("/wmts/1.0.0/WMTSCapabilities.xml", ("wmts", "1.0", "wmtsGetCapabilities_response.xsd")),
         ("/wmts?SERVICE=WMTS&REQUEST=GetTile&LAYER=nope",
          ("ows", "1.1.0", "owsExceptionReport.xsd")),
@@ -169,3 +170,20 @@ def test_every_tile_matrix_served_is_advertised(client: TestClient) -> None:
             assert wmts.status_code == 400
             assert b'exceptionCode="InvalidParameterValue"' in wmts.content
             assert b'locator="TileMatrix"' in wmts.content
+
+
+def test_wms_130_declares_get_legend_graphic(client: TestClient) -> None:
+    """As an SLD extended operation (issue 22, defect 9), with a working URL."""
+    doc = etree.fromstring(
+        client.get("/wms?SERVICE=WMS&REQUEST=GetCapabilities&VERSION=1.3.0").content
+    )
+    ns = {"wms": "http://www.opengis.net/wms", "sld": "http://www.opengis.net/sld",
+          "xlink": "http://www.w3.org/1999/xlink"}  # fmt: skip
+    op = doc.find("wms:Capability/wms:Request/sld:GetLegendGraphic", ns)
+    assert op is not None and op.findtext("wms:Format", namespaces=ns) == "image/png"
+    href = op.find("wms:DCPType/wms:HTTP/wms:Get/wms:OnlineResource", ns).get(
+        f"{{{ns['xlink']}}}href"
+    )
+    q = f"SERVICE=WMS&VERSION=1.3.0&REQUEST=GetLegendGraphic&LAYER={LAYER}&FORMAT=image/png"
+    r = client.get(href.replace("http://testserver", "") + ("&" if "?" in href else "?") + q)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"

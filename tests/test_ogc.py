@@ -521,7 +521,8 @@ WMS130 = {
     "Service": "Name Title Abstract? KeywordList? OnlineResource ContactInformation? Fees? "
     "AccessConstraints? LayerLimit? MaxWidth? MaxHeight?",
     "Capability": "Request Exception Layer?",
-    "Request": "GetCapabilities GetMap GetFeatureInfo?",
+    "Request": "GetCapabilities GetMap GetFeatureInfo? sld:GetLegendGraphic?",
+    "sld:GetLegendGraphic": "Format+ DCPType+",
     "GetCapabilities": "Format+ DCPType+",
     "GetMap": "Format+ DCPType+",
     "GetFeatureInfo": "Format+ DCPType+",
@@ -627,7 +628,7 @@ def test_capabilities_follow_the_schemas(live: str) -> None:
     assert r13.headers["Content-Type"].startswith("text/xml")
     doc13 = ET.fromstring(r13.read())
     assert doc13.tag == f"{{{wms}}}WMS_Capabilities" and doc13.attrib["version"] == "1.3.0"
-    assert _check_structure(doc13, WMS130, {wms: ""}) > 100
+    assert _check_structure(doc13, WMS130, {wms: "", "http://www.opengis.net/sld": "sld:"}) > 100
     named = [lay for lay in doc13.iter(f"{{{wms}}}Layer") if lay.find(f"{{{wms}}}Name") is not None]
     assert len(named) > 10
     for lay in named:  # stated on each named layer (1.3.0 7.2.4.6.6 allows inheriting it)

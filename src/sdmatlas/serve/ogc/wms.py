@@ -210,6 +210,7 @@ def _capabilities(svc: Services, base: str, version: str) -> bytes:
     if v13:
         root.set("xmlns", "http://www.opengis.net/wms")
         root.set("xmlns:xlink", XLINK)
+        root.set("xmlns:sld", "http://www.opengis.net/sld")
     service = ET.SubElement(root, "Service")
     text_child(service, "Name", "WMS" if v13 else "OGC:WMS")
     text_child(service, "Title", "sdmatlas")
@@ -226,8 +227,9 @@ def _capabilities(svc: Services, base: str, version: str) -> bytes:
         ("GetMap", list(FORMATS)),
         ("GetFeatureInfo", list(INFO_FORMATS)),
     ]
-    if not v13:  # in 1.3.0 GetLegendGraphic belongs to SLD: each style's LegendURL has it
-        ops.append(("GetLegendGraphic", ["image/png"]))
+    # GetLegendGraphic: a plain operation in 1.1.1; in 1.3.0 it belongs to SLD 1.1 (an
+    # extended operation, valid against sld_capabilities.xsd)
+    ops.append(("sld:GetLegendGraphic" if v13 else "GetLegendGraphic", ["image/png"]))
     for op, formats in ops:
         o = ET.SubElement(req, op)
         for f in formats:
