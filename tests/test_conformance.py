@@ -187,3 +187,26 @@ def test_wms_130_declares_get_legend_graphic(client: TestClient) -> None:
     q = f"SERVICE=WMS&VERSION=1.3.0&REQUEST=GetLegendGraphic&LAYER={LAYER}&FORMAT=image/png"
     r = client.get(href.replace("http://testserver", "") + ("&" if "?" in href else "?") + q)
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+
+
+def test_species_legends_name_the_species_group_not_one_species(client: TestClient) -> None:
+    """The species groups' inherited styles used to point every species at species 1's
+    legend (issue 22, defect 9): they now name the group's legend, the same image."""
+    xlink = "{http://www.w3.org/1999/xlink}href"
+    for version in ("1.1.1", "1.3.0"):
+        doc = etree.fromstring(
+            client.get(f"/wms?SERVICE=WMS&REQUEST=GetCapabilities&VERSION={version}").content
+        )
+        hrefs = {el.get(xlink) for el in doc.iter() if el.tag.endswith("OnlineResource")}
+        legends = [h for h in hrefs if h and "GetLegendGraphic" in h and ":species:" in h]
+        assert legends == [], legends[:3]  # no species legend names one species
+        groups = [h for h in hrefs if h and "GetLegendGraphic" in h and "LAYER=species&" in h]
+        assert groups, version
+    q = "/wms?SERVICE=WMS&REQUEST=GetLegendGraphic&VERSION=1.3.0&FORMAT=image/png&STYLE=magma"
+    one = client.get(f"{q}&LAYER={LAYER}")
+    release = LAYER.split(":")[0]
+    for name in ("species", f"{release}:species"):
+        r = client.get(f"{q}&LAYER={name}")
+        assert r.status_code == 200 and r.content == one.content, name
+    r = client.get(f"{q}&LAYER=nope:species")
+    assert r.status_code == 404 and b'code="LayerNotDefined"' in r.content

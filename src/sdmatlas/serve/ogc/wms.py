@@ -249,7 +249,9 @@ def _capabilities(svc: Services, base: str, version: str) -> bytes:
             plist = [p for p in by_period if p.kind == kind]
             if not plist:
                 continue
-            shared = plist[0].name if kind == "species" else None
+            # every species layer has the same legend (p from 0 to 1): the styles are
+            # declared once on the group, their LegendURL naming the group's legend
+            shared = SPECIES_LEGEND if kind == "species" else None
             sub = wr.layer(group, title, _union([p.bbox for p in plist]), styles_of=shared)
             for p in plist:
                 wr.layer(sub, p.title, p.bbox or _WORLD, name=p.name,
@@ -267,7 +269,7 @@ def _capabilities(svc: Services, base: str, version: str) -> bytes:
             of_kind = [i for i in items if i.kind == kind]
             if not of_kind:
                 continue
-            shared = layer_id(release, of_kind[0].name) if kind == "species" else None
+            shared = f"{release}:{SPECIES_LEGEND}" if kind == "species" else None
             sub = wr.layer(group, title, _union([i.bbox for i in of_kind]), styles_of=shared)
             for info in of_kind:
                 lid = layer_id(info.release, info.name)
@@ -278,6 +280,10 @@ def _capabilities(svc: Services, base: str, version: str) -> bytes:
 
 
 _WORLD = (-180.0, -85.0, 180.0, 85.0)
+#: The legend shared by every species layer (GetLegendGraphic LAYER=species, or
+#: <release>:species): probability 0 to 1, fading in from 0.
+SPECIES_LEGEND = "species"
+SPECIES_UNITS = "probability"
 
 
 def _bbox_in(code: str, lonlat: tuple[float, float, float, float]) -> tuple[float, ...]:
@@ -632,10 +638,23 @@ def feature_info(svc: Services, p: dict[str, str], version: str) -> Response:
 
 
 def legend(svc: Services, p: dict[str, str]) -> Response:
+    """The legend of a layer, or of every species layer (``species`` or
+    ``<release>:species``, what the species groups' inherited styles name)."""
     _require(p, "LAYER")
     if p.get("FORMAT", "image/png") != "image/png":  # refuse formats we do not make
         raise InvalidFormatError(f"FORMAT {p['FORMAT'][:40]!r}: legends are image/png")
-    ref = _wms_layer(svc, p["LAYER"], p.get("TIME"))
     style = _style(p.get("STYLE") or None)
+    name = p["LAYER"]
+    if name == SPECIES_LEGEND or name.endswith(f":{SPECIES_LEGEND}"):
+        release = name[: -len(SPECIES_LEGEND) - 1]
+        if release:
+            with svc.catalog.session() as s:
+                try:
+                    queries.get_release(s, release)
+                except NotFoundError:
+                    raise NotFoundError(f"no release {release[:100]!r}") from None
+        st = render.parse_style(style, None, (0.0, 1.0), render.SPECIES_FADE)
+        return Response(render.legend_png(st, SPECIES_UNITS), media_type="image/png")
+    ref = _wms_layer(svc, name, p.get("TIME"))
     st = render.parse_style(style, None, ref.default_range, ref.fade)
     return Response(render.legend_png(st, ref.units), media_type="image/png")
