@@ -68,6 +68,17 @@ def _pad(a: npt.NDArray[Any], edge: int, fill: Any, axes: tuple[int, int]) -> np
     return np.pad(a, pad, constant_values=fill) if any(p[1] for p in pad) else a
 
 
+def block_counts(mask: npt.NDArray[np.bool_], edge: int) -> npt.NDArray[np.int64]:
+    """``[by, bx]``: the True pixels of ``mask[y, x]`` in each block of ``edge`` pixels
+    (a partial last row or column of blocks counts what it has)."""
+    m = _pad(mask, edge, False, (0, 1))
+    h, w = m.shape
+    out: npt.NDArray[np.int64] = m.reshape(h // edge, edge, w // edge, edge).sum(
+        axis=(1, 3), dtype=np.int64
+    )
+    return out
+
+
 def reduce_codes(
     codes: npt.NDArray[np.uint8], valid: npt.NDArray[np.bool_], edge: int = EDGES[0]
 ) -> tuple[npt.NDArray[Any], npt.NDArray[np.uint8], npt.NDArray[Any]]:
@@ -80,8 +91,7 @@ def reduce_codes(
     blocks = c.reshape(s, ph // edge, edge, pw // edge, edge)
     bsum = blocks.sum(axis=(2, 4), dtype=np.uint32).astype(sum_dtype(edge)).transpose(1, 2, 0)
     bmax = blocks.max(axis=(2, 4)).transpose(1, 2, 0)
-    v = _pad(valid.astype(np.uint32), edge, 0, (0, 1))
-    count = v.reshape(ph // edge, edge, pw // edge, edge).sum(axis=(1, 3))
+    count = block_counts(valid, edge)
     return (
         np.ascontiguousarray(bsum),
         np.ascontiguousarray(bmax),
@@ -222,6 +232,6 @@ def build_tree(root: zarr.Group, height: int, width: int) -> None:
                     parts = [np.asarray(src[n][fy, fx]) for n in NAMES]
                     one = coarsen(parts[0], parts[1], parts[2], parts[3], coarse)
                     for n, v in zip(NAMES, one, strict=True):
-                        acc[n][by - cys.start, bx - cxs.start] = v[0, 0]
+                        acc[n][by - cys.start, bx - cxs.start] = np.asarray(v)[0, 0]
             for n in NAMES:
                 dst[n][cys, cxs] = acc[n]

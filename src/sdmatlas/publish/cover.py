@@ -40,7 +40,7 @@ from shapely.geometry.base import BaseGeometry
 from sdmatlas import budget
 from sdmatlas.errors import InvalidInputError
 from sdmatlas.grid import Grid
-from sdmatlas.publish.aggregates import EDGES, FANOUT
+from sdmatlas.publish.aggregates import EDGES, FANOUT, block_counts
 
 _EPS = 1e-6  # of a pixel: the widening of a block's centre rectangle
 
@@ -65,13 +65,8 @@ class Cover:
         fine = self.edge // FANOUT
         whole = partial = 0
         for m in self.masks:
-            h, w = m.shape
-            p = np.zeros((-(-h // fine) * fine, -(-w // fine) * fine), np.int32)
-            p[:h, :w] = m
-            cells = np.zeros_like(p)
-            cells[:h, :w] = 1
-            n = p.reshape(p.shape[0] // fine, fine, -1, fine).sum(axis=(1, 3))
-            c = cells.reshape(p.shape[0] // fine, fine, -1, fine).sum(axis=(1, 3))
+            n = block_counts(m, fine)
+            c = block_counts(np.ones_like(m), fine)
             whole += int(((n > 0) & (n == c)).sum())
             partial += int(((n > 0) & (n < c)).sum())
         return whole, partial

@@ -227,10 +227,7 @@ def _boundary_block(src: _Source, c: Cover, i: int, sums: _Sums) -> None:
     ph, pw = -(-h // f) * f, -(-w // f) * f
     sp = np.zeros((ph, pw), bool)
     sp[:h, :w] = sel
-    valid = np.zeros((ph, pw), bool)
-    valid[:h, :w] = terr
-    n_sel = sp.reshape(ph // f, f, pw // f, f).sum(axis=(1, 3))
-    n_val = valid.reshape(ph // f, f, pw // f, f).sum(axis=(1, 3))
+    n_sel, n_val = aggregates.block_counts(sel, f), aggregates.block_counts(terr, f)
     whole = (n_sel > 0) & (n_sel == n_val)
     part = (n_sel > 0) & ~whole
     if whole.any():
