@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/areas.py [--n 5] [--naive-species 50]
 
-Data. The synthetic 10,000-species release of bench/queries.py (512 x 512 pixels,
-realistic sparsity; published once and cached under data/bench/) is tiled 4 x 4 into a
+Data. The synthetic 10,000-species release of bench/tiles.py (512 x 512 pixels,
+realistic sparsity; published once and cached under data/bench/tiles/) is tiled 4 x 4 into a
 2048 x 2048 release: its chunk files (level 0, the pixel-major copy, the territory, the
 indicators and the edge-8 block aggregates) are hard-linked at their new positions, and
 the aggregates of edges 64 and 512 are rebuilt from the tiled edge-8 ones by publish's
@@ -61,21 +61,17 @@ from shapely.geometry import Point, Polygon, mapping
 from shapely.geometry.base import BaseGeometry
 
 from sdmatlas.grid import Grid
-from sdmatlas.predict.cube import is_cube, open_cube
 from sdmatlas.publish import aggregates, queries
 from sdmatlas.publish.cover import cover, pixel_mask
-from sdmatlas.publish.release import FORMAT_VERSION, open_release, publish
-from sdmatlas.publish.species_csv import species_info_from_csv
+from sdmatlas.publish.release import open_release
 from sdmatlas.quantize import SCALE
-from sdmatlas.testing.synthetic import write_synthetic_cube
 from sdmatlas.zarr_access import array, sdmatlas_attrs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
-from tiles import Server
+from tiles import KEY, Server, ensure_release
 
 ROOT = Path(__file__).resolve().parents[1]
-WORK = ROOT / "data" / "bench" / "synthetic-10000x512"
 BIN = Path(sys.executable).parent
 
 
@@ -93,23 +89,6 @@ def output_path(args: argparse.Namespace) -> Path:
 
 
 # -- data ----------------------------------------------------------------------------------------
-
-
-def ensure_release() -> Path:
-    """The 512 x 512 x 10,000 synthetic release in today's format (published once)."""
-    rel = WORK / "releases-v2" / "bench"
-    if (rel / "zarr.json").exists():
-        meta = json.loads((rel / "zarr.json").read_text())["attributes"]["sdmatlas"]
-        if meta.get("format_version") == FORMAT_VERSION:
-            return rel
-    cube_path = WORK / "cube.zarr"
-    if not is_cube(cube_path):
-        shutil.rmtree(cube_path, ignore_errors=True)
-        write_synthetic_cube(cube_path, n_species=10_000, size=512)
-    shutil.rmtree(WORK / "releases-v2", ignore_errors=True)
-    ids = open_cube(cube_path).species_ids
-    print("publishing the 512 x 512 x 10,000 release (about 6 minutes) ...", file=sys.stderr)
-    return Path(publish(cube_path, WORK / "releases-v2", "bench", species_info_from_csv(None, ids)))
 
 
 def _tile_array(src: Path, dst: Path, axes: tuple[int, int], k: int) -> None:
@@ -140,10 +119,14 @@ def _tile_array(src: Path, dst: Path, axes: tuple[int, int], k: int) -> None:
 
 def tiled_release(src: Path, k: int) -> Path:
     """The release ``src`` tiled k x k (see the module's docstring); cached."""
-    dst = src.parent / f"bench-tiled{k}"
+    dst = src.parent / f"{src.name}-tiled{k}"
+    published = sdmatlas_attrs(open_release(src))["published"]
     if (dst / "zarr.json").exists():
-        return dst
-    tmp = src.parent / f".bench-tiled{k}.partial"
+        made = json.loads((dst / "zarr.json").read_text())["attributes"]["sdmatlas"]
+        if made.get("tiled_from", {}).get("published") == published:
+            return dst
+        shutil.rmtree(dst)  # tiled from an older publication: tiled again
+    tmp = src.parent / f".{dst.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     g = open_release(src)
     meta = sdmatlas_attrs(g)
@@ -161,14 +144,15 @@ def tiled_release(src: Path, k: int) -> Path:
     for path, axes in arrays.items():
         _tile_array(src / path, tmp / path, axes, k)
     shutil.copytree(src / "species", tmp / "species")
-    aggregates.create(root, h, w, len(open_cube(WORK / "cube.zarr").species_ids), len(names),
+    aggregates.create(root, h, w, array(g, "species").shape[0], len(names),
                       edges=aggregates.EDGES[1:])  # fmt: skip
     aggregates.build_tree(zarr.open_group(tmp, mode="r+"), h, w)
     tiled_grid = grid.model_copy(update={"width": w, "height": h})
     root = zarr.open_group(tmp, mode="r+")
     root.attrs["sdmatlas"] = {**meta, "grid": tiled_grid.model_dump(), "levels": 1,
-                              "release_id": f"bench-tiled{k}",
-                              "tiled_from": {"release": str(src), "k": k}}  # fmt: skip
+                              "release_id": dst.name,
+                              "tiled_from": {"release": str(src), "k": k,
+                                             "published": published}}  # fmt: skip
     tmp.rename(dst)
     return dst
 
@@ -367,7 +351,7 @@ def stored_report_over_http(rel: Path) -> dict[str, Any]:
     srv = Server([str(BIN / "sdmatlas"), "serve", "--port", str(port), "--workers", "1"], env,
                  f"{base}/health", ROOT)  # fmt: skip
     try:
-        url = f"{base}/report?territory=PARK&release=bench"
+        url = f"{base}/report?territory=PARK&release={KEY}"
         t = time.perf_counter()
         with urllib.request.urlopen(url, timeout=300) as r:
             first_ms, first = (time.perf_counter() - t) * 1000, r.headers["X-Report"]
