@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 from shapely.geometry import Point, Polygon
 
 from conftest import World
+from reference.compare import assert_same_release
 from sdmatlas.errors import (
     BudgetExceededError,
     CorruptDataError,
@@ -24,6 +26,7 @@ from sdmatlas.publish.cover import cover
 from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo, get_indicator
 from sdmatlas.publish.levels import downsample_codes, downsample_weights
 from sdmatlas.publish.release import PublishOptions, open_release, publish
+from sdmatlas.publish.workspace import leftovers, remove_leftover
 from sdmatlas.quantize import NODATA, dequantize
 from sdmatlas.zarr_access import sdmatlas_attrs
 
@@ -287,7 +290,7 @@ def test_publishing_an_incomplete_cube_is_refused(tmp_path: Path, cube: Path) ->
     assert not (tmp_path / "rel" / "x").exists()
 
 
-def test_publishing_a_corrupted_cube_names_the_chunk_and_leaves_nothing(
+def test_publishing_a_corrupted_cube_names_the_chunk_and_publishes_nothing(
     tmp_path: Path, cube: Path
 ) -> None:
     import shutil
@@ -300,7 +303,12 @@ def test_publishing_a_corrupted_cube_names_the_chunk_and_leaves_nothing(
     root = tmp_path / "rel"
     with pytest.raises(CorruptDataError, match=r"cube chunk rows \d+:\d+, cols \d+:\d+"):
         publish(broken, root, "x", species_info(open_cube(broken).species_ids))
-    assert not root.exists() or list(root.iterdir()) == []
+    assert [p.name for p in root.iterdir() if not p.name.startswith(".")] == []
+    # the finished tasks stay in a hidden workspace (for --resume), which clean removes
+    (left,) = leftovers(root)
+    assert left.release_id == "x" and not left.in_use and left.bytes > 0
+    assert remove_leftover(root, left)
+    assert list(root.iterdir()) == []
 
 
 def test_existing_or_malformed_release_ids(release: Path, cube: Path) -> None:
@@ -318,20 +326,35 @@ def test_species_info_must_match_the_cube(tmp_path: Path, cube: Path) -> None:
         publish(cube, tmp_path, "r", species_info(ids))
 
 
-def test_a_publish_killed_half_way_leaves_nothing(
+def test_an_interrupted_publish_shows_nothing_and_resumes(
     tmp_path: Path, cube: Path, release: Path
 ) -> None:
     info = species_info(open_cube(cube).species_ids)
-    before = sorted(p.name for p in release.parent.iterdir())
+    root = tmp_path / "rel"
+    options = PublishOptions(threshold=0.4, min_level_size=20, tile=64)
 
     def crash(stage: str, done: int, total: int) -> None:
-        if done == 3:
+        if stage.startswith("rarity") and done == 1:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        publish(cube, release.parent, "coast-2", info, progress=crash)
-    assert sorted(p.name for p in release.parent.iterdir()) == before  # no coast-2, no temp dir
-    assert open_release(release).attrs["sdmatlas"]["status"] == "published"
+        publish(cube, root, "coast-1", info, options, progress=crash)
+    assert [p.name for p in root.iterdir() if not p.name.startswith(".")] == []
+    with pytest.raises(ReleaseExistsError, match="unfinished publish .* --resume"):
+        publish(cube, root, "coast-1", info, options)
+    with pytest.raises(InvalidInputError, match="threshold: 0.4 there, 0.5 now"):
+        publish(cube, root, "coast-1", info, replace(options, threshold=0.5, resume=True))
+    publish(cube, root, "coast-1", info, replace(options, resume=True))
+    assert leftovers(root) == []
+    runs = open_release(root / "coast-1").attrs["sdmatlas"]["publish"]["runs"]
+    assert [r.get("error", "").split(":")[0] for r in runs] == ["KeyboardInterrupt", ""]
+    first, second = runs[0]["tasks"], runs[1]["tasks"]
+    assert first["base"]["computed"] == first["base"]["total"]
+    n = first["base"]["total"]
+    assert n == 4 and second["base"] == {"total": n, "already_done": n, "computed": 0}
+    assert second["rarity"] == {"total": n, "already_done": 1, "computed": n - 1}
+    # and the result is the uninterrupted release's
+    assert_same_release(root / "coast-1", release)
 
 
 # -- COG export ---------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from sdmatlas.errors import NotFoundError, ReleaseExistsError
 from sdmatlas.predict.cube import open_cube
 from sdmatlas.publish import queries
 from sdmatlas.publish.release import publish
+from sdmatlas.publish.workspace import leftovers, remove_leftover
 from sdmatlas.publish.species_csv import species_info_from_csv
 from sdmatlas.storage import (
     FsspecReleaseStore,
@@ -59,7 +60,7 @@ def test_existing_and_missing_ids(store: ReleaseStore, cube: Path) -> None:
         store.open("nope")
 
 
-def test_a_failed_publish_leaves_nothing_behind(store: ReleaseStore, cube: Path) -> None:
+def test_a_failed_publish_leaves_nothing_visible(store: ReleaseStore, cube: Path) -> None:
     info = species_info_from_csv(None, open_cube(cube).species_ids)
 
     def crash(stage: str, done: int, total: int) -> None:
@@ -70,9 +71,11 @@ def test_a_failed_publish_leaves_nothing_behind(store: ReleaseStore, cube: Path)
     assert store.list() == [] and not store.exists("r2")
     if isinstance(store, FsspecReleaseStore):
         assert not store.fs.exists(f"{store.root}/_data") or not store.fs.ls(f"{store.root}/_data")
-    else:
+    else:  # a local publish keeps its finished tasks for --resume, hidden from readers
         assert isinstance(store, LocalReleaseStore)
-        assert not any(store.root.iterdir())
+        assert [p.name for p in store.root.iterdir()] == [".r2.publishing"]
+        (left,) = leftovers(store.root)
+        assert remove_leftover(store.root, left) and not any(store.root.iterdir())
 
 
 def test_commit_refuses_an_id_that_appeared_meanwhile(store: ReleaseStore, cube: Path) -> None:

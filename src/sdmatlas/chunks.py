@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,8 @@ from zarr.storage import LocalStore
 from sdmatlas.errors import CorruptDataError
 from sdmatlas.zarr_access import array
 
-_EMPTY = 2**64 - 1
+EMPTY = 2**64 - 1
+"""Shard index entry of a missing inner chunk (offset and size)."""
 _zstd = Zstd()
 
 
@@ -77,6 +79,7 @@ class LocalChunkReader:
         #: bytes stored in this axis order (a ``transpose`` codec); decoded chunks are
         #: views back in the array's order, so ``chunk().transpose(order)`` is contiguous
         self.order = _transpose_order(inner_codecs)
+        self.zstd_level = int((inner_codecs[-1].get("configuration") or {}).get("level", 0))
         self._stored = (
             tuple(self.inner[i] for i in self.order) if self.order is not None else self.inner
         )
@@ -98,7 +101,7 @@ class LocalChunkReader:
             )
         return _plain_codecs(codecs)
 
-    def _path(self, outer: tuple[int, ...]) -> str:
+    def chunk_path(self, outer: tuple[int, ...]) -> str:
         # a plain string: pathlib's parsing cost about 20 us a chunk, a tenth of a decode
         return self._prefix + self.sep.join(map(str, outer))
 
@@ -106,7 +109,7 @@ class LocalChunkReader:
         with self._lock:
             if outer in self._indexes:
                 return self._indexes[outer]
-        path = self._path(outer)
+        path = self.chunk_path(outer)
         n = int(np.prod(self.per_shard))
         size = n * 16 + 4
         try:
@@ -124,7 +127,7 @@ class LocalChunkReader:
     def chunk(self, coords: tuple[int, ...]) -> npt.NDArray[Any]:
         """The inner chunk at ``coords`` (in units of inner chunks), full chunk shape."""
         if not self.sharded:
-            return self._decode_file(self._path(coords))
+            return self._decode_file(self.chunk_path(coords))
         outer = tuple(c // p for c, p in zip(coords, self.per_shard, strict=True))
         within = tuple(c % p for c, p in zip(coords, self.per_shard, strict=True))
         idx = self._index(outer)
@@ -132,14 +135,19 @@ class LocalChunkReader:
             return self._filled()
         k = int(np.ravel_multi_index(within, self.per_shard))
         offset, nbytes = (int(v) for v in idx[k])
-        if offset == _EMPTY:
+        if offset == EMPTY:
             return self._filled()
-        fd = os.open(self._path(outer), os.O_RDONLY)
+        fd = os.open(self.chunk_path(outer), os.O_RDONLY)
         try:
             raw = os.pread(fd, nbytes, offset)
         finally:
             os.close(fd)
-        return self._decode(raw, f"{self._path(outer)} chunk {within}")
+        return self._decode(raw, f"{self.chunk_path(outer)} chunk {within}")
+
+    def region(self, region: tuple[slice, ...]) -> npt.NDArray[Any]:
+        """The values in ``region`` (slices with explicit bounds inside the array), read
+        chunk by chunk."""
+        return _assemble(self, region)
 
     def _decode_file(self, path: str) -> npt.NDArray[Any]:
         try:
@@ -192,8 +200,26 @@ class ZarrChunkReader:
         out[tuple(slice(0, n) for n in data.shape)] = data
         return out
 
+    def region(self, region: tuple[slice, ...]) -> npt.NDArray[Any]:
+        return np.asarray(self.arr[region])
+
 
 ChunkReader = LocalChunkReader | ZarrChunkReader
+
+
+def _assemble(reader: LocalChunkReader, region: tuple[slice, ...]) -> npt.NDArray[Any]:
+    out = np.empty([int(s.stop) - int(s.start) for s in region], dtype=reader.dtype)
+    ranges = [
+        range(s.start // n, -(-s.stop // n)) for s, n in zip(region, reader.inner, strict=True)
+    ]
+    for idx in product(*ranges):
+        src, dst = [], []
+        for i, s, n in zip(idx, region, reader.inner, strict=True):
+            lo, hi = max(s.start, i * n), min(s.stop, (i + 1) * n)
+            src.append(slice(lo - i * n, hi - i * n))
+            dst.append(slice(lo - s.start, hi - s.start))
+        out[tuple(dst)] = reader.chunk(idx)[tuple(src)]
+    return out
 
 
 def chunk_reader(group: zarr.Group, path: str) -> ChunkReader:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sdmatlas import __version__
 from sdmatlas.errors import ModelMismatchError, NotFoundError, ReleaseExistsError
+from sdmatlas.executor import ExecutorOptions, open_executor
 from sdmatlas.models.adapters import Device, load_adapter
 from sdmatlas.models.card import load_card
 from sdmatlas.predict.covariates import CovariateStack
@@ -110,52 +110,6 @@ def _prepare_cube(
     return cube
 
 
-@contextmanager
-def _dask_client(options: PredictOptions) -> Iterator[Any]:
-    from distributed import Client, LocalCluster
-
-    if options.scheduler:
-        with Client(options.scheduler) as client:
-            yield client
-        return
-    with (
-        LocalCluster(
-            n_workers=options.workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
-
-
-def _execute(
-    ctx: PredictContext,
-    tasks: list[ChunkTask],
-    options: PredictOptions,
-    on_done: Callable[[ChunkResult], None],
-) -> None:
-    if not tasks:
-        return
-    if options.scheduler is None and options.workers == 0:
-        for t in tasks:
-            on_done(run_chunk(ctx, t))
-        return
-    from distributed import as_completed
-
-    with _dask_client(options) as client:
-        shared = client.scatter(ctx, broadcast=True)
-        futures = [client.submit(run_chunk, shared, t, pure=False) for t in tasks]
-        try:
-            for fut in as_completed(futures):
-                on_done(fut.result())  # re-raises a task's own exception
-        except BaseException:
-            client.cancel(futures)
-            raise
-
-
 def predict(
     card_path: Path,
     covariates: Mapping[str, Path],
@@ -240,8 +194,10 @@ def predict(
     if progress:
         progress(already, total)
     error: BaseException | None = None
+    executor = ExecutorOptions(options.workers, options.threads_per_worker, options.scheduler)
     try:
-        _execute(ctx, todo, options, on_done)
+        with open_executor(executor) as ex:
+            ex.map(run_chunk, ctx, todo, on_done)
     except BaseException as exc:
         error = exc
     seconds = time.perf_counter() - t_start
@@ -251,7 +207,6 @@ def predict(
         "write_s": round(sum(r.write_s for r in results), 3),
     }
     complete = error is None and len(cube.done_chunks()) >= total
-    executor = options.scheduler or ("in-process" if options.workers == 0 else "local")
     run = {
         "started": started,
         "finished": now(),
@@ -260,8 +215,8 @@ def predict(
         "chunks_already_done": already,
         "chunks_computed": len(results),
         "pixels_computed": sum(r.pixels for r in results),
-        "scheduler": executor,
-        "workers": options.workers if executor == "local" else None,
+        "scheduler": executor.label,
+        "workers": options.workers if executor.label == "local" else None,
         "device": adapter.device,
         "batch_size": options.batch_size,
         "timings": timings,

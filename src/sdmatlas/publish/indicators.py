@@ -110,7 +110,18 @@ def _thresholded(q: Q, info: SpeciesInfo) -> npt.NDArray[np.generic]:
 def _rarity(q: Q, info: SpeciesInfo) -> npt.NDArray[np.generic]:
     r = np.asarray(info.range_km2, dtype=np.float64)
     w = np.where(r > 0, SCALE / np.where(r > 0, r, 1.0), 0.0).astype(np.float32)
-    return _grouped_sum(q, lambda g, sl: np.tensordot(w[sl], g.astype(np.float32), axes=(0, 0)))
+
+    def part(g: Q, sl: slice) -> npt.NDArray[np.float64]:
+        # Species last and contiguous: numpy sums that axis pairwise, in an order that
+        # depends on nothing but the species count. (BLAS's tensordot did not give the same
+        # last bits for tiles of other shapes, or with other thread counts: publish tasks
+        # must write the same bytes however the release is cut into tasks.)
+        pm = np.ascontiguousarray(np.moveaxis(g, 0, -1), dtype=np.float32)
+        pm *= w[sl]
+        out: npt.NDArray[np.float64] = pm.sum(axis=-1, dtype=np.float64)
+        return out
+
+    return _grouped_sum(q, part)
 
 
 def _shannon(q: Q, info: SpeciesInfo) -> npt.NDArray[np.generic]:

@@ -62,3 +62,21 @@ def downsample_codes(
         mean = num / den
     out: npt.NDArray[np.uint8] = np.where(den > 0, np.rint(mean), NODATA).astype(np.uint8)
     return out
+
+
+def downsample_float(
+    values: npt.NDArray[np.float32], weights: npt.NDArray[np.integer]
+) -> npt.NDArray[np.float32]:
+    """Next level of a float layer (NaN off the territory): the weighted mean of each
+    2 x 2 block, NaN where no weight."""
+    h, w = values.shape
+    hp, wp = h + h % 2, w + w % 2
+    v = np.zeros((hp, wp))
+    wt = np.zeros((hp, wp))
+    v[:h, :w] = np.nan_to_num(values)
+    wt[:h, :w] = weights
+    num = (v * wt).reshape(hp // 2, 2, wp // 2, 2).sum(axis=(1, 3))
+    den = wt.reshape(hp // 2, 2, wp // 2, 2).sum(axis=(1, 3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out: npt.NDArray[np.float32] = np.where(den > 0, num / den, np.nan).astype(np.float32)
+    return out

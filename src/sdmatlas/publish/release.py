@@ -21,38 +21,67 @@ and ``pixels`` only for the 8 x 8 blocks on its boundary (see
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import zarr
 from zarr.codecs import TransposeCodec, ZstdCodec
 
 from sdmatlas.errors import (
-    CorruptDataError,
     IncompleteReleaseError,
     InvalidInputError,
     NotFoundError,
     ReleaseExistsError,
 )
-from sdmatlas.grid import ChunkWindow, Grid
-from sdmatlas.predict.cube import SHARD_SPECIES, now, open_cube, write_georef
+from sdmatlas.executor import ExecutorOptions, open_executor
+from sdmatlas.grid import Grid
+from sdmatlas.predict.cube import SHARD_SPECIES, Cube, now, open_cube, write_georef
 from sdmatlas.publish import aggregates
 from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo, threshold_code
-from sdmatlas.publish.levels import downsample_codes, downsample_weights, level_count
-from sdmatlas.publish.stats import SpeciesStats, float_summary
+from sdmatlas.publish.levels import level_count
+from sdmatlas.publish.stats import INDICATOR_BINS, FloatParts, SpeciesStats, merge_boxes
+from sdmatlas.publish.tasks import (
+    RARITY,
+    PublishJob,
+    TaskResult,
+    base_task,
+    blocks_task,
+    histogram_task,
+    level_task,
+    open_staging,
+    rarity_task,
+    tiles,
+)
+from sdmatlas.publish.workspace import (
+    PublishLock,
+    Workspace,
+    plan_differences,
+    temporary_workspace,
+    workspace_for,
+)
 from sdmatlas.quantize import ENCODING, NODATA
-from sdmatlas.storage import ReleaseStore, release_store
-from sdmatlas.zarr_access import array, sdmatlas_attrs
+from sdmatlas.storage import (
+    FsspecReleaseStore,
+    LocalReleaseStore,
+    ReleaseStore,
+    Staging,
+    release_store,
+)
+from sdmatlas.zarr_access import sdmatlas_attrs
 
 FORMAT_VERSION = 2
 BLOCK = 8
 """Edge of the pixel-major chunks and of the area-query blocks (pixels)."""
+PIXEL_SHARD = 64
+"""Edge of the pixel-major shards (pixels): one file holds 64 x 64 pixels, all species."""
 RELEASE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 Progress = Callable[[str, int, int], None]
 
@@ -61,6 +90,13 @@ Progress = Callable[[str, int, int], None]
 class PublishOptions:
     threshold: float = 0.5
     min_level_size: int = 256
+    tile: int | None = None
+    """Pixels per task side (a multiple of the cube chunk and of 64); by default the
+    smallest such multiple of at least 256."""
+    executor: ExecutorOptions = field(default_factory=lambda: ExecutorOptions(workers=0))
+    """Where the tasks run; the library default is this process, the CLI's a LocalCluster."""
+    resume: bool = False
+    """Finish the unfinished publish of this release (same cube, species and options)."""
 
 
 def _zstd() -> ZstdCodec:
@@ -76,6 +112,20 @@ def validate_release_id(release_id: str) -> str:
     return release_id
 
 
+def task_tile(chunk: int, tile: int | None) -> int:
+    """The task edge: a multiple of the cube chunk (whole level shards) and of 64 (whole
+    pixel shards and aggregate chunks)."""
+    unit = math.lcm(chunk, PIXEL_SHARD)
+    if tile is None:
+        return unit * -(-256 // unit)
+    if tile <= 0 or tile % unit or tile > 8192:
+        raise InvalidInputError(
+            f"tile {tile} must be a multiple of {unit} (the cube chunk {chunk} and "
+            f"{PIXEL_SHARD}) and at most 8192 pixels"
+        )
+    return tile
+
+
 def _level_grid(grid: Grid, k: int) -> Grid:
     f = 2**k
     return Grid(
@@ -89,6 +139,20 @@ def _level_grid(grid: Grid, k: int) -> Grid:
     )
 
 
+def _cube_digest(cube: Cube) -> str:
+    """What identifies the cube's content: its metadata without the run records."""
+    meta = {k: v for k, v in cube.meta.items() if k not in ("runs", "status")}
+    return hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _species_digest(species: SpeciesInfo) -> str:
+    h = hashlib.sha256()
+    for a in (species.ids, species.protected, species.invasive, species.endemic):
+        h.update(np.ascontiguousarray(a).tobytes())
+    h.update(json.dumps([list(map(str, species.genus)), list(map(str, species.family))]).encode())
+    return h.hexdigest()
+
+
 def publish(
     cube_path: Path,
     root: ReleaseStore | Path | str,
@@ -100,10 +164,12 @@ def publish(
     """Publish a complete cube as ``release_id`` in ``root`` (a directory, an fsspec URL or
     a :class:`~sdmatlas.storage.ReleaseStore`); returns the release's location.
 
-    Nothing is visible under ``release_id`` until everything is written: the
-    release is built in the store's staging location and committed in one step
-    (a rename, or one pointer object). A failure leaves no release, and removes
-    the partial data.
+    The work runs as chunk tasks (:mod:`sdmatlas.publish.tasks`) on
+    ``options.executor``. Nothing is visible under ``release_id`` until everything is
+    written: the release is built in a hidden workspace and committed in one step (a
+    rename, or one pointer object). In a local directory the workspace outlives a failure
+    or a kill, and ``options.resume`` finishes it, running only the tasks that had not
+    finished; on other stores a failure removes the partial data.
     """
     options = options or PublishOptions()
     validate_release_id(release_id)
@@ -114,76 +180,107 @@ def publish(
         raise IncompleteReleaseError(
             f"cube {cube_path} is {cube.status}: finish its prediction (--resume) before publishing"
         )
-    meta = cube.meta
     ids = np.asarray(cube.species_ids, dtype=np.int64)
     if not np.array_equal(species.ids, ids):
         raise InvalidInputError(
             "the species information does not list the cube's species in the cube's order"
         )
     grid = cube.grid
-    if grid.chunk % BLOCK:
-        raise InvalidInputError(f"the cube's chunk ({grid.chunk}) must be a multiple of {BLOCK}")
+    tile = task_tile(grid.chunk, options.tile)
     store = release_store(root)
     if store.exists(release_id):
         raise ReleaseExistsError(
             f"release {release_id!r} already exists at {store.location(release_id)}"
         )
-    staging = store.begin(release_id)
+    plan = {
+        "format_version": FORMAT_VERSION,
+        "release_id": release_id,
+        "cube": str(Path(cube_path).resolve()),
+        "cube_content": _cube_digest(cube),
+        "species": _species_digest(species),
+        "threshold": options.threshold,
+        "min_level_size": options.min_level_size,
+        "tile": tile,
+    }
+    if not isinstance(store, LocalReleaseStore):
+        if options.resume:
+            raise InvalidInputError(
+                f"--resume needs a local releases directory; {store.location(release_id)} "
+                "is not one (a failed publish there leaves nothing to resume)"
+            )
+        staging = store.begin(release_id)
+        ws = temporary_workspace()
+        try:
+            url = f"{store.url}/{staging.token}" if isinstance(store, FsspecReleaseStore) else ""
+            opts = store.storage_options if isinstance(store, FsspecReleaseStore) else None
+            _setup(staging.group, cube, grid, species, options)
+            _run(url, opts, ws, cube, grid, species, options, tile, release_id, progress)
+            store.commit(staging)
+        except BaseException:
+            store.abort(staging)
+            raise
+        finally:
+            ws.remove()
+        return store.location(release_id)
+
+    lock = PublishLock(store.root, release_id)
+    lock.acquire()
     try:
-        _write_release(
-            cube.array(),
-            grid,
-            meta,
-            species,
-            cube.species_names,
-            options,
-            staging.group,
-            release_id,
-            progress,
-        )
-        store.commit(staging)
-    except BaseException:
-        store.abort(staging)
-        raise
+        if store.exists(release_id):  # published while we waited for nothing: re-check
+            raise ReleaseExistsError(f"release {release_id!r} already exists")
+        ws = _workspace(store.root, release_id, plan, options.resume)
+        if ws.read_plan() is None:
+            ws.remove()
+            group = zarr.open_group(ws.release_dir, mode="w", zarr_format=3)
+            _setup(group, cube, grid, species, options)
+            ws.write_plan(plan)
+        location = str(ws.release_dir)
+        _run(location, None, ws, cube, grid, species, options, tile, release_id, progress)
+        store.commit(Staging(release_id, zarr.open_group(location, mode="r"), location))
+        ws.remove()
+    finally:
+        lock.release(remove=True)  # the workspace, not the lock, holds what a resume needs
     return store.location(release_id)
 
 
-def _read_chunk(src: zarr.Array[Any], win: ChunkWindow) -> np.ndarray:
-    """All species of one spatial chunk of the cube; a chunk that cannot be decoded is
-    named in a :class:`CorruptDataError` (the publish is then aborted, leaving nothing)."""
-    try:
-        return np.asarray(src[:, win.row0 : win.row1, win.col0 : win.col1])
-    except Exception as exc:  # zarr/numcodecs raise several unrelated types on bad bytes
-        raise CorruptDataError(
-            f"cube chunk rows {win.row0}:{win.row1}, cols {win.col0}:{win.col1} cannot be "
-            f"decoded ({type(exc).__name__}: {exc}); re-run the prediction of that chunk"
-        ) from exc
+def _workspace(root: Path, release_id: str, plan: dict[str, Any], resume: bool) -> Workspace:
+    ws = workspace_for(root, release_id)
+    old = ws.read_plan()
+    if old is None:
+        return ws  # none, or one whose set-up never finished: started afresh
+    if not resume:
+        runs = ws.runs()
+        since = runs[0]["started"] if runs else "an earlier run"
+        raise ReleaseExistsError(
+            f"an unfinished publish of {release_id!r} (since {since}) is at {ws.path}: "
+            "run again with --resume to finish it, or remove it with `sdmatlas clean`"
+        )
+    diffs = plan_differences(old, plan)
+    if diffs:
+        detail = "; ".join(f"{k}: {old.get(k)!r} there, {plan.get(k)!r} now" for k in diffs)
+        raise InvalidInputError(
+            f"cannot resume the unfinished publish at {ws.path}: it publishes something "
+            f"else ({detail}); remove it with `sdmatlas clean` or use another release id"
+        )
+    return ws
 
 
-def _write_release(
-    src: zarr.Array[Any],
-    grid: Grid,
-    cube_meta: dict[str, Any],
-    species: SpeciesInfo,
-    names: list[str],
-    options: PublishOptions,
-    root: zarr.Group,
-    release_id: str,
-    progress: Progress | None,
+def _setup(
+    root: zarr.Group, cube: Cube, grid: Grid, species: SpeciesInfo, options: PublishOptions
 ) -> None:
-    t_start = time.perf_counter()
-    s, h, w = src.shape
+    """Every array of the release, empty."""
+    s, h, w = len(species.ids), grid.height, grid.width
     n_levels = level_count(h, w, options.min_level_size)
     sp = root.create_array(
         "species",
         shape=(s,),
         dtype="int64",
         dimension_names=("species",),
-        attributes={"names": names},
+        attributes={"names": cube.species_names},
     )
     sp[:] = species.ids
-    levels = [root.require_group(f"levels/{k}") for k in range(n_levels)]
-    for k, g in enumerate(levels):
+    for k in range(n_levels):
+        g = root.require_group(f"levels/{k}")
         lg = _level_grid(grid, k)
         write_georef(g, lg)
         g.create_array(
@@ -217,10 +314,12 @@ def _write_release(
                     "units": ind.units,
                 },
             )
-    pixels = root.create_array(
+    root.create_array(
         "pixels",
         shape=(h, w, s),
         chunks=(BLOCK, BLOCK, s),
+        # 64 x 64 pixels a file (one chunk a file was 8 x 8: 260 million files for Europe)
+        shards=(PIXEL_SHARD, PIXEL_SHARD, s),
         dtype="uint8",
         fill_value=NODATA,
         # Bytes stored species-major inside each chunk: neighbouring pixels of one species
@@ -231,8 +330,7 @@ def _write_release(
         dimension_names=("y", "x", "species"),
     )
     aggregates.create(root, h, w, s, len(INDICATORS))
-    agg8 = {n: array(root, aggregates.path(BLOCK, n)) for n in aggregates.NAMES}
-    terr = root.create_array(
+    root.create_array(
         "territory",
         shape=(h, w),
         chunks=(grid.chunk, grid.chunk),
@@ -242,82 +340,122 @@ def _write_release(
         dimension_names=("y", "x"),
     )
 
-    # Pass 1 over the species-major cube, one spatial chunk (all species) at a time:
-    # level 0, the pixel-major copy, block aggregates, range sizes, and the indicators
-    # that need no range size.
+
+def _run(
+    release: str,
+    storage_options: dict[str, Any] | None,
+    ws: Workspace,
+    cube: Cube,
+    grid: Grid,
+    species: SpeciesInfo,
+    options: PublishOptions,
+    tile: int,
+    release_id: str,
+    progress: Progress | None,
+) -> None:
+    """Run (or finish) every task, reduce their partial results, write the manifest."""
+    t_start = time.perf_counter()
+    started = now()
+    s, h, w = len(species.ids), grid.height, grid.width
+    n_levels = level_count(h, w, options.min_level_size)
     species = replace(species, threshold=options.threshold)  # the release's threshold rules
-    valid0 = np.zeros((h, w), dtype=bool)
-    sstats = SpeciesStats(s, threshold_code(options.threshold))
-    code_sums = np.zeros(s, dtype=np.float64)
-    windows = list(grid.chunks())
-    for i, win in enumerate(windows):
-        codes = _read_chunk(src, win)
-        valid = codes[0] != NODATA if s else np.zeros(win.shape, bool)
-        valid0[win.row0 : win.row1, win.col0 : win.col1] = valid
-        sstats.add(codes, win)
-        terr[win.row0 : win.row1, win.col0 : win.col1] = valid
-        array(levels[0], "probability")[:, win.row0 : win.row1, win.col0 : win.col1] = codes
-        pixels[win.row0 : win.row1, win.col0 : win.col1, :] = codes.transpose(1, 2, 0)
-        code_sums += np.where(codes == NODATA, 0, codes).sum(axis=(1, 2), dtype=np.float64)
-        b0, b1 = win.row0 // BLOCK, win.col0 // BLOCK
-        bsum, bmax, bcount = aggregates.reduce_codes(codes, valid, BLOCK)
-        bsl = (slice(b0, b0 + bsum.shape[0]), slice(b1, b1 + bsum.shape[1]))
-        agg8["sum"][bsl] = bsum
-        agg8["max"][bsl] = bmax
-        agg8["count"][bsl] = bcount
-        for name, ind in INDICATORS.items():
-            if name != "rarity_weighted_richness":
-                array(levels[0], name)[win.row0 : win.row1, win.col0 : win.col1] = ind(
-                    codes, species, valid
+    job = PublishJob(
+        release=release,
+        storage_options=storage_options,
+        workspace=ws,
+        cube=cube.path,
+        grid=grid,
+        n_species=s,
+        tile=tile,
+        threshold_code=threshold_code(options.threshold),
+        species=species,
+    )
+    windows = tiles(h, w, tile)
+    counts: dict[str, dict[str, int]] = {}
+
+    def stage(
+        name: str,
+        label: str,
+        fn: Callable[[PublishJob, Any], TaskResult],
+        items: list[Any],
+        job: PublishJob,
+    ) -> dict[str, dict[str, Any]]:
+        done = ws.done(name)
+        todo = [it for it in items if _key(it) not in done]
+        counts[name] = {"total": len(items), "already_done": len(items) - len(todo), "computed": 0}
+
+        def on_done(r: TaskResult) -> None:
+            done[r.key] = r.info
+            counts[name]["computed"] += 1
+            if progress:
+                progress(label, len(done), len(items))
+
+        ex.map(fn, job, todo, on_done)
+        return done
+
+    error: BaseException | None = None
+    try:
+        with open_executor(options.executor) as ex:
+            base = stage("base", "level 0, pixel index, aggregates", base_task, windows, job)
+            sstats = SpeciesStats(s, job.threshold_code)
+            code_sums = np.zeros(s, dtype=np.int64)
+            for win in windows:
+                part = ws.load_partial("base", win.key)
+                sstats.histogram += part["histogram"]
+                merge_boxes(sstats.presence, part["presence"])
+                merge_boxes(sstats.extent, part["extent"])
+                code_sums += part["code_sums"]
+            pixel_km2 = (grid.res / 1000.0) ** 2
+            range_km2 = code_sums.astype(np.float64) / 254.0 * pixel_km2
+            job = replace(job, species=replace(species, range_km2=range_km2))
+            rarity = stage("rarity", "rarity and indicator blocks", rarity_task, windows, job)
+            parts = {
+                n: FloatParts(
+                    [r for d in rarity.values() for r in d["stats"]]
+                    if n == RARITY
+                    else [r for d in base.values() for r in d["stats"][n]]
                 )
-        if progress:
-            progress("level 0, pixel index, indicators", i + 1, len(windows))
-
-    pixel_km2 = (grid.res / 1000.0) ** 2
-    range_km2 = code_sums / 254.0 * pixel_km2
-    info = replace(species, range_km2=range_km2)
-    # Rarity needs every species' range size: a second, cheap pass over the pixel-major copy.
-    rarity = INDICATORS["rarity_weighted_richness"]
-    # The same pass folds every indicator into the finest block aggregates.
-    for win in windows:
-        ys, xs = slice(win.row0, win.row1), slice(win.col0, win.col1)
-        codes = np.asarray(pixels[ys, xs, :]).transpose(2, 0, 1)
-        array(levels[0], rarity.name)[ys, xs] = rarity(codes, info, valid0[ys, xs])
-        values = np.stack([np.asarray(array(levels[0], n)[ys, xs]) for n in INDICATORS])
-        bind = aggregates.reduce_indicators(values, BLOCK)
-        b0, b1 = win.row0 // BLOCK, win.col0 // BLOCK
-        agg8["indicators"][b0 : b0 + bind.shape[0], b1 : b1 + bind.shape[1]] = bind
-    aggregates.build_tree(root, h, w)
-
+                for n in INDICATORS
+            }
+            edges = {n: e for n, p in parts.items() if (e := p.edges()) is not None}
+            job_h = replace(job, edges=edges)
+            hist = stage("hist", "indicator statistics", histogram_task, windows, job_h)
+            for k in range(1, n_levels):
+                lg = _level_grid(grid, k)
+                items = [(k, win) for win in tiles(lg.height, lg.width, tile)]
+                stage(f"level{k}", f"pyramid level {k}", level_task, items, job)
+            for coarse in aggregates.EDGES[1:]:  # each from the one before: in order
+                bh, bw = aggregates.block_shape(h, w, coarse)
+                items = [(coarse, win) for win in tiles(bh, bw, aggregates.CHUNK_BLOCKS)]
+                stage(f"blocks{coarse}", f"block aggregates {coarse}", blocks_task, items, job)
+    except BaseException as exc:
+        error = exc
+    run = {
+        "started": started,
+        "finished": now(),
+        "seconds": round(time.perf_counter() - t_start, 3),
+        "executor": options.executor.label,
+        "workers": options.executor.workers if options.executor.label == "local" else None,
+        "tasks": counts,
+        **({"error": f"{type(error).__name__}: {error}"} if error else {}),
+    }
+    ws.add_run(run)
+    if error is not None:
+        raise error
+    root = open_staging(job)
     stats = root.require_group("stats")
     stats.create_array("histogram", shape=(s, 256), dtype="int64", fill_value=0)[:] = (
         sstats.histogram
     )
     stats.create_array("presence", shape=(s, 4), dtype="int64", fill_value=-1)[:] = sstats.presence
     stats.create_array("extent", shape=(s, 4), dtype="int64", fill_value=-1)[:] = sstats.extent
-    indicator_stats = {
-        name: float_summary(
-            [
-                np.asarray(array(levels[0], name)[win.row0 : win.row1, win.col0 : win.col1])
-                for win in windows
-            ]
-        )
-        for name in INDICATORS
-    }
-
-    # Pyramids: probability by the weighted cascade, indicators by a weighted mean.
-    weights = valid0.astype(np.int64)
-    for k in range(1, n_levels):
-        prev, cur = levels[k - 1], levels[k]
-        for s0 in range(0, s, SHARD_SPECIES):
-            block = np.asarray(array(prev, "probability")[s0 : s0 + SHARD_SPECIES])
-            array(cur, "probability")[s0 : s0 + SHARD_SPECIES] = downsample_codes(block, weights)
-        for name in INDICATORS:
-            array(cur, name)[:] = _downsample_float(np.asarray(array(prev, name)[:]), weights)
-        weights = downsample_weights(weights)
-        if progress:
-            progress("pyramid levels", k, n_levels - 1)
-
+    indicator_stats = {}
+    for n, p in parts.items():
+        c = np.zeros(INDICATOR_BINS, np.int64) if n in edges else None
+        for d in hist.values():
+            if c is not None:
+                c += np.asarray(d["counts"][n], dtype=np.int64)
+        indicator_stats[n] = p.summary(None if c is None else c.tolist())
     grid_levels = [_level_grid(grid, k) for k in range(n_levels)]
     root.attrs["multiscales"] = [
         {
@@ -328,13 +466,14 @@ def _write_release(
             ],
         }
     ]
+    cube_meta = cube.meta
     root.attrs["sdmatlas"] = {
         "format_version": FORMAT_VERSION,
         "kind": "release",
         "release_id": release_id,
         "status": "published",
         "published": now(),
-        "seconds": round(time.perf_counter() - t_start, 3),
+        "seconds": round(sum(r["seconds"] for r in ws.runs()), 3),
         "grid": grid.model_dump(),
         "levels": n_levels,
         "encoding": ENCODING,
@@ -360,22 +499,13 @@ def _write_release(
             "inputs": cube_meta.get("inputs", {}),
             "territory": cube_meta.get("territory"),
         },
+        "publish": {"tile": tile, "runs": ws.runs()},
     }
 
 
-def _downsample_float(
-    values: npt.NDArray[np.float32], weights: npt.NDArray[np.integer]
-) -> npt.NDArray[np.float32]:
-    h, w = values.shape
-    hp, wp = h + h % 2, w + w % 2
-    v = np.zeros((hp, wp))
-    wt = np.zeros((hp, wp))
-    v[:h, :w] = np.nan_to_num(values)
-    wt[:h, :w] = weights
-    num = (v * wt).reshape(hp // 2, 2, wp // 2, 2).sum(axis=(1, 3))
-    den = wt.reshape(hp // 2, 2, wp // 2, 2).sum(axis=(1, 3))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / den, np.nan).astype(np.float32)
+def _key(item: Any) -> str:
+    win = item[1] if isinstance(item, tuple) else item
+    return str(win.key)
 
 
 def open_release(path: Path) -> zarr.Group:

@@ -109,28 +109,53 @@ def _no_values(edges: list[float], counts: list[int]) -> dict[str, Any]:
     }
 
 
-def float_summary(
-    blocks: list[npt.NDArray[np.floating]], bins: int = INDICATOR_BINS
-) -> dict[str, Any]:
-    """min, max, mean and a histogram of the finite values of ``blocks`` (two passes)."""
-    lo, hi, total, n = np.inf, -np.inf, 0.0, 0
-    for b in blocks:
-        v = b[np.isfinite(b)]
-        if v.size:
-            lo, hi = min(lo, float(v.min())), max(hi, float(v.max()))
-            total += float(v.sum(dtype=np.float64))
-            n += v.size
-    if n == 0:
-        return _no_values([], [])
-    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
-    counts = np.zeros(bins, np.int64)
-    for b in blocks:
-        v = b[np.isfinite(b)]
-        counts += np.histogram(v, bins=edges)[0]
-    return {
-        "count": n,
-        "min": lo,
-        "max": hi,
-        "mean": total / n,
-        "histogram": {"edges": edges.tolist(), "counts": counts.tolist()},
-    }
+def merge_boxes(box: npt.NDArray[np.int64], other: npt.NDArray[np.int64]) -> None:
+    """Widen the pixel boxes ``box[s]`` (row0, col0, row1, col1; -1 when empty) in place
+    to cover ``other[s]``."""
+    has = other[:, 0] >= 0
+    new = has & (box[:, 0] < 0)
+    old = has & ~new
+    box[new] = other[new]
+    box[old, :2] = np.minimum(box[old, :2], other[old, :2])
+    box[old, 2:] = np.maximum(box[old, 2:], other[old, 2:])
+
+
+@dataclass(frozen=True)
+class FloatParts:
+    """count, sum, min and max of the finite values of a float layer, one row per cube
+    chunk, as the publish tasks report them (``[iy, ix, count, sum, min, max]``)."""
+
+    rows: list[list[float]]
+
+    def totals(self) -> tuple[int, float, float, float]:
+        """count, sum, min, max over all chunks; the sum is taken chunk by chunk in
+        row-major chunk order, so it does not depend on how the tasks were cut."""
+        lo, hi, total, n = np.inf, -np.inf, 0.0, 0
+        for _, _, count, part, cmin, cmax in sorted(self.rows, key=lambda r: (r[0], r[1])):
+            if count:
+                lo, hi = min(lo, cmin), max(hi, cmax)
+                total += part
+                n += int(count)
+        return n, total, lo, hi
+
+    def edges(self, bins: int = INDICATOR_BINS) -> list[float] | None:
+        """Histogram bin edges from the minimum to the maximum (None without values)."""
+        n, _, lo, hi = self.totals()
+        if n == 0:
+            return None
+        return list(np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1).tolist())
+
+    def summary(self, counts: list[int] | None) -> dict[str, Any]:
+        """The catalog's summary: count, min, max, mean and the histogram ``counts`` on
+        :meth:`edges`."""
+        n, total, lo, hi = self.totals()
+        edges = self.edges()
+        if n == 0 or edges is None or counts is None:
+            return _no_values([], [])
+        return {
+            "count": n,
+            "min": lo,
+            "max": hi,
+            "mean": total / n,
+            "histogram": {"edges": edges, "counts": list(counts)},
+        }

@@ -1,0 +1,89 @@
+"""Where chunk tasks run: in this process, on a Dask LocalCluster, or on a running scheduler.
+
+Prediction and publishing share it. A run opens one executor and maps task functions
+over lists of items with it; each task's result comes back to ``on_done`` in the
+calling process as soon as the task finishes (the caller records progress and
+reduces partial results). A task that raises stops the map: the other tasks are
+cancelled and the exception is raised again here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+C = TypeVar("C")
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    workers: int = 2
+    """LocalCluster worker processes; 0 runs every task in this process."""
+    threads_per_worker: int = 1
+    scheduler: str | None = None
+    """Address of a running Dask scheduler (``tcp://host:8786``); overrides ``workers``."""
+
+    @property
+    def label(self) -> str:
+        return self.scheduler or ("in-process" if self.workers == 0 else "local")
+
+
+class Executor:
+    """Maps ``fn(context, item)`` over items; ``client`` is None for in-process runs."""
+
+    def __init__(self, client: Any | None) -> None:
+        self.client = client
+
+    def map(
+        self,
+        fn: Callable[[C, T], R],
+        context: C,
+        items: Sequence[T],
+        on_done: Callable[[R], None],
+    ) -> None:
+        if not items:
+            return
+        if self.client is None:
+            for item in items:
+                on_done(fn(context, item))
+            return
+        from distributed import as_completed
+
+        shared = self.client.scatter(context, broadcast=True)
+        futures = [self.client.submit(fn, shared, item, pure=False) for item in items]
+        try:
+            for fut in as_completed(futures):
+                on_done(fut.result())  # re-raises a task's own exception
+        except BaseException:
+            self.client.cancel(futures)
+            raise
+
+
+@contextmanager
+def open_executor(options: ExecutorOptions) -> Iterator[Executor]:
+    """An executor for the length of a run (a LocalCluster is started and stopped here)."""
+    if options.scheduler is None and options.workers == 0:
+        yield Executor(None)
+        return
+    from distributed import Client, LocalCluster
+
+    if options.scheduler:
+        with Client(options.scheduler) as client:
+            yield Executor(client)
+        return
+    with (
+        LocalCluster(
+            n_workers=options.workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield Executor(client)
