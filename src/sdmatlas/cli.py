@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,12 +44,15 @@ console = Console(stderr=True)
 
 
 @contextmanager
-def _errors(hint: str | None = None) -> Iterator[None]:
-    """Print sdmatlas errors as one clear line and exit 2, instead of a traceback."""
+def _errors(hint: str | Callable[[], str | None] | None = None) -> Iterator[None]:
+    """Print sdmatlas errors as one clear line and exit 2, instead of a traceback; then
+    ``hint`` (or what it returns when called) if there is one."""
     try:
         yield
     except SdmAtlasError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        if callable(hint):
+            hint = hint()
         if hint:
             console.print(hint, highlight=False)
         raise typer.Exit(code=2) from None
@@ -185,27 +188,56 @@ def publish_cmd(
     register: Annotated[
         bool, typer.Option(help="Register the release in the catalog database.")
     ] = True,
+    workers: Annotated[
+        int | None, typer.Option(help="LocalCluster workers (0: in-process).")
+    ] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Existing Dask scheduler address.")] = None,
+    tile: Annotated[
+        int | None,
+        typer.Option(help="Pixels per task side (a multiple of the chunk and of 64)."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Finish an interrupted publish of this release.")
+    ] = False,
 ) -> None:
     """Publish a cube as a release (levels, cross-species index, indicators) and register
-    it in the catalog."""
+    it in the catalog. Runs as chunk tasks on the same executor as predict."""
     from sdmatlas.catalog.register import validate_period
+    from sdmatlas.executor import ExecutorOptions
     from sdmatlas.predict.cube import open_cube
     from sdmatlas.publish.release import PublishOptions, publish
     from sdmatlas.publish.species_csv import species_info_from_csv
 
     settings = Settings()
     period = period or _this_year()
-    with _errors():
+    releases = root or settings.data_dir / "releases"
+
+    def hint() -> str | None:
+        from sdmatlas.publish.workspace import workspace_for
+
+        if "://" in str(releases) or not workspace_for(releases, release_id).path.exists():
+            return None
+        return (
+            f"the finished tasks are kept: add --resume to continue, or run "
+            f"`sdmatlas clean {releases}` to remove them"
+        )
+
+    with _errors(hint=hint):
         validate_period(period)  # before any work, not after
         ids = open_cube(cube).species_ids
         info = species_info_from_csv(species, ids)
+        executor = ExecutorOptions(
+            workers=settings.workers if workers is None else workers,
+            threads_per_worker=1,
+            scheduler=scheduler or settings.scheduler,
+        )
         path = _run_publish(
             publish,
             cube,
-            root or settings.data_dir / "releases",
+            releases,
             release_id,
             info,
-            PublishOptions(threshold=threshold),
+            PublishOptions(threshold=threshold, tile=tile, executor=executor, resume=resume),
         )
     console.print(f"release [bold]{release_id}[/] published at {path}")
     if register:
@@ -237,6 +269,31 @@ def register_cmd(
 ) -> None:
     """Register an already published release in the catalog (in one transaction)."""
     _register(Settings(), release, period or _this_year())
+
+
+@app.command("clean")
+def clean_cmd(
+    root: Annotated[Path | None, typer.Argument(help="Releases directory.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="List only; remove nothing.")] = False,
+) -> None:
+    """Find the workspaces that killed or failed publishes left in a releases directory,
+    list them, then remove them (not those a running publish holds)."""
+    from sdmatlas.publish.workspace import leftovers, remove_leftover
+
+    releases = root or Settings().data_dir / "releases"
+    found = leftovers(releases)
+    if not found:
+        console.print(f"no unfinished publish in {releases}")
+        return
+    for item in found:
+        state = "in use by a running publish: kept" if item.in_use else "will be removed"
+        console.print(
+            f"{item.path}  release {item.release_id!r}, {item.bytes / 1e6:,.1f} MB, {state}"
+        )
+    if dry_run:
+        return
+    removed = [item for item in found if not item.in_use and remove_leftover(releases, item)]
+    console.print(f"removed {len(removed)} of {len(found)}")
 
 
 def _this_year() -> str:
@@ -419,6 +476,7 @@ def demo_run(
     """The whole demo: build inputs, predict, and report how well the model recovers the truth."""
     from sdmatlas.demo.build import DemoPaths, build_demo, load_species
     from sdmatlas.demo.evaluate import recovery
+    from sdmatlas.executor import ExecutorOptions
     from sdmatlas.models.card import load_card
     from sdmatlas.predict.cube import is_cube, open_cube
     from sdmatlas.predict.pipeline import PredictOptions, predict
@@ -465,7 +523,10 @@ def demo_run(
                 release_root,
                 release_id,
                 species_info_from_csv(paths.species, ids),
-                PublishOptions(),
+                PublishOptions(
+                    executor=ExecutorOptions(workers=options.workers, scheduler=options.scheduler),
+                    resume=(release_root / f".{release_id}.publishing").exists(),
+                ),
             )
             console.print(f"release [bold]{release_id}[/] published at {release_root / release_id}")
         _demo_catalog(settings, paths.species, release_root / release_id)

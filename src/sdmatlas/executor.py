@@ -54,7 +54,9 @@ class Executor:
             return
         from distributed import as_completed
 
-        shared = self.client.scatter(context, broadcast=True)
+        # hash=False: a unique key per map; two maps over equal contexts would otherwise
+        # share one key, and the first map's release would drop the second's data
+        shared = self.client.scatter(context, broadcast=True, hash=False)
         futures = [self.client.submit(fn, shared, item, pure=False) for item in items]
         try:
             for fut in as_completed(futures):

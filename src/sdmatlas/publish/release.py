@@ -372,6 +372,15 @@ def _run(
     )
     windows = tiles(h, w, tile)
     counts: dict[str, dict[str, int]] = {}
+    executor = options.executor
+    run: dict[str, Any] = {
+        "started": started,
+        "finished": None,  # stays None in the record of a run that was killed
+        "executor": executor.label,
+        "workers": executor.workers if executor.label == "local" else None,
+        "tasks": counts,
+    }
+    run_index = ws.start_run(run)
 
     def stage(
         name: str,
@@ -430,16 +439,10 @@ def _run(
                 stage(f"blocks{coarse}", f"block aggregates {coarse}", blocks_task, items, job)
     except BaseException as exc:
         error = exc
-    run = {
-        "started": started,
-        "finished": now(),
-        "seconds": round(time.perf_counter() - t_start, 3),
-        "executor": options.executor.label,
-        "workers": options.executor.workers if options.executor.label == "local" else None,
-        "tasks": counts,
-        **({"error": f"{type(error).__name__}: {error}"} if error else {}),
-    }
-    ws.add_run(run)
+    run.update(finished=now(), seconds=round(time.perf_counter() - t_start, 3))
+    if error is not None:
+        run["error"] = f"{type(error).__name__}: {error}"
+    ws.finish_run(run_index, run)
     if error is not None:
         raise error
     root = open_staging(job)
@@ -473,7 +476,7 @@ def _run(
         "release_id": release_id,
         "status": "published",
         "published": now(),
-        "seconds": round(sum(r["seconds"] for r in ws.runs()), 3),
+        "seconds": round(sum(r.get("seconds") or 0.0 for r in ws.runs()), 3),
         "grid": grid.model_dump(),
         "levels": n_levels,
         "encoding": ENCODING,

@@ -115,8 +115,16 @@ class Workspace:
             return []
         return runs
 
-    def add_run(self, run: dict[str, Any]) -> None:
-        _atomic_write(self.path / "runs.json", json.dumps([*self.runs(), run]).encode())
+    def start_run(self, run: dict[str, Any]) -> int:
+        """Record a run as started (a run killed later stays recorded so); its index."""
+        runs = self.runs()
+        _atomic_write(self.path / "runs.json", json.dumps([*runs, run]).encode())
+        return len(runs)
+
+    def finish_run(self, index: int, run: dict[str, Any]) -> None:
+        runs = self.runs()
+        runs[index] = run
+        _atomic_write(self.path / "runs.json", json.dumps(runs).encode())
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
