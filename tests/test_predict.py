@@ -432,3 +432,36 @@ def test_cli_info(tmp_path: Path, demo_card: Path, coast: World) -> None:
     info = json.loads(res.stdout)
     assert info["status"] == "complete" and info["n_species"] == 200
     assert info["chunks_done"] == info["runs"][0]["chunks_total"]
+
+
+def test_prediction_reads_the_territory_by_windows_never_whole(
+    tmp_path: Path, demo_card: Path, coast: World, reference: np.ndarray
+) -> None:
+    """The territory comes from its mask raster (the real reads), recorded: planning
+    reads one row of chunks at a time, each task its own chunk, nothing reads it whole."""
+    from dataclasses import dataclass, field
+
+    from sdmatlas.grid import Grid
+    from sdmatlas.territory import MaskSource, RasterMask, territory_from_mask_raster
+
+    @dataclass(frozen=True)
+    class Recorded(MaskSource):
+        inner: MaskSource
+        shapes: list[tuple[int, int]] = field(default_factory=list)
+
+        def read(self, grid: Grid, rows: slice, cols: slice) -> np.ndarray:
+            out = self.inner.read(grid, rows, cols)
+            self.shapes.append(out.shape)
+            return out
+
+    loaded = territory_from_mask_raster(coast.territory_path, chunk=16)
+    assert isinstance(loaded.source, RasterMask)
+    spy = Recorded(loaded.source)
+    terr = Territory(loaded.grid, name="coast", source=spy)
+    predict(demo_card, coast.covariates, terr, tmp_path / "c.zarr", PredictOptions(workers=0))
+    assert np.array_equal(open_cube(tmp_path / "c.zarr").read(), reference)
+    g = loaded.grid
+    assert spy.shapes and max(h * w for h, w in spy.shapes) <= g.chunk * g.width
+    assert all(h <= g.chunk for h, _ in spy.shapes)
+    tasks = [s for s in spy.shapes if s[1] <= g.chunk]
+    assert len(tasks) == len(open_cube(tmp_path / "c.zarr").done_chunks())

@@ -122,3 +122,27 @@ def test_empty_territory_is_refused() -> None:
     g = Grid(crs="EPSG:3035", res=100.0, x0=0, y0=1000, width=7, height=5)
     with pytest.raises(TerritoryError, match="no pixel"):
         Territory(g, np.zeros(g.shape, bool))
+
+
+def test_masks_are_read_by_windows_the_same_as_whole(tmp_path: Path) -> None:
+    """A GeoJSON territory rasterised window by window, and a mask raster read window by
+    window, equal the whole-grid rasterisation; the digest does not depend on the source."""
+    from shapely.geometry import Polygon
+
+    from sdmatlas.territory import GeometryMask, RasterMask, mask_from_geometry
+
+    g = Grid(crs="EPSG:3035", res=100.0, x0=0, y0=5000, width=53, height=41, chunk=12)
+    poly = Polygon([(130, 4900), (5000, 4600), (2650, 2600), (4200, 1000), (300, 950)])
+    whole = mask_from_geometry(g, poly)
+    assert 0.2 < whole.mean() < 0.8
+    by_windows = Territory(g, source=GeometryMask(poly))
+    assert np.array_equal(by_windows.mask, whole)
+    write_mask_raster(by_windows, tmp_path / "m.tif")
+    from_raster = Territory(g, source=RasterMask(tmp_path / "m.tif"))
+    in_memory = Territory(g, whole)
+    for w in g.chunks():
+        want = whole[w.row0 : w.row1, w.col0 : w.col1]
+        assert np.array_equal(from_raster.chunk_mask(w), want)
+        assert np.array_equal(by_windows.chunk_mask(w), want)
+    assert from_raster.digest() == in_memory.digest() == by_windows.digest()
+    assert from_raster.n_pixels == int(whole.sum())

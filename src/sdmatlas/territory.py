@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,41 +20,130 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import rasterio
+from affine import Affine
 from rasterio.features import rasterize
 from rasterio.warp import transform_geom
+from rasterio.windows import Window
 from shapely.geometry import mapping, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 from shapely.validation import explain_validity
 
 from sdmatlas.errors import NotFoundError, TerritoryError
-from sdmatlas.grid import DEFAULT_CRS, Grid
+from sdmatlas.grid import DEFAULT_CRS, ChunkWindow, Grid
 
 MAX_VERTICES = 1_000_000
 
 
+class MaskSource(ABC):
+    """Where a territory's mask comes from, read one window at a time."""
+
+    @abstractmethod
+    def read(self, grid: Grid, rows: slice, cols: slice) -> npt.NDArray[np.bool_]: ...
+
+
 @dataclass(frozen=True)
-class Territory:
-    """A grid and the boolean mask of the pixels to predict."""
-
-    grid: Grid
+class InMemoryMask(MaskSource):
     mask: npt.NDArray[np.bool_]
-    name: str = "territory"
 
-    def __post_init__(self) -> None:
-        if self.mask.shape != self.grid.shape:
-            raise TerritoryError(f"mask shape {self.mask.shape} != grid shape {self.grid.shape}")
-        if not self.mask.any():
-            raise TerritoryError(f"territory {self.name!r} has no pixel on the grid")
+    def read(self, grid: Grid, rows: slice, cols: slice) -> npt.NDArray[np.bool_]:
+        return self.mask[rows, cols]
+
+
+@dataclass(frozen=True)
+class RasterMask(MaskSource):
+    """A mask GeoTIFF on the grid (non-zero, non-nodata pixels are inside), read by
+    windows: its tiles are read as the windows need them, never the whole raster."""
+
+    path: Path
+
+    def read(self, grid: Grid, rows: slice, cols: slice) -> npt.NDArray[np.bool_]:
+        window = Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
+        with rasterio.open(self.path) as src:
+            band = src.read(1, window=window, masked=True)
+        return np.asarray(band.filled(0) != 0)
+
+
+@dataclass(frozen=True)
+class GeometryMask(MaskSource):
+    """A polygon in the grid's CRS, rasterised window by window (a pixel is inside when
+    its centre is)."""
+
+    geometry: BaseGeometry
+
+    def read(self, grid: Grid, rows: slice, cols: slice) -> npt.NDArray[np.bool_]:
+        transform = grid.transform @ Affine.translation(cols.start, rows.start)
+        shape = (rows.stop - rows.start, cols.stop - cols.start)
+        burned = rasterize(
+            [(mapping(self.geometry), 1)], out_shape=shape, transform=transform, dtype="uint8"
+        )
+        return np.asarray(burned.astype(bool))
+
+
+class Territory:
+    """A grid and the pixels to predict on it.
+
+    The mask is read window by window from its source (:meth:`chunk_mask`, :meth:`bands`):
+    prediction never holds the whole mask of a large territory (Europe at 50 m is about
+    8 GB as booleans). :attr:`mask` reads it whole, for small territories only.
+    """
+
+    def __init__(
+        self,
+        grid: Grid,
+        mask: npt.NDArray[np.bool_] | None = None,
+        name: str = "territory",
+        *,
+        source: MaskSource | None = None,
+    ) -> None:
+        self.grid = grid
+        self.name = name
+        if mask is not None:
+            if mask.shape != grid.shape:
+                raise TerritoryError(f"mask shape {mask.shape} != grid shape {grid.shape}")
+            if not mask.any():
+                raise TerritoryError(f"territory {name!r} has no pixel on the grid")
+            source = InMemoryMask(np.asarray(mask, dtype=bool))
+        if source is None:
+            raise TerritoryError("a territory needs a mask or a mask source")
+        self.source = source
+
+    def chunk_mask(self, window: ChunkWindow) -> npt.NDArray[np.bool_]:
+        return self.source.read(
+            self.grid, slice(window.row0, window.row1), slice(window.col0, window.col1)
+        )
+
+    def bands(self) -> Iterator[tuple[int, npt.NDArray[np.bool_]]]:
+        """``(row0, mask rows)`` for each row of chunks, top to bottom."""
+        g = self.grid
+        for row0 in range(0, g.height, g.chunk):
+            rows = slice(row0, min(row0 + g.chunk, g.height))
+            yield row0, self.source.read(g, rows, slice(0, g.width))
+
+    @property
+    def mask(self) -> npt.NDArray[np.bool_]:
+        """The whole mask (small territories: demo, tests)."""
+        if isinstance(self.source, InMemoryMask):
+            return self.source.mask
+        return np.concatenate([band for _, band in self.bands()])
 
     @property
     def n_pixels(self) -> int:
-        return int(self.mask.sum())
+        return sum(int(band.sum()) for _, band in self.bands())
 
     def digest(self) -> str:
-        """SHA-256 of the grid and mask: identifies the territory in run fingerprints."""
+        """SHA-256 of the grid and the mask (the mask's bits in row-major order, packed as
+        ``np.packbits`` of the whole mask would be): identifies the territory in run
+        fingerprints. Computed band by band."""
         h = hashlib.sha256(self.grid.model_dump_json().encode())
-        h.update(np.packbits(self.mask).tobytes())
+        carry = np.zeros(0, dtype=bool)
+        for _, band in self.bands():
+            bits = np.concatenate([carry, band.ravel()])
+            whole = bits.size - bits.size % 8
+            h.update(np.packbits(bits[:whole]).tobytes())
+            carry = bits[whole:]
+        if carry.size:
+            h.update(np.packbits(carry).tobytes())
         return h.hexdigest()
 
 
@@ -71,15 +162,14 @@ def load_territory(
 
 
 def territory_from_mask_raster(path: Path, chunk: int = 256) -> Territory:
+    """A territory read from a mask raster window by window, as prediction needs it."""
     with rasterio.open(path) as src:
         if src.crs is None:
             raise TerritoryError(f"{path} has no CRS")
         auth = src.crs.to_authority()
         crs = f"{auth[0]}:{auth[1]}" if auth else src.crs.to_wkt()
         grid = Grid.from_transform(src.transform, src.width, src.height, crs, chunk=chunk)
-        band = src.read(1, masked=True)
-    mask = np.asarray(band.filled(0) != 0)
-    return Territory(grid=grid, mask=mask, name=path.stem)
+    return Territory(grid, name=path.stem, source=RasterMask(Path(path).resolve()))
 
 
 def _read_geometry(path: Path) -> tuple[BaseGeometry, str]:
@@ -128,7 +218,7 @@ def territory_from_geojson(
     projected = shape(transform_geom(src_crs, crs, mapping(geom)))
     left, bottom, right, top = projected.bounds
     grid = Grid.from_bounds(left, bottom, right, top, res=res, crs=crs, chunk=chunk)
-    return Territory(grid=grid, mask=mask_from_geometry(grid, projected), name=path.stem)
+    return Territory(grid, name=path.stem, source=GeometryMask(projected))
 
 
 def mask_from_geometry(grid: Grid, geom: BaseGeometry) -> npt.NDArray[np.bool_]:
@@ -160,4 +250,6 @@ def write_mask_raster(territory: Territory, path: Path) -> None:
         "blockysize": 256,
     }
     with rasterio.open(path, "w", **profile) as dst:
-        dst.write(territory.mask.astype(np.uint8), 1)
+        for row0, band in territory.bands():
+            window = Window(0, row0, g.width, band.shape[0])
+            dst.write(band.astype(np.uint8), 1, window=window)

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from sdmatlas import __version__
-from sdmatlas.errors import ModelMismatchError, NotFoundError, ReleaseExistsError
+from sdmatlas.errors import ModelMismatchError, NotFoundError, ReleaseExistsError, TerritoryError
 from sdmatlas.executor import ExecutorOptions, open_executor
+from sdmatlas.grid import ChunkWindow
 from sdmatlas.models.adapters import Device, load_adapter
 from sdmatlas.models.card import load_card
 from sdmatlas.predict.covariates import CovariateStack
@@ -63,12 +64,19 @@ class RunSummary:
 
 
 def plan_tasks(territory: Territory) -> list[ChunkTask]:
-    """One task per spatial chunk holding at least one territory pixel."""
+    """One task per spatial chunk holding at least one territory pixel (the mask is read
+    one row of chunks at a time)."""
     tasks = []
+    by_row: dict[int, list[ChunkWindow]] = {}
     for w in territory.grid.chunks():
-        m = territory.mask[w.row0 : w.row1, w.col0 : w.col1]
-        if m.any():
-            tasks.append(ChunkTask(w, m.copy()))
+        by_row.setdefault(w.row0, []).append(w)
+    for row0, band in territory.bands():
+        for w in by_row[row0]:
+            n = int(band[:, w.col0 : w.col1].sum())
+            if n:
+                tasks.append(ChunkTask(w, n))
+    if not tasks:
+        raise TerritoryError(f"territory {territory.name!r} has no pixel on the grid")
     return tasks
 
 
@@ -178,6 +186,7 @@ def predict(
         framework=framework,
         covariates=stack,
         grid=territory.grid,
+        territory=territory,
         cube_path=cube.path,
         batch_size=options.batch_size,
         device=options.device,

@@ -22,6 +22,7 @@ from sdmatlas.models.card import ModelCard
 from sdmatlas.predict.covariates import CovariateStack
 from sdmatlas.predict.cube import Cube
 from sdmatlas.predict.inputs import check_values, encode, patches
+from sdmatlas.territory import Territory
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class PredictContext:
     framework: str
     covariates: CovariateStack
     grid: Grid
+    territory: Territory
     cube_path: Path
     batch_size: int
     device: Device
@@ -41,12 +43,11 @@ class PredictContext:
 
 @dataclass(frozen=True)
 class ChunkTask:
-    window: ChunkWindow
-    mask: npt.NDArray[np.bool_]  # territory mask of the chunk
+    """A chunk with territory pixels; the task reads the chunk's mask itself, so neither
+    the plan nor the messages to workers hold the territory's mask."""
 
-    @property
-    def n_pixels(self) -> int:
-        return int(self.mask.sum())
+    window: ChunkWindow
+    n_pixels: int
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ def chunk_codes(
     """uint8 codes ``[S, h, w]`` of one chunk, and the seconds spent reading and in the model."""
     t0 = time.perf_counter()
     w, h = task.window, ctx.halo
+    mask = ctx.territory.chunk_mask(w)
     windows = {
         spec.name: ctx.covariates.read(
             spec.name, ctx.grid, w.row0 - h, w.row1 + h, w.col0 - h, w.col1 + h
@@ -82,7 +84,7 @@ def chunk_codes(
     check_values(
         ctx.card,
         inner,
-        task.mask,
+        mask,
         where=f" in chunk {w.key} (grid rows {w.row0}..{w.row1}, cols {w.col0}..{w.col1})",
     )
     encoded = encode(ctx.card, windows)
@@ -90,7 +92,7 @@ def chunk_codes(
     extra = h - ctx.card.halo
     if extra:
         encoded = encoded[:, extra : encoded.shape[1] - extra, extra : encoded.shape[2] - extra]
-    rows, cols = np.nonzero(task.mask)
+    rows, cols = np.nonzero(mask)
     t1 = time.perf_counter()
     # Quantised batch by batch: a task never holds float32 for all its pixels and species
     # (65k pixels x 10,000 species would be 2.6 GB; as uint8 codes it is 655 MB).
