@@ -340,9 +340,9 @@ def test_an_interrupted_publish_shows_nothing_and_resumes(
     with pytest.raises(KeyboardInterrupt):
         publish(cube, root, "coast-1", info, options, progress=crash)
     assert [p.name for p in root.iterdir() if not p.name.startswith(".")] == []
-    with pytest.raises(ReleaseExistsError, match="unfinished publish .* --resume"):
+    with pytest.raises(ReleaseExistsError, match=r"unfinished publish .* --resume"):
         publish(cube, root, "coast-1", info, options)
-    with pytest.raises(InvalidInputError, match="threshold: 0.4 there, 0.5 now"):
+    with pytest.raises(InvalidInputError, match=r"threshold: 0\.4 there, 0\.5 now"):
         publish(cube, root, "coast-1", info, replace(options, threshold=0.5, resume=True))
     publish(cube, root, "coast-1", info, replace(options, resume=True))
     assert leftovers(root) == []

@@ -18,8 +18,8 @@ from sdmatlas.errors import NotFoundError, ReleaseExistsError
 from sdmatlas.predict.cube import open_cube
 from sdmatlas.publish import queries
 from sdmatlas.publish.release import publish
-from sdmatlas.publish.workspace import leftovers, remove_leftover
 from sdmatlas.publish.species_csv import species_info_from_csv
+from sdmatlas.publish.workspace import leftovers, remove_leftover
 from sdmatlas.storage import (
     FsspecReleaseStore,
     LocalReleaseStore,
