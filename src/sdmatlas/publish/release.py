@@ -371,7 +371,7 @@ def _run(
         species=species,
     )
     windows = tiles(h, w, tile)
-    counts: dict[str, dict[str, int]] = {}
+    counts: dict[str, dict[str, Any]] = {}
     executor = options.executor
     run: dict[str, Any] = {
         "started": started,
@@ -391,11 +391,17 @@ def _run(
     ) -> dict[str, dict[str, Any]]:
         done = ws.done(name)
         todo = [it for it in items if _key(it) not in done]
-        counts[name] = {"total": len(items), "already_done": len(items) - len(todo), "computed": 0}
+        counts[name] = {
+            "total": len(items),
+            "already_done": len(items) - len(todo),
+            "computed": 0,
+            "task_seconds": 0.0,
+        }
 
         def on_done(r: TaskResult) -> None:
             done[r.key] = r.info
             counts[name]["computed"] += 1
+            counts[name]["task_seconds"] += round(r.seconds, 4)
             if progress:
                 progress(label, len(done), len(items))
 

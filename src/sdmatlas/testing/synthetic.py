@@ -35,11 +35,16 @@ def synthetic_territory(grid: Grid, seed: int) -> npt.NDArray[np.bool_]:
 
 
 def write_synthetic_cube(
-    path: Path, n_species: int = 10_000, size: int = 512, chunk: int = 128, seed: int = 0
+    path: Path,
+    n_species: int = 10_000,
+    size: int = 512,
+    chunk: int = 128,
+    seed: int = 0,
+    res: float = 1000.0,
 ) -> Cube:
     grid = Grid(
         crs="EPSG:3035",
-        res=1000.0,
+        res=res,
         x0=4_000_000.0,
         y0=3_000_000.0,
         width=size,
