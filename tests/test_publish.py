@@ -331,10 +331,10 @@ def test_an_interrupted_publish_shows_nothing_and_resumes(
 ) -> None:
     info = species_info(open_cube(cube).species_ids)
     root = tmp_path / "rel"
-    options = PublishOptions(threshold=0.4, min_level_size=20, tile=64)
+    options = PublishOptions(threshold=0.4, min_level_size=20)
 
     def crash(stage: str, done: int, total: int) -> None:
-        if stage.startswith("rarity") and done == 1:
+        if stage == "indicator statistics":  # after level 0 and rarity, before the pyramid
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -348,11 +348,10 @@ def test_an_interrupted_publish_shows_nothing_and_resumes(
     assert leftovers(root) == []
     runs = open_release(root / "coast-1").attrs["sdmatlas"]["publish"]["runs"]
     assert [r.get("error", "").split(":")[0] for r in runs] == ["KeyboardInterrupt", ""]
-    first, second = runs[0]["tasks"], runs[1]["tasks"]
-    assert first["base"]["computed"] == first["base"]["total"]
-    n = first["base"]["total"]
-    assert n == 4 and second["base"]["already_done"] == n and second["base"]["computed"] == 0
-    assert second["rarity"]["already_done"] == 1 and second["rarity"]["computed"] == n - 1
+    second = runs[1]["tasks"]
+    for stage in ("base", "rarity", "hist"):
+        assert (second[stage]["already_done"], second[stage]["computed"]) == (1, 0), stage
+    assert (second["level1"]["already_done"], second["level1"]["computed"]) == (0, 1)
     # and the result is the uninterrupted release's
     assert_same_release(root / "coast-1", release)
 

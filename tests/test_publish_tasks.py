@@ -19,7 +19,7 @@ import pytest
 import zarr
 from zarr.codecs import TransposeCodec, ZstdCodec
 
-from reference.compare import assert_same_release
+from reference.compare import assert_same_release, manifest
 from reference.single_process_publish import _write_release
 from sdmatlas.chunk_writer import ChunkWriter
 from sdmatlas.chunks import local_reader
@@ -210,16 +210,28 @@ def test_the_task_publish_equals_the_single_process_publish(
 
 
 @pytest.mark.slow
-def test_neither_the_tile_nor_the_workers_change_a_byte(tmp_path: Path, multi_shard: Cube) -> None:
+def test_the_workers_change_no_byte_and_the_tile_no_value(
+    tmp_path: Path, multi_shard: Cube
+) -> None:
+    """Two worker processes write the same files as one process; another tile size shards
+    ``pixels`` and ``blocks/8`` otherwise (one shard a task) but changes no value."""
     info = info_for(multi_shard)
     one = Path(publish(multi_shard.path, tmp_path / "a", "r", info, PublishOptions(tile=192)))
-    other = PublishOptions(tile=576, executor=ExecutorOptions(workers=2))
-    two = Path(publish(multi_shard.path, tmp_path / "b", "r", info, other))
+    two_workers = PublishOptions(tile=192, executor=ExecutorOptions(workers=2))
+    two = Path(publish(multi_shard.path, tmp_path / "b", "r", info, two_workers))
     assert_same_release(one, two)
     record = zarr.open_group(two, mode="r").attrs["sdmatlas"]["publish"]
-    assert record["tile"] == 576 and record["runs"][0]["executor"] == "local"
+    assert record["tile"] == 192 and record["runs"][0]["executor"] == "local"
     base = record["runs"][0]["tasks"]["base"]
-    assert (base["total"], base["already_done"], base["computed"]) == (1, 0, 1)
+    assert (base["total"], base["already_done"], base["computed"]) == (4, 0, 4)
+
+    big = Path(publish(multi_shard.path, tmp_path / "c", "r", info, PublishOptions(tile=576)))
+    a, c = arrays(zarr.open_group(one, mode="r")), arrays(zarr.open_group(big, mode="r"))
+    assert sorted(a) == sorted(c)
+    for name in a:
+        assert np.asarray(a[name][...]).tobytes() == np.asarray(c[name][...]).tobytes(), name
+    assert manifest(one) == manifest(big)
+    assert zarr.open_array(big / "pixels", mode="r").shards == (576, 576, 300)
 
 
 # -- resume after SIGKILL ---------------------------------------------------------------------

@@ -121,18 +121,26 @@ class ChunkWriter:
             _put(path, None if self._empty(block) else self._encode(block))
             return
         inner, per = self.layout.inner, self.layout.per_shard
-        # [n0, i0, n1, i1, ...] -> [n0, n1, ..., i0, i1, ...]: inner chunks by index
-        split = block.reshape([v for n, i in zip(per, inner, strict=True) for v in (n, i)])
         nd = len(per)
-        chunks = split.transpose([*range(0, 2 * nd, 2), *range(1, 2 * nd, 2)])
-        index = np.full((int(np.prod(per)), 2), EMPTY, dtype="<u8")
+        # [n0, i0, n1, i1, ...] -> [n0, n1, ..., stored inner axes]: one copy puts every
+        # inner chunk's bytes, in stored order, in one row of ``flat``
+        split = block.reshape([v for n, i in zip(per, inner, strict=True) for v in (n, i)])
+        inner_axes = list(range(1, 2 * nd, 2))
+        if self.layout.order is not None:
+            inner_axes = [inner_axes[i] for i in self.layout.order]
+        stored = split.transpose([*range(0, 2 * nd, 2), *inner_axes])
+        flat = np.ascontiguousarray(stored, dtype=self.layout.dtype.newbyteorder("<"))
+        flat = flat.reshape(int(np.prod(per)), -1)
+        fill = self.layout.fill
+        if isinstance(fill, float) and np.isnan(fill):
+            empty = np.isnan(flat).all(axis=1)
+        else:
+            empty = (flat == fill).all(axis=1)
+        index = np.full((flat.shape[0], 2), EMPTY, dtype="<u8")
         pieces: list[bytes] = []
         offset = 0
-        for k, idx in enumerate(np.ndindex(*per)):
-            chunk = chunks[idx]
-            if self._empty(chunk):
-                continue
-            encoded = self._encode(chunk)
+        for k in np.flatnonzero(~empty):
+            encoded = bytes(self._zstd.encode(flat[k]))
             index[k] = (offset, len(encoded))
             pieces.append(encoded)
             offset += len(encoded)
@@ -150,8 +158,12 @@ def _put(path: str, body: bytes | None) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.{uuid.uuid4().hex[:12]}.partial"
-    with open(tmp, "wb") as fh:
+    try:
+        fh = open(tmp, "wb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:  # the chunk's directory does not exist yet
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fh = open(tmp, "wb")  # noqa: SIM115
+    with fh:
         fh.write(body)
     os.replace(tmp, path)

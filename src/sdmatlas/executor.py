@@ -46,18 +46,32 @@ class Executor:
         items: Sequence[T],
         on_done: Callable[[R], None],
     ) -> None:
-        if not items:
+        self.map_all([(fn, context, items)], on_done)
+
+    def map_all(
+        self,
+        groups: Sequence[tuple[Callable[[Any, Any], R], Any, Sequence[Any]]],
+        on_done: Callable[[R], None],
+    ) -> None:
+        """Several maps at once (``(fn, context, items)`` each): tasks of independent
+        maps run side by side instead of one map waiting for the other's last task."""
+        if not any(items for _, _, items in groups):
             return
         if self.client is None:
-            for item in items:
-                on_done(fn(context, item))
+            for fn, context, items in groups:
+                for item in items:
+                    on_done(fn(context, item))
             return
         from distributed import as_completed
 
-        # hash=False: a unique key per map; two maps over equal contexts would otherwise
-        # share one key, and the first map's release would drop the second's data
-        shared = self.client.scatter(context, broadcast=True, hash=False)
-        futures = [self.client.submit(fn, shared, item, pure=False) for item in items]
+        futures = []
+        for fn, context, items in groups:
+            if not items:
+                continue
+            # hash=False: a unique key per map; two maps over equal contexts would
+            # otherwise share one key, and the first map's release would drop the data
+            shared = self.client.scatter(context, broadcast=True, hash=False)
+            futures += [self.client.submit(fn, shared, item, pure=False) for item in items]
         try:
             for fut in as_completed(futures):
                 on_done(fut.result())  # re-raises a task's own exception
@@ -72,13 +86,23 @@ def open_executor(options: ExecutorOptions) -> Iterator[Executor]:
     if options.scheduler is None and options.workers == 0:
         yield Executor(None)
         return
+    import dask
     from distributed import Client, LocalCluster
 
     if options.scheduler:
         with Client(options.scheduler) as client:
             yield Executor(client)
         return
+    # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also turns off glibc's
+    # adaptive mmap threshold: every array of more than 128 kB is then mmap'ed, faulted in
+    # and unmapped again. Our tasks allocate such arrays all the time; measured on a
+    # publish of 2048^2 x 16 species, the 64 level-0 tasks took 5.7 s with it, 3.5 s
+    # without (bench/scale.py, docs/publish.md). Memory stays bounded by the tasks' own
+    # working sets (bench/scale.py measures the workers' peak RSS).
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
+    environ.pop("MALLOC_TRIM_THRESHOLD_", None)
     with (
+        dask.config.set({"distributed.nanny.pre-spawn-environ": environ}),
         LocalCluster(
             n_workers=options.workers,
             threads_per_worker=1,

@@ -169,15 +169,20 @@ def create(
     n_species: int,
     n_indicators: int,
     edges: tuple[int, ...] = EDGES,
+    shard: int | None = None,
 ) -> None:
-    """Empty aggregate arrays of ``edges`` (by default every edge) in ``root``."""
+    """Empty aggregate arrays of ``edges`` (by default every edge) in ``root``; with
+    ``shard`` (pixels, a multiple of 64), the finest edge is stored in shards of that
+    many pixels a side (one publish task's tile)."""
     for edge in edges:
         bh, bw = block_shape(height, width, edge)
+        sb = shard // edge if shard and edge == EDGES[0] else None
         for name, dtype in (("sum", sum_dtype(edge)), ("max", np.dtype(np.uint8))):
             root.create_array(
                 path(edge, name),
                 shape=(bh, bw, n_species),
                 chunks=(CHUNK_BLOCKS, CHUNK_BLOCKS, max(n_species, 1)),
+                shards=(sb, sb, max(n_species, 1)) if sb else None,
                 dtype=dtype,
                 fill_value=0,
                 compressors=ZstdCodec(level=3),
@@ -188,6 +193,7 @@ def create(
             path(edge, "count"),
             shape=(bh, bw),
             chunks=(CHUNK_BLOCKS, CHUNK_BLOCKS),
+            shards=(sb, sb) if sb else None,
             dtype=count_dtype(edge),
             fill_value=0,
             compressors=ZstdCodec(level=3),
@@ -197,6 +203,7 @@ def create(
             path(edge, "indicators"),
             shape=(bh, bw, n_indicators, 4),
             chunks=(CHUNK_BLOCKS, CHUNK_BLOCKS, max(n_indicators, 1), 4),
+            shards=(sb, sb, max(n_indicators, 1), 4) if sb else None,
             dtype="float64",
             fill_value=np.nan,
             compressors=ZstdCodec(level=3),

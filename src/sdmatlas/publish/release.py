@@ -80,8 +80,9 @@ from sdmatlas.zarr_access import sdmatlas_attrs
 FORMAT_VERSION = 2
 BLOCK = 8
 """Edge of the pixel-major chunks and of the area-query blocks (pixels)."""
-PIXEL_SHARD = 64
-"""Edge of the pixel-major shards (pixels): one file holds 64 x 64 pixels, all species."""
+TILE_UNIT = 64
+"""Task edges are multiples of this (and of the cube chunk): 8 blocks of 8 pixels, one
+chunk of the 8-pixel block aggregates."""
 RELEASE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 Progress = Callable[[str, int, int], None]
 
@@ -115,13 +116,13 @@ def validate_release_id(release_id: str) -> str:
 def task_tile(chunk: int, tile: int | None) -> int:
     """The task edge: a multiple of the cube chunk (whole level shards) and of 64 (whole
     pixel shards and aggregate chunks)."""
-    unit = math.lcm(chunk, PIXEL_SHARD)
+    unit = math.lcm(chunk, TILE_UNIT)
     if tile is None:
         return unit * -(-256 // unit)
     if tile <= 0 or tile % unit or tile > 8192:
         raise InvalidInputError(
             f"tile {tile} must be a multiple of {unit} (the cube chunk {chunk} and "
-            f"{PIXEL_SHARD}) and at most 8192 pixels"
+            f"{TILE_UNIT}) and at most 8192 pixels"
         )
     return tile
 
@@ -213,7 +214,7 @@ def publish(
         try:
             url = f"{store.url}/{staging.token}" if isinstance(store, FsspecReleaseStore) else ""
             opts = store.storage_options if isinstance(store, FsspecReleaseStore) else None
-            _setup(staging.group, cube, grid, species, options)
+            _setup(staging.group, cube, grid, species, options, tile)
             _run(url, opts, ws, cube, grid, species, options, tile, release_id, progress)
             store.commit(staging)
         except BaseException:
@@ -232,9 +233,9 @@ def publish(
         if ws.read_plan() is None:
             ws.remove()
             group = zarr.open_group(ws.release_dir, mode="w", zarr_format=3)
-            _setup(group, cube, grid, species, options)
+            _setup(group, cube, grid, species, options, tile)
             ws.write_plan(plan)
-        location = str(ws.release_dir)
+        location = str(ws.release_dir.resolve())
         _run(location, None, ws, cube, grid, species, options, tile, release_id, progress)
         store.commit(Staging(release_id, zarr.open_group(location, mode="r"), location))
         ws.remove()
@@ -266,9 +267,15 @@ def _workspace(root: Path, release_id: str, plan: dict[str, Any], resume: bool) 
 
 
 def _setup(
-    root: zarr.Group, cube: Cube, grid: Grid, species: SpeciesInfo, options: PublishOptions
+    root: zarr.Group,
+    cube: Cube,
+    grid: Grid,
+    species: SpeciesInfo,
+    options: PublishOptions,
+    tile: int,
 ) -> None:
-    """Every array of the release, empty."""
+    """Every array of the release, empty. The arrays a ``base`` task writes in small
+    chunks (``pixels``, ``blocks/8``) are sharded by task: a task writes one file each."""
     s, h, w = len(species.ids), grid.height, grid.width
     n_levels = level_count(h, w, options.min_level_size)
     sp = root.create_array(
@@ -318,8 +325,9 @@ def _setup(
         "pixels",
         shape=(h, w, s),
         chunks=(BLOCK, BLOCK, s),
-        # 64 x 64 pixels a file (one chunk a file was 8 x 8: 260 million files for Europe)
-        shards=(PIXEL_SHARD, PIXEL_SHARD, s),
+        # One shard a task: a task writes one file, not one per 8 x 8 pixels (that was 260
+        # million files for Europe, and file creation dominated the 16-species publish).
+        shards=(tile, tile, s),
         dtype="uint8",
         fill_value=NODATA,
         # Bytes stored species-major inside each chunk: neighbouring pixels of one species
@@ -329,7 +337,7 @@ def _setup(
         compressors=_zstd(),
         dimension_names=("y", "x", "species"),
     )
-    aggregates.create(root, h, w, s, len(INDICATORS))
+    aggregates.create(root, h, w, s, len(INDICATORS), shard=tile)
     root.create_array(
         "territory",
         shape=(h, w),
@@ -363,7 +371,7 @@ def _run(
         release=release,
         storage_options=storage_options,
         workspace=ws,
-        cube=cube.path,
+        cube=cube.path.resolve(),
         grid=grid,
         n_species=s,
         tile=tile,
@@ -382,36 +390,39 @@ def _run(
     }
     run_index = ws.start_run(run)
 
-    def stage(
-        name: str,
-        label: str,
-        fn: Callable[[PublishJob, Any], TaskResult],
-        items: list[Any],
-        job: PublishJob,
-    ) -> dict[str, dict[str, Any]]:
-        done = ws.done(name)
-        todo = [it for it in items if _key(it) not in done]
-        counts[name] = {
-            "total": len(items),
-            "already_done": len(items) - len(todo),
-            "computed": 0,
-            "task_seconds": 0.0,
-        }
+    def stages(*specs: Stage) -> list[dict[str, dict[str, Any]]]:
+        """Run stages that do not depend on one another together (fewer barriers); the
+        finished tasks of each, with what they recorded."""
+        dones, groups, labels = [], [], {}
+        for spec in specs:
+            done = ws.done(spec.name)
+            todo = [it for it in spec.items if _key(it) not in done]
+            counts[spec.name] = {
+                "total": len(spec.items),
+                "already_done": len(spec.items) - len(todo),
+                "computed": 0,
+                "task_seconds": 0.0,
+            }
+            labels[spec.name] = (spec.label, done, len(spec.items))
+            dones.append(done)
+            groups.append((spec.fn, spec.job, todo))
 
         def on_done(r: TaskResult) -> None:
+            label, done, total = labels[r.stage]
             done[r.key] = r.info
-            counts[name]["computed"] += 1
-            counts[name]["task_seconds"] += round(r.seconds, 4)
+            counts[r.stage]["computed"] += 1
+            counts[r.stage]["task_seconds"] += round(r.seconds, 4)
             if progress:
-                progress(label, len(done), len(items))
+                progress(label, len(done), total)
 
-        ex.map(fn, job, todo, on_done)
-        return done
+        ex.map_all(groups, on_done)
+        return dones
 
     error: BaseException | None = None
     try:
         with open_executor(options.executor) as ex:
-            base = stage("base", "level 0, pixel index, aggregates", base_task, windows, job)
+            label0 = "level 0, pixel index, aggregates"
+            (base,) = stages(Stage("base", label0, base_task, windows, job))
             sstats = SpeciesStats(s, job.threshold_code)
             code_sums = np.zeros(s, dtype=np.int64)
             for win in windows:
@@ -423,7 +434,8 @@ def _run(
             pixel_km2 = (grid.res / 1000.0) ** 2
             range_km2 = code_sums.astype(np.float64) / 254.0 * pixel_km2
             job = replace(job, species=replace(species, range_km2=range_km2))
-            rarity = stage("rarity", "rarity and indicator blocks", rarity_task, windows, job)
+            label1 = "rarity and indicator blocks"
+            (rarity,) = stages(Stage("rarity", label1, rarity_task, windows, job))
             parts = {
                 n: FloatParts(
                     [r for d in rarity.values() for r in d["stats"]]
@@ -433,16 +445,38 @@ def _run(
                 for n in INDICATORS
             }
             edges = {n: e for n, p in parts.items() if (e := p.edges()) is not None}
-            job_h = replace(job, edges=edges)
-            hist = stage("hist", "indicator statistics", histogram_task, windows, job_h)
+            # then, together: the histograms; pyramid level k with block edge 8^(k+1)
+            # (each needs only the round before it)
+            later: list[list[Stage]] = [
+                [
+                    Stage(
+                        "hist",
+                        "indicator statistics",
+                        histogram_task,
+                        windows,
+                        replace(job, edges=edges),
+                    )
+                ]
+            ]
             for k in range(1, n_levels):
                 lg = _level_grid(grid, k)
                 items = [(k, win) for win in tiles(lg.height, lg.width, tile)]
-                stage(f"level{k}", f"pyramid level {k}", level_task, items, job)
-            for coarse in aggregates.EDGES[1:]:  # each from the one before: in order
+                if len(later) < k:
+                    later.append([])
+                later[k - 1].append(
+                    Stage(f"level{k}", f"pyramid level {k}", level_task, items, job)
+                )
+            for i, coarse in enumerate(aggregates.EDGES[1:]):  # each from the one before
                 bh, bw = aggregates.block_shape(h, w, coarse)
                 items = [(coarse, win) for win in tiles(bh, bw, aggregates.CHUNK_BLOCKS)]
-                stage(f"blocks{coarse}", f"block aggregates {coarse}", blocks_task, items, job)
+                if len(later) <= i:
+                    later.append([])
+                later[i].append(
+                    Stage(f"blocks{coarse}", f"block aggregates {coarse}", blocks_task, items, job)
+                )
+            hist = stages(*later[0])[0]
+            for round_ in later[1:]:
+                stages(*round_)
     except BaseException as exc:
         error = exc
     run.update(finished=now(), seconds=round(time.perf_counter() - t_start, 3))
@@ -510,6 +544,17 @@ def _run(
         },
         "publish": {"tile": tile, "runs": ws.runs()},
     }
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One kind of task over its items."""
+
+    name: str
+    label: str
+    fn: Callable[[PublishJob, Any], TaskResult]
+    items: list[Any]
+    job: PublishJob
 
 
 def _key(item: Any) -> str:
