@@ -568,6 +568,14 @@ def main() -> None:
         f"species {t[f'ratio_{args.species}']:.2f}  (goal >= 1)"
     )
     print(f"2 workers / 1 worker: {res['scaling']['speedup']:.2f}  (goal >= 1.8)")
+    series = [(small, pub[small]), (n, two), (big, pub[big])]
+    print(
+        "publish peak RSS by extent (2 workers): "
+        + ", ".join(
+            f"{k}^2: worker {v['rss_worker_mb']} MB, client {v['rss_client_mb']} MB"
+            for k, v in series
+        )
+    )
     print(
         f"rehearsal {big}^2: publish {pub[big]['seconds']:.0f} s, checks "
         f"{res['rehearsal']['serve']['checks']}"

@@ -10,11 +10,14 @@ cancelled and the exception is raised again here.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+IN_FLIGHT_PER_WORKER = 4
+"""Tasks submitted ahead per worker (enough to keep every worker busy)."""
 C = TypeVar("C")
 T = TypeVar("T")
 R = TypeVar("R")
@@ -64,19 +67,39 @@ class Executor:
             return
         from distributed import as_completed
 
-        futures = []
+        pending: list[tuple[Callable[[Any, Any], R], Any, Any]] = []
         for fn, context, items in groups:
             if not items:
                 continue
             # hash=False: a unique key per map; two maps over equal contexts would
             # otherwise share one key, and the first map's release would drop the data
             shared = self.client.scatter(context, broadcast=True, hash=False)
-            futures += [self.client.submit(fn, shared, item, pure=False) for item in items]
+            pending += [(fn, shared, item) for item in items]
+        pending.reverse()  # popped from the end: submitted in order
+        # A bounded window of tasks in flight, refilled as they finish: the scheduler and
+        # the workers hold a few tasks' state and results, not the whole run's (memory
+        # that would otherwise grow with the extent).
+        n_workers = max(1, len(self.client.scheduler_info().get("workers", {})))
+        window = max(8, IN_FLIGHT_PER_WORKER * n_workers)
+        running = as_completed()
+        futures: list[Any] = []
         try:
-            for fut in as_completed(futures):
-                on_done(fut.result())  # re-raises a task's own exception
+            while pending and len(futures) < window:
+                fn, shared, item = pending.pop()
+                fut = self.client.submit(fn, shared, item, pure=False)
+                futures.append(fut)
+                running.add(fut)
+            for fut in running:
+                result = fut.result()  # re-raises a task's own exception
+                fut.release()
+                if pending:
+                    fn, shared, item = pending.pop()
+                    nxt = self.client.submit(fn, shared, item, pure=False)
+                    futures.append(nxt)
+                    running.add(nxt)
+                on_done(result)
         except BaseException:
-            self.client.cancel(futures)
+            self.client.cancel([f for f in futures if not f.done()])
             raise
 
 
@@ -101,6 +124,12 @@ def open_executor(options: ExecutorOptions) -> Iterator[Executor]:
     # working sets (bench/scale.py measures the workers' peak RSS).
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
     environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    # GDAL's block cache defaults to 5 % of the machine's memory and keeps every block a
+    # task has read until it is full: prediction workers grew from 205 to 832 MB between a
+    # 1024^2 and an 8192^2 territory (bench/scale.py). A task reads its window and halo
+    # once; 64 MB holds that many times over.
+    if "GDAL_CACHEMAX" not in os.environ:
+        environ["GDAL_CACHEMAX"] = "64"
     with (
         dask.config.set({"distributed.nanny.pre-spawn-environ": environ}),
         LocalCluster(
