@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import platform
 import shutil
@@ -209,18 +208,13 @@ def make_inputs(size: int) -> dict[str, Any]:
 
 @contextmanager
 def started_cluster(workers: int) -> Iterator[tuple[str, float]]:
-    """A LocalCluster started before the clock starts (its start-up, about 2 s, is
-    reported apart): the scheduler's address and the seconds it took."""
-    from distributed import LocalCluster
+    """The LocalCluster that ``publish`` and ``predict`` start (the same settings),
+    started before the clock starts (its start-up, about 2 s, is reported apart): the
+    scheduler's address and the seconds it took."""
+    from sdmatlas.executor import local_cluster
 
     t0 = time.perf_counter()
-    with LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-    ) as cluster:
+    with local_cluster(workers) as cluster:
         yield str(cluster.scheduler_address), time.perf_counter() - t0
 
 

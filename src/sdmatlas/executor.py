@@ -109,13 +109,23 @@ def open_executor(options: ExecutorOptions) -> Iterator[Executor]:
     if options.scheduler is None and options.workers == 0:
         yield Executor(None)
         return
-    import dask
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if options.scheduler:
         with Client(options.scheduler) as client:
             yield Executor(client)
         return
+    with local_cluster(options.workers) as cluster, Client(cluster) as client:
+        yield Executor(client)
+
+
+@contextmanager
+def local_cluster(workers: int) -> Iterator[Any]:
+    """A LocalCluster of ``workers`` single-threaded worker processes, set up for chunk
+    tasks (see the two environment settings below)."""
+    import dask
+    from distributed import LocalCluster
+
     # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also turns off glibc's
     # adaptive mmap threshold: every array of more than 128 kB is then mmap'ed, faulted in
     # and unmapped again. Our tasks allocate such arrays all the time; measured on a
@@ -133,12 +143,11 @@ def open_executor(options: ExecutorOptions) -> Iterator[Executor]:
     with (
         dask.config.set({"distributed.nanny.pre-spawn-environ": environ}),
         LocalCluster(
-            n_workers=options.workers,
+            n_workers=workers,
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
             silence_logs=logging.ERROR,
         ) as cluster,
-        Client(cluster) as client,
     ):
-        yield Executor(client)
+        yield cluster

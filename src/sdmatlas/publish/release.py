@@ -42,7 +42,7 @@ from sdmatlas.errors import (
     ReleaseExistsError,
 )
 from sdmatlas.executor import ExecutorOptions, open_executor
-from sdmatlas.grid import Grid
+from sdmatlas.grid import ChunkWindow, Grid
 from sdmatlas.predict.cube import SHARD_SPECIES, Cube, now, open_cube, write_georef
 from sdmatlas.publish import aggregates
 from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo, threshold_code
@@ -378,7 +378,22 @@ def _run(
         threshold_code=threshold_code(options.threshold),
         species=species,
     )
-    windows = tiles(h, w, tile)
+    # Tiles without a territory pixel write nothing but their blocks' empty indicator
+    # summaries (every other array holds its fill value there): only the tiles with a cube
+    # chunk the prediction marked done run the level-0 and histogram tasks, and the
+    # pyramid only where such a tile lies below (half of Europe's tiles are sea).
+    all_tiles = tiles(h, w, tile)
+    windows = occupied_tiles(all_tiles, cube.done_chunks(), grid.chunk)
+    occupied = {(win.row0, win.col0) for win in windows}
+
+    def below(row0: int, row1: int, col0: int, col1: int) -> bool:
+        """Whether level-0 pixels [row0:row1, col0:col1] hold an occupied tile."""
+        return any(
+            (y, x) in occupied
+            for y in range(row0 - row0 % tile, row1, tile)
+            for x in range(col0 - col0 % tile, col1, tile)
+        )
+
     counts: dict[str, dict[str, Any]] = {}
     executor = options.executor
     run: dict[str, Any] = {
@@ -424,6 +439,10 @@ def _run(
             label0 = "level 0, pixel index, aggregates"
             (base,) = stages(Stage("base", label0, base_task, windows, job))
             sstats = SpeciesStats(s, job.threshold_code)
+            # the skipped tiles' pixels are nodata for every species
+            sstats.histogram[:, NODATA] = h * w - sum(
+                (win.row1 - win.row0) * (win.col1 - win.col0) for win in windows
+            )
             code_sums = np.zeros(s, dtype=np.int64)
             for win in windows:
                 part = ws.load_partial("base", win.key)
@@ -435,7 +454,8 @@ def _run(
             range_km2 = code_sums.astype(np.float64) / 254.0 * pixel_km2
             job = replace(job, species=replace(species, range_km2=range_km2))
             label1 = "rarity and indicator blocks"
-            (rarity,) = stages(Stage("rarity", label1, rarity_task, windows, job))
+            every = [(win, (win.row0, win.col0) in occupied) for win in all_tiles]
+            (rarity,) = stages(Stage("rarity", label1, rarity_task, every, job))
             parts = {
                 n: FloatParts(
                     [r for d in rarity.values() for r in d["stats"]]
@@ -460,7 +480,12 @@ def _run(
             ]
             for k in range(1, n_levels):
                 lg = _level_grid(grid, k)
-                items = [(k, win) for win in tiles(lg.height, lg.width, tile)]
+                f = 2**k
+                items = [
+                    (k, win)
+                    for win in tiles(lg.height, lg.width, tile)
+                    if below(win.row0 * f, win.row1 * f, win.col0 * f, win.col1 * f)
+                ]
                 if len(later) < k:
                     later.append([])
                 later[k - 1].append(
@@ -468,6 +493,8 @@ def _run(
                 )
             for i, coarse in enumerate(aggregates.EDGES[1:]):  # each from the one before
                 bh, bw = aggregates.block_shape(h, w, coarse)
+                # every chunk, with territory or not: empty blocks hold (0, 0, NaN, NaN)
+                # indicator summaries, not the fill value (the tasks are cheap)
                 items = [(coarse, win) for win in tiles(bh, bw, aggregates.CHUNK_BLOCKS)]
                 if len(later) <= i:
                     later.append([])
@@ -546,6 +573,23 @@ def _run(
     }
 
 
+def occupied_tiles(
+    windows: list[ChunkWindow], done_chunks: set[str], chunk: int
+) -> list[ChunkWindow]:
+    """The tiles holding at least one cube chunk with a done marker (prediction marks
+    exactly the chunks with territory pixels)."""
+    out = []
+    for win in windows:
+        keys = (
+            f"{iy}.{ix}"
+            for iy in range(win.row0 // chunk, -(-win.row1 // chunk))
+            for ix in range(win.col0 // chunk, -(-win.col1 // chunk))
+        )
+        if any(k in done_chunks for k in keys):
+            out.append(win)
+    return out
+
+
 @dataclass(frozen=True)
 class Stage:
     """One kind of task over its items."""
@@ -558,7 +602,9 @@ class Stage:
 
 
 def _key(item: Any) -> str:
-    win = item[1] if isinstance(item, tuple) else item
+    """The marker key of a task's item: its window's (items are a window, or a tuple
+    holding one)."""
+    win = next(i for i in item if isinstance(i, ChunkWindow)) if isinstance(item, tuple) else item
     return str(win.key)
 
 

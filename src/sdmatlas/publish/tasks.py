@@ -203,8 +203,19 @@ def base_task(job: PublishJob, win: ChunkWindow) -> TaskResult:
     return _done(job, "base", win, t0, {"stats": stats})
 
 
-def rarity_task(job: PublishJob, win: ChunkWindow) -> TaskResult:
+def rarity_task(job: PublishJob, item: tuple[ChunkWindow, bool]) -> TaskResult:
+    """Rarity-weighted richness of a tile, and every indicator folded into its 8-pixel
+    blocks. A tile with no territory (``occupied`` False) has nothing to read: its blocks
+    still get their empty summary (count 0, sum 0, no min or max), which differs from
+    the arrays' fill value."""
     t0 = time.perf_counter()
+    win, occupied = item
+    b0 = (win.row0 // BLOCK, win.col0 // BLOCK, 0, 0)
+    if not occupied:
+        nan = np.full((len(INDICATORS), *win.shape), np.nan, dtype=np.float32)
+        bind = aggregates.reduce_indicators(nan, BLOCK)
+        _writer(job, aggregates.path(BLOCK, "indicators")).write(b0, bind)
+        return _done(job, "rarity", win, t0, {"stats": []})
     codes = read_cube(job, win)
     valid = codes[0] != NODATA if job.n_species else np.zeros(win.shape, bool)
     rarity = INDICATORS[RARITY](codes, job.species, valid)
@@ -215,9 +226,7 @@ def rarity_task(job: PublishJob, win: ChunkWindow) -> TaskResult:
         [rarity if n == RARITY else _read(job, f"levels/0/{n}", ys, xs) for n in INDICATORS]
     )
     bind = aggregates.reduce_indicators(values, BLOCK)
-    _writer(job, aggregates.path(BLOCK, "indicators")).write(
-        (win.row0 // BLOCK, win.col0 // BLOCK, 0, 0), bind
-    )
+    _writer(job, aggregates.path(BLOCK, "indicators")).write(b0, bind)
     return _done(job, "rarity", win, t0, {"stats": _chunk_stats(job, win, rarity)})
 
 
@@ -242,8 +251,9 @@ def _weights(job: PublishJob, level: int, rows: slice, cols: slice) -> npt.NDArr
     for y in range(rows.start, rows.stop, t):
         for x in range(cols.start, cols.stop, t):
             w = job.workspace.load_weights(level, f"{y // t}.{x // t}")
-            oy, ox = y - rows.start, x - cols.start
-            out[oy : oy + w.shape[0], ox : ox + w.shape[1]] = w
+            if w is not None:  # None: a tile with no territory below, weights 0
+                oy, ox = y - rows.start, x - cols.start
+                out[oy : oy + w.shape[0], ox : ox + w.shape[1]] = w
     return out
 
 
@@ -290,7 +300,9 @@ def blocks_task(job: PublishJob, item: tuple[int, ChunkWindow]) -> TaskResult:
     for by in range(win.row1 - win.row0):
         for bx in range(win.col1 - win.col0):
             sy, sx = slice(by * f, (by + 1) * f), slice(bx * f, (bx + 1) * f)
-            parts = [region[n][sy, sx] for n in aggregates.NAMES]
+            # contiguous copies, as the chunks the single-process tree read: numpy's float
+            # sums follow the memory layout, and the last bits must not depend on it
+            parts = [np.ascontiguousarray(region[n][sy, sx]) for n in aggregates.NAMES]
             one = aggregates.coarsen(parts[0], parts[1], parts[2], parts[3], coarse)
             for n, v in zip(aggregates.NAMES, one, strict=True):
                 out[n][by, bx] = np.asarray(v)[0, 0]

@@ -92,8 +92,12 @@ class Workspace:
         np.save(tmp, weights)
         os.replace(tmp, path)
 
-    def load_weights(self, level: int, key: str) -> npt.NDArray[np.int64]:
-        out: npt.NDArray[np.int64] = np.load(self.path / "weights" / str(level) / f"{key}.npy")
+    def load_weights(self, level: int, key: str) -> npt.NDArray[np.int64] | None:
+        """The saved weights of a tile; None for a tile that was not run (no territory)."""
+        try:
+            out: npt.NDArray[np.int64] = np.load(self.path / "weights" / str(level) / f"{key}.npy")
+        except FileNotFoundError:
+            return None
         return out
 
     # -- plan and runs -----------------------------------------------------------------------
