@@ -137,9 +137,9 @@ def local_cluster(workers: int) -> Iterator[Any]:
     # GDAL's block cache defaults to 5 % of the machine's memory and keeps every block a
     # task has read until it is full: prediction workers grew from 205 to 832 MB between a
     # 1024^2 and an 8192^2 territory (bench/scale.py). A task reads its window and halo
-    # once; 64 MB holds that many times over.
+    # once (4 covariates x a few 256 x 256 blocks: about 4 MB); 16 MB holds that.
     if "GDAL_CACHEMAX" not in os.environ:
-        environ["GDAL_CACHEMAX"] = "64"
+        environ["GDAL_CACHEMAX"] = "16"
     with (
         dask.config.set({"distributed.nanny.pre-spawn-environ": environ}),
         LocalCluster(
