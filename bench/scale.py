@@ -445,6 +445,7 @@ def measure(kind: str, **args: Any) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--case", json.dumps({"kind": kind, **args})]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     peaks: dict[int, int] = {}
+    cpu: dict[int, float] = {}
     stop = threading.Event()
 
     def sample() -> None:
@@ -457,9 +458,11 @@ def measure(kind: str, **args: Any) -> dict[str, Any]:
                 for p in [root, *root.children(recursive=True)]:
                     try:
                         rss = p.memory_info().rss
+                        t = p.cpu_times()
                     except psutil.Error:
                         continue
                     peaks[p.pid] = max(peaks.get(p.pid, 0), rss)
+                    cpu[p.pid] = t.user + t.system  # the last value seen (cumulative)
             except psutil.Error:
                 pass
             time.sleep(0.05)
@@ -473,6 +476,9 @@ def measure(kind: str, **args: Any) -> dict[str, Any]:
         raise SystemExit(f"case {kind} {args} failed ({proc.returncode})")
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     client = peaks.pop(proc.pid, 0)
+    # CPU seconds of the whole case (set-up included): what "one worker" really used
+    result["cpu_client_s"] = round(cpu.pop(proc.pid, 0.0), 1)
+    result["cpu_children_s"] = round(sum(cpu.values()), 1)
     workers = sorted(peaks.values(), reverse=True)[: max(args.get("workers", 0), 0)]
     result["rss_client_mb"] = round(client / 2**20, 1)
     result["rss_worker_mb"] = round(max(workers) / 2**20, 1) if workers else None
@@ -491,11 +497,15 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=1024)
     ap.add_argument("--species", type=int, default=10_000)
     ap.add_argument("--scaling", type=int, default=4096)
+    ap.add_argument("--only-scaling", action="store_true", help="run the scaling part only")
     ap.add_argument("--case", help=argparse_hidden())
     args = ap.parse_args()
     if args.case:
         spec = json.loads(args.case)
         print(json.dumps(CASES[spec.pop("kind")](spec)))
+        return
+    if args.only_scaling:
+        scaling_only(args)
         return
     out = common.results_file(args.results, "scale")
     DATA.mkdir(parents=True, exist_ok=True)
@@ -561,7 +571,8 @@ def main() -> None:
         f"client {m['predict_client_ratio']:.2f}  (goal <= 1.25)"
     )
     print(
-        f"publish / predict throughput: 16 species {t['ratio_16']:.2f}, {args.species} "
+        f"publish / predict throughput: 16 species {t['ratio_16']:.2f} at {big}^2 "
+        f"({t['ratio_16_small']:.2f} at {small}^2), {args.species} "
         f"species {t[f'ratio_{args.species}']:.2f}  (goal >= 1)"
     )
     print(f"2 workers / 1 worker: {res['scaling']['speedup']:.2f}  (goal >= 1.8)")
@@ -578,6 +589,22 @@ def main() -> None:
         f"{res['rehearsal']['serve']['checks']}"
     )
     print(f"results: {out}")
+
+
+def scaling_only(args: Any) -> None:
+    n = args.scaling
+    cube = make_cube(n, 16)
+    one = measure("publish", cube=str(cube), root=str(DATA / f"rel-{n}"), workers=1)
+    two = measure("publish", cube=str(cube), root=str(DATA / f"rel-{n}"), workers=2)
+    res = {"one": one, "two": two, "speedup": one["seconds"] / two["seconds"]}
+    out = common.results_file(args.results, "scale-scaling")
+    out.write_text(json.dumps(res, indent=1))
+    for k, v in (("1 worker", one), ("2 workers", two)):
+        print(
+            f"{k}: {v['seconds']:.1f} s wall, CPU: driver {v['cpu_client_s']} s, "
+            f"workers {v['cpu_children_s']} s"
+        )
+    print(f"2 workers / 1 worker: {res['speedup']:.2f}  (goal >= 1.8); results: {out}")
 
 
 def argparse_hidden() -> str:
