@@ -27,6 +27,7 @@ docs/publish.md projects to Europe from.
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -491,14 +492,23 @@ def measure(kind: str, **args: Any) -> dict[str, Any]:
     return result
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = common.parser(__doc__)
     ap.add_argument("--big", type=int, default=8192)
     ap.add_argument("--small", type=int, default=1024)
     ap.add_argument("--species", type=int, default=10_000)
     ap.add_argument("--scaling", type=int, default=4096)
     ap.add_argument("--only-scaling", action="store_true", help="run the scaling part only")
-    ap.add_argument("--case", help=argparse_hidden())
+    ap.add_argument("--case", help=argparse.SUPPRESS)
+    return ap
+
+
+def output_path(args: argparse.Namespace) -> Path:
+    return common.results_file(args.results, "scale")
+
+
+def main() -> None:
+    ap = build_parser()
     args = ap.parse_args()
     if args.case:
         spec = json.loads(args.case)
@@ -507,7 +517,7 @@ def main() -> None:
     if args.only_scaling:
         scaling_only(args)
         return
-    out = common.results_file(args.results, "scale")
+    out = output_path(args)
     DATA.mkdir(parents=True, exist_ok=True)
     small, big = args.small, args.big
     print("inputs (not measured) ...", flush=True)
@@ -605,12 +615,6 @@ def scaling_only(args: Any) -> None:
             f"workers {v['cpu_children_s']} s"
         )
     print(f"2 workers / 1 worker: {res['speedup']:.2f}  (goal >= 1.8); results: {out}")
-
-
-def argparse_hidden() -> str:
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":
