@@ -472,3 +472,26 @@ def test_options_are_checked_before_any_work(tmp_path: Path, multi_shard: Cube) 
     with pytest.raises(InvalidInputError, match="multiple of 192"):
         publish(multi_shard.path, tmp_path, "r", info_for(multi_shard), PublishOptions(tile=100))
     assert not tmp_path.exists() or list(tmp_path.iterdir()) == []
+
+
+def test_the_reader_keeps_a_bounded_number_of_shard_indexes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server touches millions of shards: the reader's index cache stays bounded and
+    its answers stay right when indexes are evicted and read again."""
+    from sdmatlas import chunks
+
+    monkeypatch.setattr(chunks, "INDEX_CACHE_BYTES", 1)  # the floor: 64 indexes
+    shape = (100 * 8, 8)
+    arr = zarr.open_group(tmp_path, mode="w", zarr_format=3).create_array(
+        "a", shape=shape, chunks=(4, 8), shards=(8, 8), dtype="uint8", fill_value=0,
+        compressors=ZstdCodec(level=3),
+    )  # fmt: skip
+    data = (np.arange(np.prod(shape)) % 251 + 1).astype(np.uint8).reshape(shape)
+    arr[...] = data
+    reader = local_reader(tmp_path / "a")
+    assert reader is not None and reader.sharded
+    for _ in range(2):
+        for i in range(200):
+            assert np.array_equal(reader.chunk((i, 0)), data[i * 4 : i * 4 + 4])
+        assert len(reader._indexes) == 64

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections import OrderedDict
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ from zarr.storage import LocalStore
 from sdmatlas.errors import CorruptDataError
 from sdmatlas.zarr_access import array
 
+INDEX_CACHE_BYTES = 32 * 2**20
+"""Shard indexes one reader keeps (bytes)."""
 EMPTY = 2**64 - 1
 """Shard index entry of a missing inner chunk (offset and size)."""
 _zstd = Zstd()
@@ -83,7 +86,11 @@ class LocalChunkReader:
         self._stored = (
             tuple(self.inner[i] for i in self.order) if self.order is not None else self.inner
         )
-        self._indexes: dict[tuple[int, ...], npt.NDArray[np.uint64] | None] = {}
+        # Shard indexes read, most recently used last; bounded to INDEX_CACHE_BYTES (a
+        # 256-species level shard's index is 4 kB, a pixel shard's 16 kB, and a server
+        # may touch millions of shards)
+        self._indexes: OrderedDict[tuple[int, ...], npt.NDArray[np.uint64] | None] = OrderedDict()
+        self._max_indexes = max(64, INDEX_CACHE_BYTES // (int(np.prod(self.per_shard)) * 16))
         self._lock = threading.Lock()
 
     @staticmethod
@@ -108,6 +115,7 @@ class LocalChunkReader:
     def _index(self, outer: tuple[int, ...]) -> npt.NDArray[np.uint64] | None:
         with self._lock:
             if outer in self._indexes:
+                self._indexes.move_to_end(outer)
                 return self._indexes[outer]
         path = self.chunk_path(outer)
         n = int(np.prod(self.per_shard))
@@ -122,6 +130,8 @@ class LocalChunkReader:
             idx = np.frombuffer(raw[:-4], dtype="<u8").reshape(n, 2)
         with self._lock:
             self._indexes[outer] = idx
+            while len(self._indexes) > self._max_indexes:
+                self._indexes.popitem(last=False)
         return idx
 
     def chunk(self, coords: tuple[int, ...]) -> npt.NDArray[Any]:
