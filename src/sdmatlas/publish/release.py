@@ -1,4 +1,5 @@
-"""``publish``: a complete cube becomes a release, written beside and renamed into place.
+"""``publish``: a complete cube becomes a release, built as chunk tasks
+(:mod:`sdmatlas.publish.tasks`) in a hidden workspace and renamed into place.
 
 Release layout (``<root>/<release_id>/``, one Zarr v3 group)::
 
@@ -6,8 +7,9 @@ Release layout (``<root>/<release_id>/``, one Zarr v3 group)::
     levels/<k>/probability       uint8 [species, y, x] at 2^k times the grid resolution
     levels/<k>/<indicator>       float32 [y, x], NaN outside the territory
     levels/<k>/x, y, spatial_ref georeferencing of the level
-    pixels                       uint8 [y, x, species], chunks [8, 8, S]: one chunk read
-                                 answers "every species at this point"
+    pixels                       uint8 [y, x, species], chunks [8, 8, S] in shards of one
+                                 task's tile: one chunk read answers "every species at
+                                 this point"
     blocks/<edge>/...            block aggregates at edges 8, 64 and 512: per species the
                                  sum and maximum of codes, territory pixels, and per
                                  indicator count, sum, min, max (sdmatlas.publish.aggregates)
@@ -16,7 +18,9 @@ Release layout (``<root>/<release_id>/``, one Zarr v3 group)::
 
 Area queries read ``blocks/<edge>/*`` for the coarsest blocks a polygon covers entirely
 and ``pixels`` only for the 8 x 8 blocks on its boundary (see
-:mod:`sdmatlas.publish.queries`).
+:mod:`sdmatlas.publish.queries`). The workspace, resume and locking are in
+:mod:`sdmatlas.publish.workspace`; docs/publish.md, "Publish as chunk tasks", has the
+rounds, the measurements and the projection to Europe.
 """
 
 from __future__ import annotations
