@@ -223,14 +223,7 @@ def territory_from_geojson(
 
 def mask_from_geometry(grid: Grid, geom: BaseGeometry) -> npt.NDArray[np.bool_]:
     """Pixels of ``grid`` whose centre lies in ``geom`` (given in the grid's CRS)."""
-    burned = rasterize(
-        [(mapping(geom), 1)],
-        out_shape=grid.shape,
-        transform=grid.transform,
-        fill=0,
-        dtype="uint8",
-    )
-    return np.asarray(burned.astype(bool))
+    return GeometryMask(geom).read(grid, slice(0, grid.height), slice(0, grid.width))
 
 
 def write_mask_raster(territory: Territory, path: Path) -> None:

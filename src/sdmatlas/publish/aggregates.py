@@ -220,25 +220,38 @@ def _chunks(bh: int, bw: int, step: int) -> Iterator[tuple[slice, slice]]:
 NAMES = ("sum", "max", "count", "indicators")
 
 
+def coarsen_chunk(
+    fine: dict[str, npt.NDArray[Any]], rows: int, cols: int, coarse: int
+) -> dict[str, npt.NDArray[Any]]:
+    """``rows`` x ``cols`` blocks of edge ``coarse`` (one chunk of it) from the finer
+    aggregates below them (``fine``, by name; a partial last row or column is shorter),
+    each block from its own 8 x 8 fine blocks by :func:`coarsen`."""
+    out: dict[str, npt.NDArray[Any]] = {}
+    for by in range(rows):
+        for bx in range(cols):
+            sy, sx = slice(by * FANOUT, (by + 1) * FANOUT), slice(bx * FANOUT, (bx + 1) * FANOUT)
+            # contiguous copies: numpy's float sums follow the memory layout, and the last
+            # bits must not depend on how the fine blocks were read
+            parts = [np.ascontiguousarray(fine[n][sy, sx]) for n in NAMES]
+            one = coarsen(parts[0], parts[1], parts[2], parts[3], coarse)
+            for n, v in zip(NAMES, one, strict=True):
+                if n not in out:
+                    out[n] = np.empty((rows, cols, *v.shape[2:]), v.dtype)
+                out[n][by, bx] = v[0, 0]
+    return out
+
+
 def build_tree(root: zarr.Group, height: int, width: int) -> None:
-    """Edges 64, 512, ... from the finest: one coarse chunk at a time, each of its blocks
-    from one chunk of the finer edge (memory: one coarse chunk and one fine chunk)."""
+    """Edges 64, 512, ... from the finest in one process, one coarse chunk at a time
+    (``publish`` runs the same per chunk as tasks: ``sdmatlas.publish.tasks``)."""
     for fine, coarse in itertools.pairwise(EDGES):
         src = {n: array(root, path(fine, n)) for n in NAMES}
         dst = {n: array(root, path(coarse, n)) for n in NAMES}
         ch, cw = block_shape(height, width, coarse)
         for cys, cxs in _chunks(ch, cw, CHUNK_BLOCKS):
-            acc: dict[str, Any] = {
-                n: np.empty((cys.stop - cys.start, cxs.stop - cxs.start, *a.shape[2:]), a.dtype)
-                for n, a in dst.items()
-            }
-            for by in range(cys.start, cys.stop):
-                for bx in range(cxs.start, cxs.stop):
-                    fy = slice(by * FANOUT, (by + 1) * FANOUT)
-                    fx = slice(bx * FANOUT, (bx + 1) * FANOUT)
-                    parts = [np.asarray(src[n][fy, fx]) for n in NAMES]
-                    one = coarsen(parts[0], parts[1], parts[2], parts[3], coarse)
-                    for n, v in zip(NAMES, one, strict=True):
-                        acc[n][by - cys.start, bx - cxs.start] = np.asarray(v)[0, 0]
+            fy = slice(cys.start * FANOUT, cys.stop * FANOUT)
+            fx = slice(cxs.start * FANOUT, cxs.stop * FANOUT)
+            region = {n: np.asarray(a[fy, fx]) for n, a in src.items()}
+            acc = coarsen_chunk(region, cys.stop - cys.start, cxs.stop - cxs.start, coarse)
             for n in NAMES:
                 dst[n][cys, cxs] = acc[n]

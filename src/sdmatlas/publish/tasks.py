@@ -280,9 +280,8 @@ def level_task(job: PublishJob, item: tuple[int, ChunkWindow]) -> TaskResult:
 
 
 def blocks_task(job: PublishJob, item: tuple[int, ChunkWindow]) -> TaskResult:
-    """One chunk (8 x 8 blocks) of the aggregates of edge ``coarse`` from the finer edge:
-    each block from one chunk of the finer arrays, exactly as
-    :func:`sdmatlas.publish.aggregates.coarsen` defines it."""
+    """One chunk (8 x 8 blocks) of the aggregates of edge ``coarse`` from the finer edge
+    (:func:`sdmatlas.publish.aggregates.coarsen_chunk`)."""
     t0 = time.perf_counter()
     coarse, win = item
     fine = coarse // aggregates.FANOUT
@@ -293,19 +292,7 @@ def blocks_task(job: PublishJob, item: tuple[int, ChunkWindow]) -> TaskResult:
         fy = slice(win.row0 * f, min(win.row1 * f, src.shape[0]))
         fx = slice(win.col0 * f, min(win.col1 * f, src.shape[1]))
         region[n] = src.region((fy, fx, *(slice(0, d) for d in src.shape[2:])))
-    out: dict[str, Any] = {}
-    for n in aggregates.NAMES:
-        a = _reader(job, aggregates.path(coarse, n))
-        out[n] = np.empty((win.row1 - win.row0, win.col1 - win.col0, *a.shape[2:]), a.dtype)
-    for by in range(win.row1 - win.row0):
-        for bx in range(win.col1 - win.col0):
-            sy, sx = slice(by * f, (by + 1) * f), slice(bx * f, (bx + 1) * f)
-            # contiguous copies, as the chunks the single-process tree read: numpy's float
-            # sums follow the memory layout, and the last bits must not depend on it
-            parts = [np.ascontiguousarray(region[n][sy, sx]) for n in aggregates.NAMES]
-            one = aggregates.coarsen(parts[0], parts[1], parts[2], parts[3], coarse)
-            for n, v in zip(aggregates.NAMES, one, strict=True):
-                out[n][by, bx] = np.asarray(v)[0, 0]
+    out = aggregates.coarsen_chunk(region, win.row1 - win.row0, win.col1 - win.col0, coarse)
     for n in aggregates.NAMES:
         start = (win.row0, win.col0) + (0,) * (out[n].ndim - 2)
         _writer(job, aggregates.path(coarse, n)).write(start, out[n])
