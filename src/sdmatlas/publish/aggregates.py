@@ -233,7 +233,9 @@ def coarsen_chunk(
             # contiguous copies: numpy's float sums follow the memory layout, and the last
             # bits must not depend on how the fine blocks were read
             parts = [np.ascontiguousarray(fine[n][sy, sx]) for n in NAMES]
-            one = coarsen(parts[0], parts[1], parts[2], parts[3], coarse)
+            one: tuple[npt.NDArray[Any], ...] = coarsen(
+                parts[0], parts[1], parts[2], parts[3], coarse
+            )
             for n, v in zip(NAMES, one, strict=True):
                 if n not in out:
                     out[n] = np.empty((rows, cols, *v.shape[2:]), v.dtype)
