@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the test suite needs: PostgreSQL 15 with PostGIS 3 (catalog tests),
-# Redis (tile cache tests), Chromium and its WebDriver (web viewer tests).
+# Redis (tile cache tests), Chromium and its WebDriver (web viewer tests), Node.js and
+# npm (the MapLibre style validator, installed by `npm ci --prefix viewer` in the tests).
 # Installs only what is missing; the servers themselves are started by the tests
 # (throwaway instances in temporary directories), never as system services.
 set -euo pipefail
@@ -13,6 +14,8 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
 [ -d /usr/share/fonts/truetype/dejavu ] || missing+=(fonts-dejavu-core)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

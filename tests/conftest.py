@@ -214,8 +214,12 @@ def served_catalog(cube: Path, root: Path, releases: list[tuple[str, str]], **se
     from sdmatlas.publish.release import PublishOptions, open_release, publish
 
     ids = np.asarray(open_cube(cube).species_ids, np.int64)
-    none = np.zeros(len(ids), bool)
-    info = SpeciesInfo(ids=ids, protected=none, invasive=none, endemic=none)
+    n = len(ids)
+    none = np.zeros(n, bool)
+    # two genera of one family: the OGC services list their group layers
+    genus = np.array(["Alpha" if i % 4 == 0 else "Beta" for i in range(n)], dtype=object)
+    info = SpeciesInfo(ids=ids, protected=none, invasive=none, endemic=none, genus=genus,
+                       family=np.array(["Fagaceae"] * n, dtype=object))  # fmt: skip
     s = Settings(data_dir=root, database_url=f"sqlite:///{root / 'catalog.sqlite'}",
                  **settings)  # type: ignore[arg-type]  # fmt: skip
     c = Catalog.from_settings(s)

@@ -210,3 +210,120 @@ def test_species_legends_name_the_species_group_not_one_species(client: TestClie
         assert r.status_code == 200 and r.content == one.content, name
     r = client.get(f"{q}&LAYER=nope:species")
     assert r.status_code == 404 and b'code="LayerNotDefined"' in r.content
+
+
+# -- layer names without ":" and group layers (issue 22, defects 9 and 10) ----------------------
+
+GROUP = f"{KEY}:group:richness"
+
+
+def test_ogc_names_read_both_forms() -> None:
+    from sdmatlas.serve.tiles.layers import GroupSpec, ogc_name, parse_ogc_name
+
+    cases = [
+        ("demo-1.0.0:species:12", None),
+        ("demo-1.0.0:indicator:richness_thresholded", None),
+        ("species:12", None),  # a period layer
+        ("a.b-2:group:richness", GroupSpec("genus", "Quercus")),
+        ("x.species.1:group:richness_thresholded", GroupSpec("family", "Fagaceae")),
+        ("r:group:richness", GroupSpec("status", "protected")),
+    ]
+    for lid, group in cases:
+        for sep in (":", "."):
+            name = ogc_name(lid, group, sep)
+            assert (sep == ":") == (":" in name), name
+            got = parse_ogc_name(name)
+            assert (got.id, got.group) == (lid, group), name
+    assert ogc_name("demo-1.0.0:species:12", sep=".") == "demo-1.0.0.species.12"
+    for odd in ["nope", "a:b", "r.group.richness.genus.Qu ercus", "r:species:1:genus:X",
+                "group.richness.genus.X", "r.species.1.genus.X"]:  # fmt: skip
+        assert parse_ogc_name(odd).group is None, odd
+        assert parse_ogc_name(odd).id in (odd, odd.replace(".", ":")) or ":" in odd
+
+
+def _names(client: TestClient, version: str) -> list[str]:
+    r = client.get(f"/wms?SERVICE=WMS&REQUEST=GetCapabilities&VERSION={version}")
+    doc = etree.fromstring(r.content, etree.XMLParser(load_dtd=False, no_network=True))
+    return [e.text or "" for e in doc.iter() if etree.QName(e).localname == "Name"
+            and etree.QName(e.getparent()).localname == "Layer"]  # fmt: skip
+
+
+def _map(client: TestClient, layer: str, **extra: str) -> bytes:
+    """A 256-pixel GetMap that is exactly WebMercatorQuad tile 9/275/182 (over data)."""
+    import morecantile
+
+    b = morecantile.tms.get("WebMercatorQuad").xy_bounds(275, 182, 9)
+    r = client.get("/wms", params={"SERVICE": "WMS", "REQUEST": "GetMap", "VERSION": "1.3.0",
+                   "LAYERS": layer, "STYLES": "", "CRS": "EPSG:3857", "WIDTH": "256",
+                   "HEIGHT": "256", "FORMAT": "image/png",
+                   "BBOX": f"{b.left},{b.bottom},{b.right},{b.top}", **extra})  # fmt: skip
+    assert r.status_code == 200, r.text[:300]
+    return r.content
+
+
+def test_wms_names_have_no_colons_and_name_the_same_layers(client: TestClient) -> None:
+    """MapProxy's autoconfig reads ":" as source:sublayer (issue 22, defect 9): WMS names
+    put dots for the ids' colons, and GetMap takes either form."""
+    for version in ("1.1.1", "1.3.0"):
+        names = _names(client, version)
+        assert names and not [n for n in names if ":" in n], version
+        assert f"{KEY}.species.3" in names and "species.3" in names
+    for a, b in [(f"{KEY}.species.3", LAYER), ("species.3", "species:3"),
+                 (f"{KEY}.indicator.richness", f"{KEY}:indicator:richness")]:  # fmt: skip
+        assert _map(client, a) == _map(client, b)
+        assert _map(client, a, TRANSPARENT="TRUE") == _map(client, b, TRANSPARENT="TRUE")
+
+
+def test_group_layers_are_served_by_wms_wmts_and_tms(client: TestClient) -> None:
+    """Group layers (issue 22, defect 10) are named layers of every service, one per genus,
+    family and status of the release, and draw what the XYZ route draws."""
+    names = _names(client, "1.3.0")
+    for value in ("genus.Alpha", "genus.Beta", "family.Fagaceae"):
+        for ind in ("richness", "richness_thresholded"):
+            assert f"{KEY}.group.{ind}.{value}" in names
+    assert not [n for n in names if ".status." in n]  # no species has a status flag here
+    xyz = client.get(f"/tiles/{GROUP}/WebMercatorQuad/9/275/182.png?genus=Alpha")
+    assert xyz.status_code == 200 and xyz.headers.get("X-Tile-Empty") != "true"
+    assert _map(client, f"{KEY}.group.richness.genus.Alpha", TRANSPARENT="TRUE") == xyz.content
+    # an opaque map takes the GetMap drawing path, not the tile's: the same colours
+    # as the tile over the white background
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    def rgba(body: bytes) -> np.ndarray:
+        return np.asarray(Image.open(io.BytesIO(body)).convert("RGBA"), np.float64)
+
+    tile = rgba(xyz.content)
+    a = tile[..., 3:] / 255
+    over_white = tile[..., :3] * a + 255 * (1 - a)
+    drawn = rgba(_map(client, f"{KEY}.group.richness.genus.Alpha"))
+    assert (drawn[..., 3] == 255).all() and np.abs(drawn[..., :3] - over_white).max() <= 1
+    assert (a < 1).any() and (a > 0).any()
+    wmts = client.get("/wmts/1.0.0/WMTSCapabilities.xml").text
+    assert f"<ows:Identifier>{GROUP}:genus:Alpha</ows:Identifier>" in wmts
+    kvp = client.get("/wmts", params={"SERVICE": "WMTS", "REQUEST": "GetTile",
+                     "LAYER": f"{GROUP}:genus:Alpha", "STYLE": "default", "FORMAT": "image/png",
+                     "TILEMATRIXSET": "WebMercatorQuad", "TILEMATRIX": "9", "TILEROW": "182",
+                     "TILECOL": "275"})  # fmt: skip
+    rest = client.get(f"/wmts/1.0.0/{GROUP}:genus:Alpha/default/WebMercatorQuad/9/182/275.png")
+    tms_y = 2**9 - 1 - 182
+    tms = client.get(f"/tms/1.0.0/{GROUP}:genus:Alpha/WebMercatorQuad/9/275/{tms_y}.png")
+    assert kvp.content == rest.content == tms.content == xyz.content
+    assert f"/tms/1.0.0/{GROUP}:genus:Alpha/WebMercatorQuad" in client.get("/tms/1.0.0").text
+    assert client.get(f"/tms/1.0.0/{GROUP}:genus:Alpha/WebMercatorQuad").status_code == 200
+    # the errors say what to fix
+    small = {"SERVICE": "WMS", "VERSION": "1.3.0", "STYLES": "", "CRS": "CRS:84",
+             "BBOX": "13,44,14,45", "WIDTH": "8", "HEIGHT": "8", "FORMAT": "image/png"}  # fmt: skip
+    r = client.get("/wms", params={**small, "REQUEST": "GetMap",
+                                   "LAYERS": f"{KEY}.group.richness.genus.Zeta"})  # fmt: skip
+    assert r.status_code == 404 and b"LayerNotDefined" in r.content and b"Zeta" in r.content
+    r = client.get("/wms", params={**small, "REQUEST": "GetMap", "LAYERS": f"{KEY}.group.richness"})
+    assert r.status_code == 404 and b"genus|family|status" in r.content
+    alpha = f"{KEY}.group.richness.genus.Alpha"
+    r = client.get("/wms", params={**small, "REQUEST": "GetFeatureInfo", "LAYERS": alpha,
+                                   "QUERY_LAYERS": alpha, "I": "1", "J": "1"})  # fmt: skip
+    assert b"LayerNotQueryable" in r.content
+    r = client.get(f"/wmts/1.0.0/{GROUP}:genus:Zeta/default/WebMercatorQuad/9/182/275.png")
+    assert r.status_code == 400 and b"Zeta" in r.content

@@ -39,6 +39,7 @@ pytestmark = pytest.mark.slow
 TERRITORIES = Path(__file__).resolve().parents[1] / "src/sdmatlas/demo/territories.geojson"
 KEY = "coast-tms"
 LAYER = f"{KEY}:species:3"
+WMS_LAYER = f"{KEY}.species.3"  # the WMS name (MapProxy's autoconfig reads ":" as its own)
 # Two more releases of the same cube: a later period, and a republication of 2020 (which
 # then serves 2020 in the TIME dimension).
 LATER, LATER_PERIOD, REPUB = "coast-later", "2041/2060", "coast-v2"
@@ -254,7 +255,7 @@ def test_advertised_boxes_hold_everything_a_layer_draws(live: str, app_settings:
             pw, ps, pe, pn = info["presence_bbox"]
             assert w <= pw and s_ <= ps and pe <= e and pn <= n
             wider += (pw, ps, pe, pn) != (w, s_, e, n)
-        ww, ss, ee, nn = wms.contents[f"{KEY}:species:{sid}"].boundingBoxWGS84
+        ww, ss, ee, nn = wms.contents[f"{KEY}.species.{sid}"].boundingBoxWGS84
         assert (ww, ss, ee, nn) == pytest.approx((w, s_, e, n), abs=1e-6)
     assert wider > 0  # the defect: the presence box alone was too small for these layers
     sid = ids[0]
@@ -308,8 +309,8 @@ def test_owslib_reads_wms_and_gets_maps(live: str) -> None:
     images = {}
     for version in ["1.1.1", "1.3.0"]:
         wms = WebMapService(f"{live}/wms", version=version)
-        assert LAYER in wms.contents, version
-        lay = wms.contents[LAYER]
+        assert WMS_LAYER in wms.contents, version  # WMS names: dots for the ids' colons
+        lay = wms.contents[WMS_LAYER]
         assert "viridis" in lay.styles
         assert "EPSG:4326" in lay.crsOptions and "EPSG:3035" in lay.crsOptions
         tile = _data_tile(live, 9)
@@ -471,14 +472,14 @@ def test_wms_time_dimension_serves_each_period(live: str, app_settings: Settings
 
     for version in ["1.1.1", "1.3.0"]:
         wms = WebMapService(f"{live}/wms", version=version)
-        lay = wms.contents["species:3"]
+        lay = wms.contents["species.3"]
         assert lay.timepositions == ["2020", LATER_PERIOD], version
         assert lay.defaulttimeposition == LATER_PERIOD
         for value in lay.timepositions:  # ISO 8601: years, or an interval of them
             assert all(re.fullmatch(r"\d{4}", end) for end in value.split("/")), value
         assert "viridis" in lay.styles  # inherited from the species group
-        assert f"{REPUB}:species:3" in wms.contents and LAYER in wms.contents
-        assert wms.contents[LAYER].styles.keys() == lay.styles.keys()
+        assert f"{REPUB}.species.3" in wms.contents and WMS_LAYER in wms.contents
+        assert wms.contents[WMS_LAYER].styles.keys() == lay.styles.keys()
     assert _feature_info(live, "species:3", "2020")["release"] == REPUB
     assert _feature_info(live, "species:3", LATER_PERIOD)["release"] == LATER
     assert _feature_info(live, "species:3")["release"] == LATER

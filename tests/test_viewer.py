@@ -206,12 +206,120 @@ def test_group_richness_and_style_controls(server: str, browser: WebDriver) -> N
 
 
 def test_the_page_ships_its_libraries() -> None:
-    """Leaflet is vendored from the npm version pinned in viewer/package.json, and the
-    page's own files name no other host."""
-    pinned = json.loads((ROOT / "viewer" / "package.json").read_text())["dependencies"]["leaflet"]
+    """Leaflet and MapLibre GL JS are vendored from the npm versions pinned in
+    viewer/package.json, and the pages' own files name no other host."""
+    pinned = json.loads((ROOT / "viewer" / "package.json").read_text())["dependencies"]
     static = ROOT / "src" / "sdmatlas" / "serve" / "static"
     head = (static / "vendor" / "leaflet" / "leaflet.js").read_text()[:300]
-    assert f"Leaflet {pinned}" in head, head[:120]
-    for page in ["index.html", "viewer.js", "viewer.css"]:
+    assert f"Leaflet {pinned['leaflet']}" in head, head[:120]
+    head = (static / "vendor" / "maplibre-gl" / "maplibre-gl.js").read_text()[:300]
+    assert "MapLibre GL JS" in head and f"maplibre-gl-js/blob/v{pinned['maplibre-gl']}/" in head
+    for page in ["index.html", "viewer.js", "viewer.css", "maplibre.html", "maplibre.js"]:
         text = (static / page).read_text()
         assert "http://" not in text and "https://" not in text, page
+
+
+# -- the MapLibre reference page (issue 22) -----------------------------------------------------
+
+
+def _style_validator() -> Path:
+    """The official MapLibre style validator, from viewer/package-lock.json (npm ci)."""
+    modules = ROOT / "viewer" / "node_modules" / "@maplibre" / "maplibre-gl-style-spec"
+    if not modules.exists():
+        npm = shutil.which("npm")
+        assert npm, "Node.js and npm validate the MapLibre styles (make test installs them)"
+        subprocess.run([npm, "ci", "--prefix", str(ROOT / "viewer"), "--no-audit", "--no-fund"],
+                       check=True, capture_output=True, timeout=600)  # fmt: skip
+    return ROOT / "tests" / "js" / "validate_styles.cjs"
+
+
+def _validate(styles: list[dict[str, Any]]) -> list[list[str]]:
+    node = shutil.which("node")
+    assert node, "Node.js runs the MapLibre style validator"
+    env = {**os.environ, "NODE_PATH": str(ROOT / "viewer" / "node_modules")}
+    done = subprocess.run([node, str(_style_validator())], input=json.dumps(styles),
+                          capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    out: list[list[str]] = json.loads(done.stdout)
+    return out
+
+
+def test_every_style_we_serve_passes_the_maplibre_validator(server: str) -> None:
+    release = json.loads(urllib.request.urlopen(server + "/releases/latest").read())["key"]
+    layers = json.loads(urllib.request.urlopen(
+        f"{server}/layers?release={release}&limit=1000").read())  # fmt: skip
+    queries = ["", "?colormap=magma&opacity=0.5", "?colormap=ffffcc,41ab5d,004529&rescale=0,0.8"]
+    urls = [f"{server}/layers/{lay['id']}/style.json{q}" for lay in layers for q in queries]
+    urls += [
+        f"{server}/layers/{release}:group:richness/style.json?genus=Fictagrostis",
+        f"{server}/layers/{release}:group:richness_thresholded/style.json?status=protected",
+    ]
+    styles = [json.loads(urllib.request.urlopen(u).read()) for u in urls]
+    assert len(styles) > 100
+    errors = _validate(styles)
+    assert [(u, e) for u, e in zip(urls, errors, strict=True) if e] == []
+    # the validator does find faults: the same styles made wrong
+    broken = json.loads(json.dumps(styles[:2]))
+    broken[0]["layers"][0]["paint"]["raster-opacity"] = 2
+    del broken[1]["sources"]["sdmatlas"]["type"]
+    assert all(_validate(broken))
+
+
+@pytest.fixture(scope="module")
+def webgl_browser() -> Iterator[WebDriver]:
+    """Headless Chromium with WebGL on the CPU (SwiftShader through ANGLE)."""
+    opts = Options()
+    opts.binary_location = str(shutil.which("chromium"))
+    for arg in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                "--window-size=1280,820", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+                "--ignore-gpu-blocklist"]:  # fmt: skip
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    b = webdriver.Chrome(service=Service(str(shutil.which("chromedriver"))), options=opts)
+    yield b
+    b.quit()
+
+
+MAPLIBRE_READY = ("window.sdmatlasMapLibre && sdmatlasMapLibre.map.isStyleLoaded() && "
+                  "sdmatlasMapLibre.map.areTilesLoaded() && "
+                  "sdmatlasMapLibre.map.getStyle().layers.length === 2")  # fmt: skip
+
+
+def canvas_image(browser: WebDriver) -> np.ndarray:
+    """The WebGL canvas as drawn (the page keeps its drawing buffer)."""
+    import base64
+
+    url = browser.execute_script("return sdmatlasMapLibre.map.getCanvas().toDataURL('image/png')")
+    png = base64.b64decode(url.split(",", 1)[1])
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def test_the_maplibre_page_draws_our_tiles_in_webgl(server: str, webgl_browser: WebDriver) -> None:
+    b = webgl_browser
+    b.get(server + "/maplibre")
+    assert b.execute_script(
+        "const c = document.createElement('canvas');"
+        "return !!c.getContext('webgl2') || !!c.getContext('webgl');"
+    )
+    wait(b, MAPLIBRE_READY, timeout=60)
+    wait(b, "performance.getEntriesByType('resource').some(e => e.name.includes('/tiles/'))")
+    time.sleep(0.5)  # raster fade-in
+    b.save_screenshot(str(ARTIFACTS / "maplibre-1.png"))
+    img = canvas_image(b)
+    urls = resources(b)
+    tiles = [u for u in urls if "/tiles/" in u]
+    assert tiles and all(":indicator:richness/WebMercatorQuad/" in u for u in tiles), tiles[:3]
+    assert any("/style.json" in u for u in urls) and any("/tilejson.json" in u for u in urls)
+    assert all(u.startswith(server) or u.startswith("blob:") for u in urls), urls
+    # drawn: many colours, and much of the canvas differs from the plain background
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 50
+    background = np.array([0xCF, 0xE3, 0xEF])
+    assert (np.abs(img.astype(int) - background).sum(axis=2) > 30).mean() > 0.2
+    # another colormap: the style URL changes and the tiles are drawn again
+    Select(b.find_element(By.ID, "colormap")).select_by_value("magma")
+    wait(b, "performance.getEntriesByType('resource').some(e => e.name.includes('colormap=magma')"
+            " && e.name.includes('/tiles/'))")  # fmt: skip
+    wait(b, MAPLIBRE_READY, timeout=60)
+    time.sleep(0.5)
+    assert not np.array_equal(canvas_image(b), img)
+    assert [e for e in severe_console(b) if "favicon" not in e["message"]] == []

@@ -15,9 +15,18 @@ import numpy as np
 import numpy.typing as npt
 
 from sdmatlas.catalog.db import Catalog
+from sdmatlas.errors import NotFoundError
 from sdmatlas.serve.cache import DiskCache, TileCache, build_cache
 from sdmatlas.serve.offload import HeavySlots
-from sdmatlas.serve.tiles.layers import GroupSpec, LayerRef, LayerResolver, group_rows
+from sdmatlas.serve.tiles.layers import (
+    GROUP_INDICATORS,
+    GroupSpec,
+    LayerRef,
+    LayerResolver,
+    OgcLayer,
+    group_rows,
+    release_groups,
+)
 from sdmatlas.serve.tiles.reader import OpenRelease, ReleaseReader
 from sdmatlas.serve.tiles.tiling import IndexCache
 from sdmatlas.settings import Settings
@@ -77,6 +86,38 @@ class Services:
             while len(self._groups) > 1024:
                 self._groups.popitem(last=False)
         return rows
+
+    def release_groups(self, ref: LayerRef) -> list[GroupSpec]:
+        """The named groups of the layer's release (:func:`layers.release_groups`),
+        remembered like the other catalog-derived documents."""
+        return self.memo(("groups", ref.release, ref.version),
+                         lambda: release_groups(self.open(ref)))  # fmt: skip
+
+    def group_layers(self, release: str) -> list[tuple[LayerRef, GroupSpec]]:
+        """Every named group layer of a release: each group indicator it has, by each of
+        its groups (what the OGC services list)."""
+        out: list[tuple[LayerRef, GroupSpec]] = []
+        for ind in GROUP_INDICATORS:
+            try:
+                ref = self.layers.resolve(f"{release}:group:{ind}")
+            except NotFoundError:  # the release lacks the indicator
+                continue
+            out += [(ref, spec) for spec in self.release_groups(ref)]
+        return out
+
+    def resolve_ogc(self, ogc: OgcLayer, legend: bool = False) -> tuple[LayerRef, GroupSpec | None]:
+        """The layer an OGC name names, and its group, validated: a group layer without a
+        group (but for its legend, the same for all groups) or with an unknown one is
+        NotFoundError, an oversized group InvalidInputError."""
+        ref = self.layers.resolve(ogc.id)
+        if ref.kind == "group" and not legend:
+            if ogc.group is None:
+                raise NotFoundError(
+                    f"a group layer's OGC name names its group: {ref.id}:<genus|family|status>"
+                    ":<value> (WMS: with dots for colons; see GetCapabilities)"
+                )
+            self.group_rows(ref, ogc.group)
+        return ref, ogc.group
 
     def memo(self, key: tuple[object, ...], make: Callable[[], T]) -> T:
         """``make()``, remembered for ``layer_cache_seconds`` under ``key``: catalog-derived

@@ -12,13 +12,20 @@ from xml.etree import ElementTree as ET
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from sdmatlas.errors import InvalidInputError, NotFoundError
+from sdmatlas.publish.indicators import INDICATORS
 from sdmatlas.serve.api.deps import services
 from sdmatlas.serve.api.http import answer_tile, tile_response
 from sdmatlas.serve.api.tiles import LayerId
 from sdmatlas.serve.ogc.xml import xml_response
 from sdmatlas.serve.tiles import render
 from sdmatlas.serve.tiles.core import TileRequest
-from sdmatlas.serve.tiles.layers import layer_id, published_layers
+from sdmatlas.serve.tiles.layers import (
+    group_params,
+    layer_id,
+    ogc_name,
+    parse_ogc_name,
+    published_layers,
+)
 from sdmatlas.serve.tiles.tiling import TMS_NAMES, get_tms
 from sdmatlas.serve.urls import public_base
 
@@ -55,13 +62,20 @@ def tile_map_service(request: Request) -> Response:
     ET.SubElement(root, "Title").text = "sdmatlas"
     ET.SubElement(root, "Abstract").text = "AI-predicted species distributions and indicators"
     maps = ET.SubElement(root, "TileMaps")
+    entries: list[tuple[str, str]] = []
+    releases: dict[str, None] = {}
     for info in published_layers(svc.catalog):
-        lid = layer_id(info.release, info.name)
+        entries.append((layer_id(info.release, info.name), f"{info.title} ({info.release})"))
+        releases[info.release] = None
+    for release in releases:  # group layers: each genus, family and status
+        for ref, spec in svc.group_layers(release):
+            title = f"{INDICATORS[str(ref.indicator)].title} of {spec.kind} {spec.value}"
+            entries.append((ogc_name(ref.id, spec), f"{title} ({release})"))
+    for lid, title in entries:
         for name in TMS_NAMES:
             ET.SubElement(
-                maps, "TileMap", title=f"{info.title} ({info.release})",
-                srs=f"EPSG:{get_tms(name).crs.to_epsg()}", profile=PROFILES[name],
-                href=f"{_base(request)}/{lid}/{name}",
+                maps, "TileMap", title=title, srs=f"EPSG:{get_tms(name).crs.to_epsg()}",
+                profile=PROFILES[name], href=f"{_base(request)}/{lid}/{name}",
             )  # fmt: skip
     return xml_response(root)
 
@@ -76,12 +90,12 @@ def tile_map(
     """The tile sets of every order of the set, from 0 (every zoom is served; GDAL
     expects order 0 first); tiles use the layer's default style."""
     svc = services(request)
-    ref = svc.layers.resolve(layer)
+    ref = svc.resolve_ogc(parse_ogc_name(layer))[0]
     matrix_set = get_tms(tms)
     _image_format(format)
     root = ET.Element("TileMap", version="1.0.0", tilemapservice=_base(request) + "/")
     ET.SubElement(root, "Title").text = ref.title
-    ET.SubElement(root, "Abstract").text = f"{ref.id}, version {ref.version}"
+    ET.SubElement(root, "Abstract").text = f"{layer}, version {ref.version}"
     ET.SubElement(root, "SRS").text = f"EPSG:{matrix_set.crs.to_epsg()}"
     b = matrix_set.xy_bbox
     ET.SubElement(root, "BoundingBox", minx=repr(b.left), miny=repr(b.bottom), maxx=repr(b.right),
@@ -93,7 +107,7 @@ def tile_map(
     # every order of the set, as WMTS lists every matrix: all of them are served
     for z in range(matrix_set.minzoom, matrix_set.maxzoom + 1):
         attrs = {
-            "href": f"{_base(request)}/{ref.id}/{tms}/{z}",
+            "href": f"{_base(request)}/{layer}/{tms}/{z}",
             "units-per-pixel": repr(matrix_set.matrix(z).cellSize),
             "order": str(z),
         }
@@ -123,7 +137,8 @@ async def tms_tile(
     height = matrix_set.matrix(z).matrixHeight
     if y >= height:
         raise NotFoundError(f"tile row {y} is outside {tms} at zoom {z} (rows < {height})")
-    req = TileRequest(layer, tms, z, x, height - 1 - y, format)
+    ogc = parse_ogc_name(layer)
+    req = TileRequest.of(ogc.id, tms, z, x, height - 1 - y, format, group_params(ogc.group))
     return tile_response(
         await answer_tile(services(request), req, request.headers.get("if-none-match"))
     )

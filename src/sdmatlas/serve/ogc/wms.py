@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import replace
 from xml.etree import ElementTree as ET
 
 import numpy as np
@@ -33,6 +34,7 @@ from sdmatlas.errors import (
     StyleNotDefinedError,
 )
 from sdmatlas.grid import Grid
+from sdmatlas.publish.indicators import INDICATORS
 from sdmatlas.serve.api.deps import services
 from sdmatlas.serve.errors import code_of, headers_of, log_if_fault, message_of
 from sdmatlas.serve.offload import offload
@@ -43,7 +45,15 @@ from sdmatlas.serve.ogc.xml import text_child, xml_bytes, xml_response
 from sdmatlas.serve.services import Services
 from sdmatlas.serve.tiles import render
 from sdmatlas.serve.tiles.core import TileRequest, make_tile
-from sdmatlas.serve.tiles.layers import LayerRef, layer_id, published_layers
+from sdmatlas.serve.tiles.layers import (
+    GroupSpec,
+    LayerRef,
+    group_params,
+    layer_id,
+    ogc_name,
+    parse_ogc_name,
+    published_layers,
+)
 from sdmatlas.serve.tiles.tiling import (
     TILE_SIZE,
     TileIndex,
@@ -132,10 +142,11 @@ class _Writer:
         styles_of: str | None = None,
         crss: bool = False,
         time: tuple[tuple[str, ...], str] | None = None,
+        queryable: bool = True,
     ) -> ET.Element:
         lay = ET.SubElement(parent, "Layer")
         if name is not None:
-            lay.set("queryable", "1")
+            lay.set("queryable", "1" if queryable else "0")
             lay.set("opaque", "0")
             text_child(lay, "Name", name)
         text_child(lay, "Title", title)
@@ -254,9 +265,9 @@ def _capabilities(svc: Services, base: str, version: str) -> bytes:
             shared = SPECIES_LEGEND if kind == "species" else None
             sub = wr.layer(group, title, _union([p.bbox for p in plist]), styles_of=shared)
             for p in plist:
-                wr.layer(sub, p.title, p.bbox or _WORLD, name=p.name,
+                wr.layer(sub, p.title, p.bbox or _WORLD, name=ogc_name(p.name, sep="."),
                          abstract=f"{p.kind} layer in periods {', '.join(p.periods)}",
-                         styles_of=None if shared else p.name,
+                         styles_of=None if shared else ogc_name(p.name, sep="."),
                          time=(p.periods, p.default))  # fmt: skip
     releases: dict[str, list[queries.LayerInfo]] = {}
     for info in infos:
@@ -272,11 +283,35 @@ def _capabilities(svc: Services, base: str, version: str) -> bytes:
             shared = f"{release}:{SPECIES_LEGEND}" if kind == "species" else None
             sub = wr.layer(group, title, _union([i.bbox for i in of_kind]), styles_of=shared)
             for info in of_kind:
-                lid = layer_id(info.release, info.name)
-                wr.layer(sub, info.title, info.bbox or _WORLD, name=lid,
+                name = ogc_name(layer_id(info.release, info.name), sep=".")
+                wr.layer(sub, info.title, info.bbox or _WORLD, name=name,
                          abstract=f"{info.kind} layer, period {info.period}, version "
-                         f"{info.version}", styles_of=None if shared else lid)  # fmt: skip
+                         f"{info.version}", styles_of=None if shared else name)  # fmt: skip
+        _group_layers(svc, wr, group, release, _union([i.bbox for i in items]))
     return xml_bytes(root, None if v13 else DOCTYPE_111)  # 1.1.1 names its DTD
+
+
+def _group_layers(
+    svc: Services, wr: _Writer, parent: ET.Element, release: str, bbox: Box | None
+) -> None:
+    """The release's species groups (each family, genus and status) as named layers of
+    each group indicator, ``<release>.group.<indicator>.<genus|family|status>.<value>``;
+    their styles are declared once per indicator (the legends are the same)."""
+    by_layer: dict[str, list[tuple[LayerRef, GroupSpec]]] = {}
+    for ref, spec in svc.group_layers(release):
+        by_layer.setdefault(ref.id, []).append((ref, spec))
+    if not by_layer:
+        return
+    folder = wr.layer(parent, "Species groups (genus, family, status)", bbox)
+    for items in by_layer.values():
+        ref = items[0][0]
+        ind = str(ref.indicator)
+        sub = wr.layer(folder, f"{INDICATORS[ind].title}: by group", bbox, styles_of=ref.id)
+        for ref, spec in items:
+            wr.layer(sub, f"{INDICATORS[ind].title} of {spec.kind} {spec.value}",
+                     bbox or _WORLD, name=ogc_name(ref.id, spec, "."),
+                     abstract=f"{ind} of the species of {spec.kind} {spec.value} in release "
+                     f"{release}, computed on request", queryable=False)  # fmt: skip
 
 
 _WORLD = (-180.0, -85.0, 180.0, 85.0)
@@ -386,18 +421,21 @@ def _map_window(
     return crs, (bbox[0], bbox[1], bbox[2], bbox[3]), width, height
 
 
-def _wms_layer(svc: Services, name: str, time: str | None, queried: bool = False) -> LayerRef:
-    """A layer by id (a period layer at TIME): unknown ones are LayerNotDefined (404),
-    a TIME naming no period of the layer InvalidDimensionValue; any other error (the
-    catalog down: 503) keeps its own status."""
-    if is_period_layer(name):
-        name = resolve_period(svc, name, time)
-    ref = svc.layers.resolve(name)
-    if ref.kind == "group":
-        if queried:
-            raise LayerNotQueryableError("group layers are not served by WMS")
-        raise NotFoundError("group layers are not served by WMS")
-    return ref
+def _wms_layer(
+    svc: Services, name: str, time: str | None, queried: bool = False, legend: bool = False
+) -> tuple[LayerRef, GroupSpec | None]:
+    """A layer by WMS name or API id (a period layer at TIME), and its group for a group
+    layer: unknown ones are LayerNotDefined (404), a TIME naming no period of the layer
+    InvalidDimensionValue; any other error (the catalog down: 503) keeps its own status.
+    A legend needs no group (the legend of a group indicator is the same for all)."""
+    ogc = parse_ogc_name(name)
+    if is_period_layer(ogc.id):
+        ogc = replace(ogc, id=resolve_period(svc, ogc.id, time))
+    ref, group = svc.resolve_ogc(ogc, legend)
+    if ref.kind == "group" and queried:
+        raise LayerNotQueryableError("group layers answer no GetFeatureInfo: ask /point "
+                                     "for the species' values")  # fmt: skip
+    return ref, group
 
 
 def _style(name: str | None) -> str | None:
@@ -457,14 +495,18 @@ def get_map(svc: Services, p: dict[str, str], version: str) -> Response:
     tile = _as_tile(crs, bbox, width, height) if len(layers) == 1 and fmt != "jpeg" else None
     if tile is not None and transparent:
         # exactly a tile of a served matrix set: the tile path and its cache answer it
-        ref = _wms_layer(svc, layers[0], p.get("TIME"))
-        answer = make_tile(svc, TileRequest(ref.id, tile[0], *tile[1:], fmt, chosen[0]))
+        ref, group = _wms_layer(svc, layers[0], p.get("TIME"))
+        params = {"colormap": chosen[0], **group_params(group)}
+        req = TileRequest.of(ref.id, tile[0], *tile[1:], fmt, params)
+        answer = make_tile(svc, req)
         assert answer is not None
         headers, body = answer.headers(), answer.body  # fmt: skip
         keep = {k: v for k, v in headers.items() if k in ("ETag", "X-Cache", "X-Tile-Empty")}
         return Response(body, media_type=p["FORMAT"],
                         headers={"Cache-Control": SHORT, **keep})  # fmt: skip
-    refs = [_wms_layer(svc, name, p.get("TIME")) for name in layers]
+    named = [_wms_layer(svc, name, p.get("TIME")) for name in layers]
+    refs = [ref for ref, _ in named]
+    groups = [svc.group_rows(ref, g) if g is not None else None for ref, g in named]
     bg_rgb = np.array([(bgc >> 16) & 255, (bgc >> 8) & 255, bgc & 255], np.uint8)
     opaque = not transparent or fmt == "jpeg"
     # Each layer as palette indices and its palette, as the tiles are made, drawn in
@@ -501,7 +543,8 @@ def get_map(svc: Services, p: dict[str, str], version: str) -> Response:
         r1 = min(height, r0 + STRIP)
         strip = (left, top - r1 * dy, right, top - r0 * dy) if height > STRIP else bbox
         indexes: dict[tuple[object, ...], TileIndex] = {}
-        for ref, rel, st, palette in zip(refs, rels, styles_, palettes, strict=True):
+        for ref, rel, st, palette, rows in zip(refs, rels, styles_, palettes, groups,
+                                               strict=True):  # fmt: skip
             g = rel.grid
             gkey = (g.crs, g.res, g.x0, g.y0, g.width, g.height, rel.n_levels)
             if gkey not in indexes:
@@ -511,6 +554,11 @@ def get_map(svc: Services, p: dict[str, str], version: str) -> Response:
             if ref.kind == "species":
                 assert ref.species_id is not None
                 part = svc.reader.gather(rel, idx, "probability", rel.species_row(ref.species_id))
+            elif rows is not None:
+                assert ref.indicator is not None
+                part = render.palette_indices(
+                    svc.reader.gather_group(rel, idx, rows, ref.indicator), st
+                )
             else:
                 part = render.palette_indices(svc.reader.gather(rel, idx, ref.var), st)
             if indices is not None:
@@ -631,7 +679,7 @@ def feature_info(svc: Services, p: dict[str, str], version: str) -> Response:
     x = left + (i + 0.5) * (right - left) / width
     y = top - (j + 0.5) * (top - bottom) / height
     results = [
-        value_at(svc, name, _wms_layer(svc, name, p.get("TIME"), queried=True), crs, x, y)
+        value_at(svc, name, _wms_layer(svc, name, p.get("TIME"), queried=True)[0], crs, x, y)
         for name in names
     ]
     return info_response(results, fmt)
@@ -655,6 +703,6 @@ def legend(svc: Services, p: dict[str, str]) -> Response:
                     raise NotFoundError(f"no release {release[:100]!r}") from None
         st = render.parse_style(style, None, (0.0, 1.0), render.SPECIES_FADE)
         return Response(render.legend_png(st, SPECIES_UNITS), media_type="image/png")
-    ref = _wms_layer(svc, name, p.get("TIME"))
+    ref = _wms_layer(svc, name, p.get("TIME"), legend=True)[0]
     st = render.parse_style(style, None, ref.default_range, ref.fade)
     return Response(render.legend_png(st, ref.units), media_type="image/png")

@@ -25,6 +25,7 @@ from sdmatlas.errors import (
     StyleNotDefinedError,
     TileOutOfRangeError,
 )
+from sdmatlas.publish.indicators import INDICATORS
 from sdmatlas.serve.api.deps import services
 from sdmatlas.serve.api.http import tile_response
 from sdmatlas.serve.errors import code_of, headers_of, log_if_fault, message_of
@@ -34,7 +35,15 @@ from sdmatlas.serve.ogc.xml import text_child, xml_response
 from sdmatlas.serve.services import Services
 from sdmatlas.serve.tiles import render
 from sdmatlas.serve.tiles.core import TileRequest, make_tile
-from sdmatlas.serve.tiles.layers import layer_id, published_layers
+from sdmatlas.serve.tiles.layers import (
+    GroupSpec,
+    LayerRef,
+    group_params,
+    layer_id,
+    ogc_name,
+    parse_ogc_name,
+    published_layers,
+)
 from sdmatlas.serve.tiles.tiling import TILE_SIZE, TMS_NAMES, get_tms, tile_bounds, tms_crs
 from sdmatlas.serve.tiles.versions import SHORT
 from sdmatlas.serve.urls import public_base
@@ -97,40 +106,21 @@ def _capabilities(svc: Services, base: str) -> bytes:
             c = ET.SubElement(get, _ows("Constraint"), name="GetEncoding")
             text_child(ET.SubElement(c, _ows("AllowedValues")), _ows("Value"), encoding)
     contents = ET.SubElement(root, _w("Contents"))
+    boxes: dict[str, list[Box]] = {}
     for info in published_layers(svc.catalog):
         lid = layer_id(info.release, info.name)
-        layer = ET.SubElement(contents, _w("Layer"))
-        text_child(layer, _ows("Title"), f"{info.title} ({info.release})")
-        text_child(layer, _ows("Abstract"), f"{info.kind} layer {lid}, version {info.version}")
-        w, s_, e, n = info.bbox or (-180.0, -85.0, 180.0, 85.0)
-        bb = ET.SubElement(layer, _ows("WGS84BoundingBox"))
-        text_child(bb, _ows("LowerCorner"), f"{w} {s_}")
-        text_child(bb, _ows("UpperCorner"), f"{e} {n}")
-        text_child(layer, _ows("Identifier"), lid)
-        for name in render.LISTED_STYLES:
-            st = ET.SubElement(
-                layer, _w("Style"), isDefault=str(name == render.DEFAULT_COLORMAP).lower()
-            )
-            text_child(st, _ows("Identifier"), name)
-            legend = f"{base}/layers/{lid}/legend.png?colormap={name}"
-            ET.SubElement(st, _w("LegendURL"), {"format": "image/png", f"{{{XLINK}}}href": legend})
-        for mime in IMAGE_FORMATS:
-            text_child(layer, _w("Format"), mime)
-        for mime in INFO_FORMATS:
-            text_child(layer, _w("InfoFormat"), mime)
-        for name in TMS_NAMES:
-            link = ET.SubElement(layer, _w("TileMatrixSetLink"))
-            text_child(link, _w("TileMatrixSet"), name)
-        for mime, ext in IMAGE_FORMATS.items():
-            template = (f"{base}/wmts/1.0.0/{lid}/{{Style}}/{{TileMatrixSet}}/{{TileMatrix}}/"
-                        f"{{TileRow}}/{{TileCol}}.{ext}")  # fmt: skip
-            ET.SubElement(layer, _w("ResourceURL"), format=mime, resourceType="tile",
-                          template=template)  # fmt: skip
-        for ext, mime in INFO_EXTENSIONS.items():
-            template = (f"{base}/wmts/1.0.0/{lid}/{{Style}}/{{TileMatrixSet}}/{{TileMatrix}}/"
-                        f"{{TileRow}}/{{TileCol}}/{{J}}/{{I}}.{ext}")  # fmt: skip
-            ET.SubElement(layer, _w("ResourceURL"), format=mime, resourceType="FeatureInfo",
-                          template=template)  # fmt: skip
+        _layer_element(contents, base, lid, f"{info.title} ({info.release})",
+                       f"{info.kind} layer {lid}, version {info.version}", info.bbox)  # fmt: skip
+        boxes.setdefault(info.release, []).extend([info.bbox] if info.bbox else [])
+    for release, bs in boxes.items():  # group layers: each genus, family and status
+        union = (min(b[0] for b in bs), min(b[1] for b in bs), max(b[2] for b in bs),
+                 max(b[3] for b in bs)) if bs else None  # fmt: skip
+        for ref, spec in svc.group_layers(release):
+            name = ogc_name(ref.id, spec)
+            title = f"{INDICATORS[str(ref.indicator)].title} of {spec.kind} {spec.value}"
+            _layer_element(contents, base, name, f"{title} ({release})",
+                           f"group layer {name}, computed on request, version {ref.version}",
+                           union, legend_id=ref.id)  # fmt: skip
     for name in TMS_NAMES:
         tms = get_tms(name)
         el = ET.SubElement(contents, _w("TileMatrixSet"))
@@ -162,6 +152,49 @@ def _capabilities(svc: Services, base: str) -> bytes:
     return body
 
 
+Box = tuple[float, float, float, float]
+
+
+def _layer_element(
+    contents: ET.Element, base: str, lid: str, title: str, abstract: str, bbox: Box | None,
+    legend_id: str | None = None,
+) -> None:  # fmt: skip
+    """One Layer of the Contents: its box, styles, formats and RESTful templates; a
+    group layer (``legend_id``: its indicator's legend) answers no GetFeatureInfo."""
+    layer = ET.SubElement(contents, _w("Layer"))
+    text_child(layer, _ows("Title"), title)
+    text_child(layer, _ows("Abstract"), abstract)
+    w, s_, e, n = bbox or (-180.0, -85.0, 180.0, 85.0)
+    bb = ET.SubElement(layer, _ows("WGS84BoundingBox"))
+    text_child(bb, _ows("LowerCorner"), f"{w} {s_}")
+    text_child(bb, _ows("UpperCorner"), f"{e} {n}")
+    text_child(layer, _ows("Identifier"), lid)
+    for name in render.LISTED_STYLES:
+        st = ET.SubElement(
+            layer, _w("Style"), isDefault=str(name == render.DEFAULT_COLORMAP).lower()
+        )
+        text_child(st, _ows("Identifier"), name)
+        legend = f"{base}/layers/{legend_id or lid}/legend.png?colormap={name}"
+        ET.SubElement(st, _w("LegendURL"), {"format": "image/png", f"{{{XLINK}}}href": legend})
+    for mime in IMAGE_FORMATS:
+        text_child(layer, _w("Format"), mime)
+    for mime in INFO_FORMATS if legend_id is None else ():
+        text_child(layer, _w("InfoFormat"), mime)
+    for name in TMS_NAMES:
+        link = ET.SubElement(layer, _w("TileMatrixSetLink"))
+        text_child(link, _w("TileMatrixSet"), name)
+    for mime, ext in IMAGE_FORMATS.items():
+        template = (f"{base}/wmts/1.0.0/{lid}/{{Style}}/{{TileMatrixSet}}/{{TileMatrix}}/"
+                    f"{{TileRow}}/{{TileCol}}.{ext}")  # fmt: skip
+        ET.SubElement(layer, _w("ResourceURL"), format=mime, resourceType="tile",
+                      template=template)  # fmt: skip
+    for ext, mime in INFO_EXTENSIONS.items() if legend_id is None else ():
+        template = (f"{base}/wmts/1.0.0/{lid}/{{Style}}/{{TileMatrixSet}}/{{TileMatrix}}/"
+                    f"{{TileRow}}/{{TileCol}}/{{J}}/{{I}}.{ext}")  # fmt: skip
+        ET.SubElement(layer, _w("ResourceURL"), format=mime, resourceType="FeatureInfo",
+                      template=template)  # fmt: skip
+
+
 def _tile_address(tms: str, matrix: str, row: str, col: str) -> tuple[int, int, int]:
     """(TileMatrix, TileRow, TileCol) as integers inside the matrix set, or OWS errors."""
     if tms not in TMS_NAMES:
@@ -184,10 +217,11 @@ def _tile_address(tms: str, matrix: str, row: str, col: str) -> tuple[int, int, 
     return z, y, x
 
 
-def _layer(svc: Services, layer: str) -> None:
-    """Unknown layers are the client's fault here (InvalidParameterValue, locator Layer)."""
+def _layer(svc: Services, layer: str) -> tuple[LayerRef, GroupSpec | None]:
+    """The layer and group of a WMTS layer identifier; unknown layers and groups are the
+    client's fault here (InvalidParameterValue, locator Layer)."""
     try:
-        svc.layers.resolve(layer)
+        return svc.resolve_ogc(parse_ogc_name(layer))
     except NotFoundError as exc:
         raise InvalidInputError(str(exc)).at("Layer") from None
 
@@ -204,8 +238,9 @@ def get_tile(
         raise StyleNotDefinedError(f"Style {style[:60]!r} is not one of default, "
                                    f"{', '.join(render.LISTED_STYLES)}").at("Style")  # fmt: skip
     z, y, x = _tile_address(tms, matrix, row, col)
-    _layer(svc, layer)
-    tile = make_tile(svc, TileRequest(layer, tms, z, x, y, fmt, colormap), if_none_match)
+    ref, group = _layer(svc, layer)
+    params = {"colormap": colormap, **group_params(group)}
+    tile = make_tile(svc, TileRequest.of(ref.id, tms, z, x, y, fmt, params), if_none_match)
     assert tile is not None
     return tile_response(tile)
 
@@ -226,8 +261,7 @@ def get_feature_info(
         raise InvalidInputError("I and J must be integers").at("I") from None
     if not (0 <= pi < TILE_SIZE and 0 <= pj < TILE_SIZE):
         raise InvalidPointError(f"I and J must be in 0..{TILE_SIZE - 1}").at("I")
-    _layer(svc, layer)
-    ref = svc.layers.resolve(layer)
+    ref = _layer(svc, layer)[0]
     if ref.kind == "group":
         raise LayerNotQueryableError("group layers are not served by WMTS").at("Layer")
     matrix_set = get_tms(tms)

@@ -28,7 +28,7 @@ import numpy.typing as npt
 from sdmatlas.catalog import queries
 from sdmatlas.catalog.db import Catalog
 from sdmatlas.errors import InvalidInputError, NotFoundError
-from sdmatlas.publish.groups import select_group
+from sdmatlas.publish.groups import STATUSES, release_species_info, select_group
 from sdmatlas.publish.indicators import INDICATORS
 from sdmatlas.serve.tiles.reader import OpenRelease
 from sdmatlas.serve.tiles.render import SPECIES_FADE
@@ -196,6 +196,83 @@ def group_rows(rel: OpenRelease, spec: GroupSpec) -> npt.NDArray[np.intp]:
             f"{MAX_GROUP_SPECIES} (use a precomputed indicator layer for larger groups)"
         )
     return rows
+
+
+#: OGC names of group layers carry the group: genus, family or status, and a value of
+#: letters, digits, ``_`` and ``-`` (ids lists are for the XYZ route's ``ids=``).
+OGC_GROUP_KINDS = ("genus", "family", "status")
+_GROUP_VALUE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_DOTTED = re.compile(
+    r"^(?:(?P<release>[a-z0-9][a-z0-9._-]{0,99})\.)?(?P<kind>species|indicator|group)"
+    r"\.(?P<name>[A-Za-z0-9_]{1,64})(?:\.(?P<gkind>genus|family|status)"
+    r"\.(?P<gvalue>[A-Za-z0-9_-]{1,64}))?$"
+)
+
+
+@dataclass(frozen=True)
+class OgcLayer:
+    """What an OGC layer name names: an API layer id (a period layer's has no release:
+    ``species:12``) and, for a group layer, its group."""
+
+    id: str
+    group: GroupSpec | None = None
+
+
+def ogc_name(layer: str, group: GroupSpec | None = None, sep: str = ":") -> str:
+    """The OGC name of an API layer id and group. WMS uses ``sep="."``: MapProxy's
+    ``autoconfig`` (and its layer ``sources``) read ``:`` as ``source:sublayer``, so
+    ``demo-1.0.0.species.12``; WMTS and TMS keep the API ids. A group layer appends its
+    group: ``demo-1.0.0:group:richness:genus:Quercus``."""
+    name = layer if group is None else f"{layer}:{group.kind}:{group.value}"
+    return name.replace(":", sep)
+
+
+def group_params(spec: GroupSpec | None) -> dict[str, str]:
+    """The tile query parameters that give a group (``{"genus": "Quercus"}``)."""
+    return {} if spec is None else {spec.kind: spec.value}
+
+
+def can_name_group(spec: GroupSpec) -> bool:
+    """Whether an OGC name can carry the group (its value fits the name grammar)."""
+    return spec.kind in OGC_GROUP_KINDS and _GROUP_VALUE.match(spec.value) is not None
+
+
+def parse_ogc_name(name: str) -> OgcLayer:
+    """An OGC layer name in either form (``:`` or ``.`` separated) as an API layer id and
+    a group. Release ids have no ``:`` and kinds, species ids and indicator names no
+    ``.``, so both forms read unambiguously from the right. Names that fit neither form
+    are returned as they are (the resolver then says what a layer id looks like)."""
+    if ":" in name:
+        parts = name.split(":")
+        grouped = len(parts) == 5 and parts[1] == "group" and parts[3] in OGC_GROUP_KINDS
+        if grouped and _GROUP_VALUE.match(parts[4]):
+            spec = GroupSpec(parts[3], parts[4])  # type: ignore[arg-type]
+            return OgcLayer(":".join(parts[:3]), spec)
+        return OgcLayer(name)
+    m = _DOTTED.match(name)
+    if m is None:
+        return OgcLayer(name)
+    head = f"{m['release']}:" if m["release"] else ""
+    lid = f"{head}{m['kind']}:{m['name']}"
+    if m["gkind"]:
+        if m["kind"] != "group" or not m["release"]:
+            return OgcLayer(name)
+        return OgcLayer(lid, GroupSpec(m["gkind"], m["gvalue"]))  # type: ignore[arg-type]
+    return OgcLayer(lid)
+
+
+def release_groups(rel: OpenRelease) -> list[GroupSpec]:
+    """The groups of a release that OGC names can carry: each genus and family of its
+    species, and each status some species has (the layers the OGC services list)."""
+    info, genus, family = release_species_info(rel.root)
+    out: list[GroupSpec] = []
+    for kind, names in (("family", family), ("genus", genus)):
+        for value in sorted({n for n in names if n}):
+            spec = GroupSpec(kind, value)  # type: ignore[arg-type]
+            if can_name_group(spec):
+                out.append(spec)
+    out += [GroupSpec("status", s) for s in STATUSES if getattr(info, s).any()]
+    return out
 
 
 def layer_id(release: str, name: str) -> str:
