@@ -129,6 +129,15 @@ def predict_cmd(
     resume: Annotated[
         bool, typer.Option(help="Finish an interrupted run of this release.")
     ] = False,
+    cluster: Annotated[str | None, typer.Option(help=CLUSTER_HELP)] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(help="i/N: run only share i of N of the chunks (SLURM job arrays)."),
+    ] = None,
+    finish: Annotated[
+        bool,
+        typer.Option(help="Run nothing: mark the cube complete once every chunk is done."),
+    ] = False,
 ) -> None:
     """Run a model over a territory into a Zarr cube of species probabilities."""
     from sdmatlas.predict.pipeline import PredictOptions, predict
@@ -136,6 +145,7 @@ def predict_cmd(
 
     settings = Settings()
     with _errors():
+        profile = _cluster_profile(cluster, settings)  # before any work or job
         paths = _covariate_paths(covariates, covariate)
         terr = load_territory(territory, res=res, crs=crs, chunk=chunk or settings.chunk_size)
         options = PredictOptions(
@@ -147,9 +157,38 @@ def predict_cmd(
             framework=framework,
             halo=halo,
             resume=resume,
+            cluster=profile,
+            shard=_shard(shard),
+            finish=finish,
         )
         summary = _run_predict(predict, card, paths, terr, out, options)
     _print_summary(summary)
+
+
+CLUSTER_HELP = (
+    "Run the workers as cluster jobs: slurm, a profile file (.yaml), or a profile name "
+    "from SDMATLAS_CLUSTER_PROFILES (docs/cluster.md)."
+)
+
+
+def _cluster_profile(spec: str | None, settings: Settings) -> Any:
+    """The validated profile of ``--cluster`` (None without it)."""
+    if spec is None:
+        return None
+    from sdmatlas.cluster import load_profile
+
+    profile = load_profile(spec, settings.cluster_profiles)
+    profile.jobqueue_kwargs()  # cross-field checks too, before anything is submitted
+    return profile
+
+
+def _shard(spec: str | None) -> tuple[int, int] | None:
+    if spec is None:
+        return None
+    i, sep, n = spec.partition("/")
+    if not sep or not i.strip().isdigit() or not n.strip().isdigit():
+        raise typer.BadParameter(f"expected i/N such as 0/3, got {spec!r}", param_hint="--shard")
+    return int(i), int(n)
 
 
 def _run_predict(
@@ -199,6 +238,7 @@ def publish_cmd(
     resume: Annotated[
         bool, typer.Option(help="Finish an interrupted publish of this release.")
     ] = False,
+    cluster: Annotated[str | None, typer.Option(help=CLUSTER_HELP)] = None,
 ) -> None:
     """Publish a cube as a release (levels, cross-species index, indicators) and register
     it in the catalog. Runs as chunk tasks on the same executor as predict."""
@@ -224,12 +264,14 @@ def publish_cmd(
 
     with _errors(hint=hint):
         validate_period(period)  # before any work, not after
+        profile = _cluster_profile(cluster, settings)
         ids = open_cube(cube).species_ids
         info = species_info_from_csv(species, ids)
         executor = ExecutorOptions(
             workers=settings.workers if workers is None else workers,
             threads_per_worker=1,
             scheduler=scheduler or settings.scheduler,
+            cluster=profile,
         )
         path = _run_publish(
             publish,

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     threads_per_worker: int = Field(
         default=1, ge=1, le=64, description="Inference threads in each prediction worker."
     )
+    cluster_profiles: Path | None = Field(
+        default=None,
+        description="YAML file of named cluster profiles for --cluster NAME (docs/cluster.md).",
+    )
     scheduler: str | None = Field(
         default=None, description="Address of an existing Dask scheduler (tcp://host:8786)."
     )

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import platform
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sdmatlas import __version__
-from sdmatlas.errors import ModelMismatchError, NotFoundError, ReleaseExistsError, TerritoryError
+from sdmatlas.cluster import ClusterProfile
+from sdmatlas.errors import (
+    IncompleteReleaseError,
+    InvalidInputError,
+    ModelMismatchError,
+    NotFoundError,
+    ReleaseExistsError,
+    TerritoryError,
+)
 from sdmatlas.executor import ExecutorOptions, open_executor
 from sdmatlas.grid import ChunkWindow
 from sdmatlas.models.adapters import Device, load_adapter
@@ -45,6 +56,20 @@ class PredictOptions:
     framework: str | None = None
     halo: int | None = None
     resume: bool = False
+    cluster: ClusterProfile | None = None
+    """Workers as cluster-manager jobs (``--cluster``); overrides ``workers``."""
+    shard: tuple[int, int] | None = None
+    """``(i, n)``: run only the i-th of n shares of the chunk tasks (job arrays)."""
+    finish: bool = False
+    """Run no task: mark the cube complete if every chunk has its done marker."""
+
+    def __post_init__(self) -> None:
+        if self.shard is not None:
+            i, n = self.shard
+            if not (n >= 1 and 0 <= i < n):
+                raise InvalidInputError(f"--shard {i}/{n}: give i/N with 0 <= i < N")
+        if self.finish and self.shard is not None:
+            raise InvalidInputError("--finish and --shard do not go together")
 
 
 @dataclass
@@ -80,6 +105,30 @@ def plan_tasks(territory: Territory) -> list[ChunkTask]:
     return tasks
 
 
+def shard_of(tasks: list[ChunkTask], shard: tuple[int, int] | None) -> list[ChunkTask]:
+    """The tasks of share ``i`` of ``n`` (every n-th task from the i-th, in plan order, so
+    every share gets chunks from all over the territory); all of them without a shard."""
+    if shard is None:
+        return tasks
+    i, n = shard
+    return tasks[i::n]
+
+
+@contextmanager
+def cube_lock(output: Path) -> Iterator[None]:
+    """An exclusive flock beside the cube, held while it is created or its run records
+    are written: the shards of a job array start at once on the same cube. (On Lustre
+    this needs the ``flock`` mount option; NFSv4 and local disks have it.)"""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(output.parent / f".{output.name}.predict.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
 def _prepare_cube(
     output: Path,
     parts: dict[str, Any],
@@ -88,7 +137,10 @@ def _prepare_cube(
     ids: list[int],
     meta: dict[str, Any],
     resume: bool,
+    shared: bool = False,
 ) -> Cube:
+    """Create the cube, or open it to resume. ``shared``: other shards may be writing to
+    it right now, so their temporary files are left alone (``--finish`` removes any)."""
     digest = fingerprint(parts)
     if not output.exists():
         return create_cube(output, territory.grid, ids, names, {**meta, "fingerprint": digest})
@@ -114,7 +166,8 @@ def _prepare_cube(
         raise ReleaseExistsError(
             f"{output} {state}; pass --resume to finish it, or choose another output path"
         )
-    cube.remove_partials()
+    if not shared:
+        cube.remove_partials()
     return cube
 
 
@@ -168,19 +221,31 @@ def predict(
         "territory": territory.name,
     }
     output = Path(output)
-    cube = _prepare_cube(
-        output,
-        parts,
-        territory,
-        [s.name for s in card.species],
-        card.species_ids,
-        meta,
-        options.resume,
-    )
+    # shards and --finish meet a cube other processes made (or are making): resume it
+    together = options.shard is not None or options.finish
+    with cube_lock(output) if together else nullcontext():
+        cube = _prepare_cube(
+            output,
+            parts,
+            territory,
+            [s.name for s in card.species],
+            card.species_ids,
+            meta,
+            options.resume or together,
+            shared=options.shard is not None,
+        )
     tasks = plan_tasks(territory)
     done = cube.done_chunks()
-    todo = [t for t in tasks if t.window.key not in done]
-    total, already = len(tasks), len(tasks) - len(todo)
+    mine = shard_of(tasks, options.shard)
+    todo = [t for t in mine if t.window.key not in done]
+    total, already = len(tasks), len(mine) - len(todo)
+    if options.finish:
+        missing = sum(1 for t in tasks if t.window.key not in done)
+        if missing:
+            raise IncompleteReleaseError(
+                f"{missing} of {total} chunks of {output} have no done marker: run their "
+                "shards again (or predict --resume), then --finish"
+            )
     ctx = PredictContext(
         card=card,
         framework=framework,
@@ -203,7 +268,9 @@ def predict(
     if progress:
         progress(already, total)
     error: BaseException | None = None
-    executor = ExecutorOptions(options.workers, options.threads_per_worker, options.scheduler)
+    executor = ExecutorOptions(
+        options.workers, options.threads_per_worker, options.scheduler, options.cluster
+    )
     try:
         with open_executor(executor) as ex:
             ex.map(run_chunk, ctx, todo, on_done)
@@ -215,7 +282,6 @@ def predict(
         "model_s": round(sum(r.model_s for r in results), 3),
         "write_s": round(sum(r.write_s for r in results), 3),
     }
-    complete = error is None and len(cube.done_chunks()) >= total
     run = {
         "started": started,
         "finished": now(),
@@ -227,13 +293,20 @@ def predict(
         "scheduler": executor.label,
         "workers": options.workers if executor.label == "local" else None,
         "device": adapter.device,
+        "worker_devices": sorted({r.device for r in results}),
         "batch_size": options.batch_size,
         "timings": timings,
         "sdmatlas": __version__,
         "host": platform.node(),
+        **({"shard": f"{options.shard[0]}/{options.shard[1]}"} if options.shard else {}),
+        **({"cluster": options.cluster.model_dump()} if options.cluster else {}),
         **({"error": f"{type(error).__name__}: {error}"} if error else {}),
     }
-    cube.add_run(run, complete=complete)
+    with cube_lock(output) if together else nullcontext():
+        if options.finish:
+            cube.remove_partials()  # no shard runs any more
+        complete = error is None and len(cube.done_chunks()) >= total
+        cube.add_run(run, complete=complete)
     if error is not None:
         raise error
     return RunSummary(

@@ -57,6 +57,8 @@ class ChunkResult:
     read_s: float
     model_s: float
     write_s: float
+    device: str = "cpu"
+    """The device the worker's model ran on (``cpu`` or ``cuda``): GPU jobs record theirs."""
 
 
 @lru_cache(maxsize=4)
@@ -120,4 +122,4 @@ def run_chunk(ctx: PredictContext, task: ChunkTask) -> ChunkResult:
     cube.write_region(task.window, codes)
     write_s = time.perf_counter() - t0
     cube.mark_done(task.window, {"pixels": task.n_pixels, "model_s": round(model_s, 4)})
-    return ChunkResult(task.window.key, task.n_pixels, read_s, model_s, write_s)
+    return ChunkResult(task.window.key, task.n_pixels, read_s, model_s, write_s, adapter.device)
