@@ -98,6 +98,19 @@ def cube(tmp_path_factory: pytest.TempPathFactory, demo_card: Path, coast: World
     return out
 
 
+def wait_for_markers(cube_path: Path, proc: subprocess.Popen[bytes], n: int = 5,
+                     timeout: float = 300) -> int:  # fmt: skip
+    """Wait until a running prediction has at least ``n`` done markers (or has ended):
+    the moment to kill or cancel it mid-run. Returns the markers seen."""
+    markers = cube_path / "_sdmatlas" / "done"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if markers.exists() and len(os.listdir(markers)) >= n:
+            break
+        time.sleep(0.005)
+    return len(os.listdir(markers)) if markers.exists() else 0
+
+
 def cube_chunk_bytes(cube_path: Path) -> dict[str, bytes]:
     """Every stored chunk of a cube's probability array, by relative path."""
     base = cube_path / "probability" / "c"

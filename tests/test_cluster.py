@@ -8,14 +8,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import World, cube_chunk_bytes
+from conftest import World, cube_chunk_bytes, wait_for_markers
 from sdmatlas.cluster import ClusterProfileError, SlurmProfile, load_profile, parse_profile
 from sdmatlas.predict.cube import open_cube
 from sdmatlas.testing.localslurm import LocalSlurm
@@ -155,6 +154,31 @@ def _tree_bytes(root: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
+def test_slurm_workers_get_the_local_workers_environment(
+    tmp_path: Path, slurm: LocalSlurm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What bench/cluster.py found: SLURM workers first kept Dask's default
+    MALLOC_TRIM_THRESHOLD_ (60 % slower tasks, docs/publish.md); they now run in the
+    environment a LocalCluster's workers get."""
+    from sdmatlas.executor import ExecutorOptions, open_executor
+
+    def environment() -> dict[str, str | None]:
+        return {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "GDAL_CACHEMAX",
+                                               "OMP_NUM_THREADS")}  # fmt: skip
+
+    for key, value in slurm.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    profile = load_profile(str(_profile(tmp_path, slurm, jobs=1)))
+    with open_executor(ExecutorOptions(cluster=profile)) as ex:
+        on_slurm = list(ex.client.run(environment).values())
+    with open_executor(ExecutorOptions(workers=1)) as ex:
+        local = list(ex.client.run(environment).values())
+    assert on_slurm == local == [{"MALLOC_TRIM_THRESHOLD_": None, "GDAL_CACHEMAX": "16",
+                                  "OMP_NUM_THREADS": "1"}]  # fmt: skip
+
+
+@pytest.mark.slow
 def test_job_array_shards_give_the_same_cube(
     tmp_path: Path, demo_card: Path, coast: World, cube: Path, slurm: LocalSlurm
 ) -> None:
@@ -185,31 +209,34 @@ def test_job_array_shards_give_the_same_cube(
     assert not open_cube(partial).is_complete
 
 
+def _cancel_mid_run(
+    tmp_path: Path, card: Path, world: World, slurm: LocalSlurm, **profile: object
+) -> tuple[subprocess.Popen[bytes], int, Path, Path]:
+    """An in-process reference cube, then a SLURM run whose worker jobs are all cancelled
+    once it has done a few chunks: (the run, chunks done at the cancel, its cube, the
+    reference)."""
+    full = tmp_path / "full.zarr"
+    subprocess.run(_cli(world, card, full, "--workers", "0"), check=True, capture_output=True)
+    out = tmp_path / "cancelled.zarr"
+    proc = subprocess.Popen(_cli(world, card, out, "--cluster",
+                                 str(_profile(tmp_path, slurm, **profile))),
+                            env=_env(slurm), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)  # fmt: skip
+    wait_for_markers(out, proc)
+    jobs = slurm.jobs()
+    assert jobs, "a worker job must be running"
+    slurm.run("scancel", *jobs)
+    return proc, len(open_cube(out).done_chunks()), out, full
+
+
 @pytest.mark.slow
 def test_a_cancelled_worker_job_is_replaced(
     tmp_path: Path, demo_card: Path, many_chunks: World, slurm: LocalSlurm
 ) -> None:
     """scancel of a worker job mid-run: with adaptive scaling, dask-jobqueue submits a
     new job and the run finishes; the cube equals a local run's."""
-    world = many_chunks
-    full = tmp_path / "full.zarr"
-    subprocess.run(_cli(world, demo_card, full, "--workers", "0"), check=True,
-                   capture_output=True)  # fmt: skip
-    profile = _profile(tmp_path, slurm, minimum_jobs=1, maximum_jobs=1)
-    out = tmp_path / "cancelled.zarr"
-    proc = subprocess.Popen(_cli(world, demo_card, out, "--cluster", str(profile)),
-                            env=_env(slurm), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)  # fmt: skip
-    markers = out / "_sdmatlas" / "done"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if markers.exists() and len(os.listdir(markers)) >= 5:
-            break
-        time.sleep(0.05)
-    jobs = slurm.jobs()
-    assert jobs, "a worker job must be running"
-    slurm.run("scancel", *jobs)
-    at_cancel = len(os.listdir(markers))
+    proc, at_cancel, out, full = _cancel_mid_run(tmp_path, demo_card, many_chunks, slurm,
+                                                 minimum_jobs=1, maximum_jobs=1)  # fmt: skip
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err.decode()[-3000:]
     c = open_cube(out)
@@ -227,22 +254,8 @@ def test_a_run_whose_workers_are_all_gone_stops_and_resumes(
     """A fixed-size run (one job, not replaced) whose job is cancelled: the run stops
     with a clear error after ``worker_start_timeout`` without a worker, keeps its done
     chunks, and ``--resume`` (here in-process) completes it byte-identically."""
-    world = many_chunks
-    full = tmp_path / "full.zarr"
-    subprocess.run(_cli(world, demo_card, full, "--workers", "0"), check=True,
-                   capture_output=True)  # fmt: skip
-    profile = _profile(tmp_path, slurm, jobs=1, worker_start_timeout=15)
-    out = tmp_path / "stopped.zarr"
-    proc = subprocess.Popen(_cli(world, demo_card, out, "--cluster", str(profile)),
-                            env=_env(slurm), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)  # fmt: skip
-    markers = out / "_sdmatlas" / "done"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if markers.exists() and len(os.listdir(markers)) >= 5:
-            break
-        time.sleep(0.05)
-    slurm.run("scancel", *slurm.jobs())
+    proc, _, out, full = _cancel_mid_run(tmp_path, demo_card, many_chunks, slurm, jobs=1,
+                                         worker_start_timeout=15)  # fmt: skip
     _, err = proc.communicate(timeout=300)
     message = " ".join(err.decode().split())
     assert proc.returncode != 0 and "no worker for" in message and "--resume" in message
@@ -250,13 +263,14 @@ def test_a_run_whose_workers_are_all_gone_stops_and_resumes(
     done_before = len(c.done_chunks())
     assert c.status == "running" and done_before > 0
     assert "no worker" in c.meta["runs"][-1]["error"]
-    subprocess.run(_cli(world, demo_card, out, "--resume", "--workers", "0"), check=True,
+    subprocess.run(_cli(many_chunks, demo_card, out, "--resume", "--workers", "0"), check=True,
                    capture_output=True)  # fmt: skip
     c = open_cube(out)
     assert c.is_complete and c.meta["runs"][-1]["chunks_already_done"] == done_before
     assert cube_chunk_bytes(out) == cube_chunk_bytes(full)
 
 
+@pytest.mark.slow  # needs the system packages (make test installs them)
 def test_slurm_binaries_are_installed_by_the_project() -> None:
     """The install script names SLURM and munge, so that CI has them (no test skips)."""
     text = (ROOT / "scripts" / "install-system-packages.sh").read_text()

@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import pytest
 import rasterio
 import yaml
 
-from conftest import World, cube_chunk_bytes
+from conftest import World, cube_chunk_bytes, wait_for_markers
 from sdmatlas.errors import (
     CovariateError,
     IncompleteReleaseError,
@@ -207,12 +206,7 @@ def test_killed_run_resumes_to_the_identical_cube(
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    markers = out / "_sdmatlas" / "done"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if markers.exists() and len(os.listdir(markers)) >= 5:
-            break
-        time.sleep(0.005)
+    wait_for_markers(out, proc, timeout=120)
     os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its Dask workers, all at once
     proc.wait()
     done_before = len(open_cube(out).done_chunks())

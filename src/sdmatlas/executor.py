@@ -195,6 +195,7 @@ def cluster_executor(profile: ClusterProfile) -> Iterator[Executor]:
 def worker_environment() -> dict[str, str]:
     """What every worker process gets beside Dask's own settings (see local_cluster)."""
     import dask
+    import distributed  # noqa: F401  (its import loads its configuration defaults)
 
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
     environ.pop("MALLOC_TRIM_THRESHOLD_", None)
@@ -204,12 +205,18 @@ def worker_environment() -> dict[str, str]:
 
 
 def worker_exports() -> list[str]:
-    """:func:`worker_environment` as job-script lines: the nanny's pre-spawn environment
-    through Dask's configuration variable (its default would bring the trim threshold
-    back), and GDAL's cache for the worker."""
+    """:func:`worker_environment` as job-script lines. The trim threshold is unset by a
+    Dask configuration file for the job (``DASK_CONFIG`` adds a folder to Dask's search
+    path): Dask's own variables cannot do it, since their keys are lower-cased and merged
+    key by key, so Dask's default ``MALLOC_TRIM_THRESHOLD_`` entry would stay."""
+    folder = '"${TMPDIR:-/tmp}/sdmatlas-dask-${SLURM_JOB_ID:-$$}"'
+    lines = [
+        f"export DASK_CONFIG={folder}",
+        'mkdir -p "$DASK_CONFIG"',
+        "printf 'distributed:\\n  nanny:\\n    pre-spawn-environ:\\n"
+        "      MALLOC_TRIM_THRESHOLD_: null\\n' > \"$DASK_CONFIG/sdmatlas.yaml\"",
+    ]
     env = worker_environment()
-    spawn = {k: v for k, v in env.items() if k != "GDAL_CACHEMAX"}
-    lines = [f'export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON="{spawn!r}"']
     if "GDAL_CACHEMAX" in env:
         lines.append(f"export GDAL_CACHEMAX={env['GDAL_CACHEMAX']}")
     return lines
