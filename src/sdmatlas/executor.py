@@ -214,7 +214,7 @@ def worker_exports() -> list[str]:
         f"export DASK_CONFIG={folder}",
         'mkdir -p "$DASK_CONFIG"',
         "printf 'distributed:\\n  nanny:\\n    pre-spawn-environ:\\n"
-        "      MALLOC_TRIM_THRESHOLD_: null\\n' > \"$DASK_CONFIG/sdmatlas.yaml\"",
+        '      MALLOC_TRIM_THRESHOLD_: null\\n\' > "$DASK_CONFIG/sdmatlas.yaml"',
     ]
     env = worker_environment()
     if "GDAL_CACHEMAX" in env:
