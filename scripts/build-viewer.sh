@@ -22,3 +22,14 @@ src=viewer/node_modules/maplibre-gl
 cp "$src/dist/maplibre-gl.js" "$src/dist/maplibre-gl.css" "$src/LICENSE.txt" "$out/"
 sed -i '/^\/\/# sourceMappingURL=/d' "$out/maplibre-gl.js"  # the map is not vendored
 echo "vendored maplibre-gl $(node -p "require('./$src/package.json').version") into $out"
+# pmtiles (static archives, static/archive.html): the browser build; the package ships
+# no licence file, its package.json says BSD-3-Clause
+out=src/sdmatlas/serve/static/vendor/pmtiles
+rm -rf "$out"
+mkdir -p "$out"
+src=viewer/node_modules/pmtiles
+cp "$src/dist/pmtiles.js" "$out/"
+sed -i '/^\/\/# sourceMappingURL=/d' "$out/pmtiles.js"
+v=$(node -p "require('./$src/package.json').version")
+printf 'pmtiles %s (npm), BSD-3-Clause, https://github.com/protomaps/PMTiles\n' "$v" > "$out/LICENSE"
+echo "vendored pmtiles $v into $out"

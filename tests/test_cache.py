@@ -411,6 +411,71 @@ def test_seed_over_a_territory_and_bad_arguments(
         assert "Traceback" not in bad.stderr
 
 
+# -- static archives (issue 20, in part) ---------------------------------------------------------
+
+
+def test_pmtiles_archives_hold_what_the_api_serves(
+    catalog_settings: Settings, tmp_path: Path
+) -> None:
+    """``seed --to pmtiles DIR``: one PMTiles v3 archive per layer; the pmtiles package
+    reads every planned tile back, byte for byte the API's tile (empty ones left out);
+    header bounds, zooms and metadata are the layer's; a second run keeps an archive of
+    the current version; bad targets exit 2."""
+    from pmtiles.reader import MmapSource, Reader
+    from pmtiles.tile import TileType
+
+    from sdmatlas.serve.archive import archive_path
+
+    env = {k: v for k, v in _seed_env(catalog_settings, tmp_path / "tiles").items()
+           if k != "SDMATLAS_TILE_CACHE"}  # no persistent cache needed  # fmt: skip
+    sd = str(BIN / "sdmatlas")
+    out = tmp_path / "archives"
+    indicator = f"{KEY}:indicator:richness"
+    cmd = [sd, "seed", LAYER, indicator, "--zoom", "8-11", "--to", "pmtiles", str(out)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    plain = app(catalog_settings)
+    tms = morecantile.tms.get("WebMercatorQuad")
+    for lid in (LAYER, indicator):
+        path = archive_path(out, lid)
+        assert path.name == lid.replace(":", ".") + ".pmtiles"
+        info = plain.get(f"/layers/{lid}").json()
+        with open(path, "rb") as f:
+            reader = Reader(MmapSource(f))
+            header, meta = reader.header(), reader.metadata()
+            assert header["tile_type"] == TileType.PNG and header["clustered"]
+            assert (header["min_zoom"], header["max_zoom"]) == (8, 11)
+            w, s_, e, n = info["bbox"]
+            assert header["min_lon_e7"] == round(w * 1e7) and header["max_lat_e7"] == round(n * 1e7)
+            assert meta["version"] == info["version"] and meta["layer"] == lid
+            assert meta["attribution"] and meta["name"] == info["title"]
+            stored = 0
+            for t in tms.tiles(w, s_, e, n, [8, 9, 10, 11]):
+                api = plain.get(f"/tiles/{lid}/WebMercatorQuad/{t.z}/{t.x}/{t.y}.png")
+                got = reader.get(t.z, t.x, t.y)
+                if api.headers.get("X-Tile-Empty") == "true":
+                    assert got is None  # left out: readers draw nothing there
+                else:
+                    assert got == api.content, (lid, t)
+                    stored += 1
+            assert stored > 10 and header["addressed_tiles_count"] == stored
+            assert header["tile_contents_count"] <= stored  # identical tiles stored once
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "already of this layer version" in again.stderr
+    for args, words in [
+        (["--to", "pmtiles", str(tmp_path / "file.txt" / "x")], "archive folder"),
+        (["--to", "tarball", str(out)], "--to"),
+        ([f"{KEY}:species:99999"], "99999"),
+    ]:
+        (tmp_path / "file.txt").write_text("not a folder")
+        bad = subprocess.run([sd, "seed", LAYER, "--zoom", "8", *(["--to", "pmtiles", str(out)]
+                              if args[0] != "--to" else []), *args], env=env,
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert bad.returncode == 2 and words in " ".join(bad.stderr.split()), (args, bad.stderr)
+        assert "Traceback" not in bad.stderr
+    assert list(out.glob(".*.tmp")) == []  # nothing half-written left behind
+
+
 # -- monitoring ----------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ release built by ``sdmatlas demo run``. Screenshots go to test-artifacts/viewer/
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -38,14 +39,20 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``sdmatlas demo run`` into a temporary data directory, then ``sdmatlas serve``."""
+def demo_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """``sdmatlas demo run`` into a temporary data directory: the environment of it."""
     data = tmp_path_factory.mktemp("viewer-demo")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SDMATLAS_")}
     env |= {"SDMATLAS_DATA_DIR": str(data), "SDMATLAS_WORKERS": "0"}
     subprocess.run([str(BIN / "sdmatlas"), "demo", "run"], env=env, check=True, timeout=900,
                    capture_output=True)  # fmt: skip
-    with sdmatlas_server(env, workers=1, ready="/ready") as base:
+    return env
+
+
+@pytest.fixture(scope="module")
+def server(demo_env: dict[str, str]) -> Iterator[str]:
+    """``sdmatlas serve`` on the demo release."""
+    with sdmatlas_server(demo_env, workers=1, ready="/ready") as base:
         yield base
 
 
@@ -214,7 +221,18 @@ def test_the_page_ships_its_libraries() -> None:
     assert f"Leaflet {pinned['leaflet']}" in head, head[:120]
     head = (static / "vendor" / "maplibre-gl" / "maplibre-gl.js").read_text()[:300]
     assert "MapLibre GL JS" in head and f"maplibre-gl-js/blob/v{pinned['maplibre-gl']}/" in head
-    for page in ["index.html", "viewer.js", "viewer.css", "maplibre.html", "maplibre.js"]:
+    assert (
+        f"pmtiles {pinned['pmtiles']} " in (static / "vendor" / "pmtiles" / "LICENSE").read_text()
+    )
+    for page in [
+        "index.html",
+        "viewer.js",
+        "viewer.css",
+        "maplibre.html",
+        "maplibre.js",
+        "archive.html",
+        "archive.js",
+    ]:
         text = (static / page).read_text()
         assert "http://" not in text and "https://" not in text, page
 
@@ -323,3 +341,70 @@ def test_the_maplibre_page_draws_our_tiles_in_webgl(server: str, webgl_browser: 
     time.sleep(0.5)
     assert not np.array_equal(canvas_image(b), img)
     assert [e for e in severe_console(b) if "favicon" not in e["message"]] == []
+
+
+# -- a static PMTiles archive, no API (issue 20, in part) ----------------------------------------
+
+
+@contextlib.contextmanager
+def static_site(folder: Path) -> Iterator[str]:
+    """A plain static file server over ``folder`` (Starlette's StaticFiles under uvicorn:
+    GET, HEAD and Range; nothing of sdmatlas), on a free port."""
+    import threading
+
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    from starlette.staticfiles import StaticFiles
+
+    from conftest import free_port
+
+    port = free_port()
+    site = Starlette(routes=[Mount("/", StaticFiles(directory=folder))])
+    server = uvicorn.Server(uvicorn.Config(site, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_a_pmtiles_archive_on_a_static_host(
+    demo_env: dict[str, str], browser: WebDriver, tmp_path: Path
+) -> None:
+    """``seed --to pmtiles`` on the demo release, then the archive page and the archive
+    on a plain static server: Leaflet draws the archive's tiles, read by range requests,
+    with no request to another host."""
+    site = tmp_path / "site"
+    static = ROOT / "src" / "sdmatlas" / "serve" / "static"
+    shutil.copytree(static / "vendor", site / "vendor")
+    for name in ("archive.html", "archive.js"):
+        shutil.copy(static / name, site / name)
+    release = "demo-1.0.0"
+    layer = f"{release}:indicator:richness"
+    done = subprocess.run([str(BIN / "sdmatlas"), "seed", layer, "--zoom", "6-9", "--to",
+                           "pmtiles", str(site / "archives")], env=demo_env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    name = f"archives/{layer.replace(':', '.')}.pmtiles"
+    assert (site / name).stat().st_size > 10_000
+    with static_site(site) as base:
+        browser.get(f"{base}/archive.html?url={name}")
+        loaded = "document.querySelectorAll('.leaflet-tile-pane img.leaflet-tile-loaded').length"
+        assert wait(browser, f"{loaded} >= 4", timeout=60)
+        time.sleep(0.5)  # the tiles' fade-in
+        img = map_image(browser, "archive-1")
+        urls = resources(browser)
+    assert "version" in browser.find_element(By.ID, "info").text
+    assert any(name in u for u in urls)
+    assert all(u.startswith(base) or u.startswith("blob:") for u in urls), urls
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 50
+    background = np.array([0xCF, 0xE3, 0xEF])
+    assert (np.abs(img.astype(int) - background).sum(axis=2) > 30).mean() > 0.2
+    assert severe_console(browser) == []

@@ -604,8 +604,17 @@ def seed_cmd(
     processes: Annotated[int, typer.Option(min=1, max=256, help="Worker processes.")] = 2,
     colormap: Annotated[str | None, typer.Option(help="Colormap of the seeded tiles.")] = None,
     format: Annotated[str, typer.Option(help="png or webp.")] = "png",
+    to: Annotated[
+        tuple[str, str],
+        typer.Option(
+            help="Where tiles go: 'cache -' (the disk or Redis tile cache) or 'pmtiles DIR' "
+            "(one static PMTiles archive per layer, WebMercatorQuad).",
+            metavar="TARGET DIR",
+        ),
+    ] = ("cache", "-"),
 ) -> None:
-    """Pre-render tiles into the disk or Redis tile cache; run again to resume."""
+    """Pre-render tiles into the disk or Redis tile cache, or into static PMTiles
+    archives (--to pmtiles DIR); run again to resume."""
     from rich.progress import (
         MofNCompleteColumn,
         Progress,
@@ -646,6 +655,13 @@ def seed_cmd(
         if format == "npy":
             raise InvalidInputError("seed png or webp tiles")
         render.parse_style(colormap, None, (0.0, 1.0))
+        target, folder = to
+        if target not in ("cache", "pmtiles"):
+            raise InvalidInputError(f"--to {target!r}: use cache or pmtiles DIR")
+        if target == "pmtiles":
+            _seed_archives(svc, settings, ids, Path(folder), zoom, area, format, colormap,
+                           processes)  # fmt: skip
+            return
         jobs = list(plan(svc, ids, tms, parse_zooms(zoom) if zoom else None, area))
         columns = [*Progress.get_default_columns()[:-1], MofNCompleteColumn(),
                    TimeElapsedColumn(), TimeRemainingColumn()]  # fmt: skip
@@ -659,6 +675,34 @@ def seed_cmd(
         f"({report.tiles_per_s:.0f} tiles/s rendered) into "
         f"{', '.join(b for b in settings.tile_cache if b != 'memory')}"
     )
+
+
+def _seed_archives(
+    svc: Any, settings: Settings, ids: list[str], folder: Path, zoom: str | None, area: Any,
+    format: str, colormap: str | None, processes: int,
+) -> None:  # fmt: skip
+    """``seed --to pmtiles DIR``: one archive per layer, each checked before any work."""
+    from rich.progress import MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from sdmatlas.serve.archive import ARCHIVE_TMS, check_folder, write_layer
+    from sdmatlas.serve.seed import parse_zooms, plan
+
+    check_folder(folder)
+    zooms = parse_zooms(zoom) if zoom else None
+    refs = [svc.layers.resolve(lid) for lid in ids]  # unknown layers: an error, no work
+    plans = {ref.id: list(plan(svc, [ref.id], [ARCHIVE_TMS], zooms, area)) for ref in refs}
+    total = sum(len(p) for p in plans.values())
+    with Progress(*Progress.get_default_columns()[:-1], MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as bar:  # fmt: skip
+        task = bar.add_task(f"archiving {len(refs)} layer(s)", total=total)
+        for ref in refs:
+            r = write_layer(svc, settings, ref, plans[ref.id], folder, format,
+                            {"colormap": colormap}, processes,
+                            lambda n: bar.advance(task, n))  # fmt: skip
+            what = {"written": f"{r.tiles} tiles ({r.unique} distinct), {r.empty} empty left out",
+                    "current": "already of this layer version",
+                    "no data": "no tile with data: no archive"}[r.status]  # fmt: skip
+            console.print(f"{ref.id}: {r.path or '-'}: {what}", highlight=False)
 
 
 @app.command("reports")

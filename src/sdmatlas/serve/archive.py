@@ -1,0 +1,203 @@
+"""Static tile archives: one PMTiles v3 file per layer (``sdmatlas seed --to pmtiles DIR``).
+
+A PMTiles archive holds a layer's WebMercatorQuad tiles in one file that any static
+host or bucket serves with HTTP range requests: no tile server, a CDN in front. The
+tiles are rendered by the API's own tile path (``make_tile``, the same bytes and, with
+a persistent tile cache, the same cache entries), in the worker processes that
+``sdmatlas seed`` uses, and written in tile-id order (a clustered archive) by the
+``pmtiles`` package's writer, which stores identical tiles once (the many uniform
+tiles of a species map: all absent, all sea). Empty tiles (no data at all) are left
+out, as PMTiles readers expect: a missing tile draws nothing.
+
+An archive is written beside its final name and renamed into place, so a reader never
+sees a partial file, and a killed seed leaves none. Its metadata carries the layer's
+version: running the seed again skips an archive of the current version and rewrites
+one of an older version.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pmtiles.reader import MmapSource, Reader
+from pmtiles.tile import Compression, TileType, zxy_to_tileid
+from pmtiles.writer import Writer
+
+from sdmatlas.errors import InvalidInputError
+from sdmatlas.serve import seed as seeding
+from sdmatlas.serve.services import Services
+from sdmatlas.serve.tiles.core import TileRequest, make_tile
+from sdmatlas.serve.tiles.layers import LayerRef
+from sdmatlas.settings import Settings
+
+#: PMTiles addresses tiles in this TileMatrixSet only (z/x/y of spherical Mercator).
+ARCHIVE_TMS = "WebMercatorQuad"
+TILE_TYPES = {"png": TileType.PNG, "webp": TileType.WEBP}
+ATTRIBUTION = "sdmatlas: AI-predicted species distributions"
+
+
+@dataclass
+class ArchiveReport:
+    layer: str
+    path: Path | None
+    status: str  # "written", "current" (already of this version), "no data"
+    tiles: int = 0  # tiles with data in the archive
+    empty: int = 0  # tiles left out (no data)
+    unique: int = 0  # distinct tile bodies stored
+
+
+def archive_path(folder: Path, layer: str) -> Path:
+    """``<folder>/<layer id, dots for colons>.pmtiles`` (the WMS name: safe in URLs)."""
+    return folder / f"{layer.replace(':', '.')}.pmtiles"
+
+
+def check_folder(folder: Path) -> None:
+    """The target folder exists or can be made, and is writable (before any work)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot create the archive folder {folder}: {exc}") from None
+    if not os.access(folder, os.W_OK):
+        raise InvalidInputError(f"the archive folder {folder} is not writable")
+
+
+def archive_version(path: Path) -> str | None:
+    """The layer version recorded in an archive (None: no archive, or not readable)."""
+    try:
+        with open(path, "rb") as f:
+            meta = Reader(MmapSource(f)).metadata()
+    except (OSError, ValueError):
+        return None
+    version = meta.get("version")
+    return str(version) if version is not None else None
+
+
+def _render(jobs: list[seeding.Job], fmt: str, params: dict[str, str | None]) -> list[bytes | None]:
+    """In a seed worker: each tile's body, or None for an empty tile."""
+    svc = seeding._worker["svc"]
+    assert isinstance(svc, Services)
+    return render_batch(svc, jobs, fmt, params)
+
+
+def render_batch(
+    svc: Services, jobs: list[seeding.Job], fmt: str, params: dict[str, str | None]
+) -> list[bytes | None]:
+    out: list[bytes | None] = []
+    for layer, tms, z, x, y in jobs:
+        versioned = {**params, "v": svc.layers.resolve(layer).version}
+        tile = make_tile(svc, TileRequest.of(layer, tms, z, x, y, fmt, versioned))
+        assert tile is not None
+        out.append(None if tile.empty else tile.body)
+    return out
+
+
+def write_layer(
+    svc: Services,
+    settings: Settings,
+    ref: LayerRef,
+    jobs: list[seeding.Job],
+    folder: Path,
+    fmt: str,
+    params: dict[str, str | None],
+    processes: int,
+    progress: Callable[[int], None] | None = None,
+) -> ArchiveReport:
+    """The layer's archive in ``folder`` from its planned WebMercatorQuad tiles."""
+    path = archive_path(folder, ref.id)
+    if archive_version(path) == ref.version:
+        if progress is not None:
+            progress(len(jobs))
+        return ArchiveReport(ref.id, path, "current")
+    jobs = sorted(jobs, key=lambda j: zxy_to_tileid(j[2], j[3], j[4]))  # clustered
+    report = ArchiveReport(ref.id, None, "no data")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            writer = Writer(f)
+            for (_, _, z, x, y), body in _rendered(settings, jobs, fmt, params, processes,
+                                                   progress):  # fmt: skip
+                if body is None:
+                    report.empty += 1
+                    continue
+                writer.write_tile(zxy_to_tileid(z, x, y), body)
+                report.tiles += 1
+            if report.tiles:
+                report.unique = len(writer.hash_to_offset)
+                writer.finalize(_header(ref, fmt, jobs), _metadata(ref, fmt, params, jobs))
+        if not report.tiles:
+            tmp.unlink()
+            return report
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    report.path, report.status = path, "written"
+    return report
+
+
+def _rendered(
+    settings: Settings,
+    jobs: list[seeding.Job],
+    fmt: str,
+    params: dict[str, str | None],
+    processes: int,
+    progress: Callable[[int], None] | None,
+) -> Iterator[tuple[seeding.Job, bytes | None]]:
+    """Tile bodies in the order of ``jobs``, rendered by seed worker processes."""
+    batches = [jobs[i : i + seeding.BATCH] for i in range(0, len(jobs), seeding.BATCH)]
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max(1, processes), ctx, seeding._init, (settings,)) as pool:
+        n = len(batches)
+        results = pool.map(_render, batches, [fmt] * n, [params] * n)  # in order
+        for batch, bodies in zip(batches, results, strict=True):
+            yield from zip(batch, bodies, strict=True)
+            if progress is not None:
+                progress(len(batch))
+
+
+def _e7(v: float) -> int:
+    return round(v * 10_000_000)
+
+
+def _header(ref: LayerRef, fmt: str, jobs: list[seeding.Job]) -> dict[str, Any]:
+    w, s, e, n = ref.bbox or (-180.0, -85.0, 180.0, 85.0)
+    zooms = [j[2] for j in jobs]
+    return {
+        "tile_type": TILE_TYPES[fmt],
+        "tile_compression": Compression.NONE,  # PNG and WebP are compressed already
+        "min_lon_e7": _e7(w),
+        "min_lat_e7": _e7(s),
+        "max_lon_e7": _e7(e),
+        "max_lat_e7": _e7(n),
+        "center_zoom": min(zooms),
+        "center_lon_e7": _e7((w + e) / 2),
+        "center_lat_e7": _e7((s + n) / 2),
+    }
+
+
+def _metadata(
+    ref: LayerRef, fmt: str, params: dict[str, str | None], jobs: list[seeding.Job]
+) -> dict[str, Any]:
+    zooms = [j[2] for j in jobs]
+    return {
+        "name": ref.title,
+        "description": f"{ref.kind} layer {ref.id} of release {ref.release} ({ref.units})",
+        "attribution": ATTRIBUTION,
+        "version": ref.version,
+        "layer": ref.id,
+        "release": ref.release,
+        "format": fmt,
+        "colormap": params.get("colormap") or "default",
+        "bounds": list(ref.bbox) if ref.bbox else None,
+        "minzoom": min(zooms),
+        "maxzoom": max(zooms),
+        "type": "overlay",
+    }
