@@ -19,7 +19,9 @@ bench/results/cluster-<date>.json.
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -66,19 +68,25 @@ def run(case: dict[str, Any], options: PredictOptions, out: Path) -> float:
     return seconds
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = common.parser(__doc__)
     ap.add_argument("--size", type=int, default=4096, help="edge of the larger territory (px)")
     ap.add_argument("--repeat", type=int, default=3)
-    args = ap.parse_args()
-    target = common.results_file(args.results, "cluster")
+    return ap
+
+
+def output_path(args: argparse.Namespace) -> Path:
+    return common.results_file(args.results, "cluster")
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    target = output_path(args)
     cases = inputs(args.size)
     work = Path(tempfile.mkdtemp(prefix="sdmatlas-bench-cluster-"))
-    results: dict[str, Any] = {"machine": platform.platform(), "cpus": __import__("os").cpu_count(),
+    results: dict[str, Any] = {"machine": platform.platform(), "cpus": os.cpu_count(),
                                "date": time.strftime("%Y-%m-%d"), "cases": {}}  # fmt: skip
     with LocalSlurm(cpus=4) as slurm:
-        import os
-
         os.environ.update(slurm.env())
         profile = SlurmProfile(partition=slurm.partition, cores=1, memory="4GiB", jobs=2,
                                walltime="01:00:00", interface="lo",
