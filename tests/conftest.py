@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -211,6 +212,28 @@ def sdmatlas_server(env: dict[str, str], workers: int = 1, ready: str = "/health
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(20)
+
+
+@contextlib.contextmanager
+def uvicorn_thread(app: Any, log_level: str = "warning") -> Iterator[str]:
+    """An ASGI app served by uvicorn on a free port in a thread; yields its base URL."""
+    import threading
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level=log_level))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 # -- a served catalog ----------------------------------------------------------------------------

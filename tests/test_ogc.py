@@ -8,9 +8,6 @@ import itertools
 import json
 import math
 import re
-import socket
-import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -22,13 +19,12 @@ import morecantile
 import numpy as np
 import pytest
 import rasterio
-import uvicorn
 from owslib.tms import TileMapService
 from owslib.wmts import WebMapTileService
 from PIL import Image
 from rasterio.windows import Window
 
-from conftest import served_catalog
+from conftest import served_catalog, uvicorn_thread
 from sdmatlas.publish.release import open_release
 from sdmatlas.serve.app import create_app
 from sdmatlas.settings import Settings
@@ -54,21 +50,8 @@ def app_settings(tmp_path_factory: pytest.TempPathFactory, cube: Path) -> Settin
 @pytest.fixture(scope="module")
 def live(app_settings: Settings) -> Iterator[str]:
     """The app served by uvicorn on a free port, in a thread."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(app_settings), host="127.0.0.1", port=port,
-                            log_level="warning")  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with uvicorn_thread(create_app(app_settings)) as base:
+        yield base
 
 
 def _data_tile(live: str, z: int) -> morecantile.Tile:

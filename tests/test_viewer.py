@@ -346,33 +346,16 @@ def test_the_maplibre_page_draws_our_tiles_in_webgl(server: str, webgl_browser: 
 # -- a static PMTiles archive, no API (issue 20, in part) ----------------------------------------
 
 
-@contextlib.contextmanager
-def static_site(folder: Path) -> Iterator[str]:
+def static_site(folder: Path) -> contextlib.AbstractContextManager[str]:
     """A plain static file server over ``folder`` (Starlette's StaticFiles under uvicorn:
     GET, HEAD and Range; nothing of sdmatlas), on a free port."""
-    import threading
-
-    import uvicorn
     from starlette.applications import Starlette
     from starlette.routing import Mount
     from starlette.staticfiles import StaticFiles
 
-    from conftest import free_port
+    from conftest import uvicorn_thread
 
-    port = free_port()
-    site = Starlette(routes=[Mount("/", StaticFiles(directory=folder))])
-    server = uvicorn.Server(uvicorn.Config(site, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    return uvicorn_thread(Starlette(routes=[Mount("/", StaticFiles(directory=folder))]), "error")
 
 
 def test_a_pmtiles_archive_on_a_static_host(
@@ -394,6 +377,7 @@ def test_a_pmtiles_archive_on_a_static_host(
     assert done.returncode == 0, done.stderr[-2000:]
     name = f"archives/{layer.replace(':', '.')}.pmtiles"
     assert (site / name).stat().st_size > 10_000
+    browser.get_log("browser")  # drain what earlier tests left in the shared browser
     with static_site(site) as base:
         browser.get(f"{base}/archive.html?url={name}")
         loaded = "document.querySelectorAll('.leaflet-tile-pane img.leaflet-tile-loaded').length"
