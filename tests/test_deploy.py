@@ -135,6 +135,7 @@ def containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return list(spec["containers"])
 
 
+@pytest.mark.slow  # kubectl is a system package (make test installs it)
 @pytest.mark.parametrize("overlay", ["cpu", "gpu", "external-db"])
 def test_kubernetes_overlays_render_and_validate(overlay: str) -> None:
     import kubernetes_validate
@@ -169,6 +170,7 @@ def test_kubernetes_overlays_render_and_validate(overlay: str) -> None:
         kubernetes_validate.validate(bad, K8S_VERSIONS[0], strict=True)
 
 
+@pytest.mark.slow  # kubectl is a system package (make test installs it)
 def test_kubernetes_pods_run_non_root_on_read_only_filesystems() -> None:
     docs = [*render("gpu"), *run_jobs()]
     for doc in docs:
@@ -183,6 +185,7 @@ def test_kubernetes_pods_run_non_root_on_read_only_filesystems() -> None:
             assert "memory" in c["resources"]["limits"] and c["resources"]["requests"]
 
 
+@pytest.mark.slow  # kubectl is a system package (make test installs it)
 def test_only_the_api_and_the_migration_reach_the_database() -> None:
     docs = render("cpu")
     policy = by(docs, "NetworkPolicy", "sdmatlas-postgis")
@@ -203,6 +206,7 @@ def test_only_the_api_and_the_migration_reach_the_database() -> None:
     assert selected == "sdmatlas-postgis" and policy["spec"]["policyTypes"] == ["Ingress"]
 
 
+@pytest.mark.slow  # kubectl is a system package (make test installs it)
 def test_kubernetes_commands_match_the_dockerfile_and_the_cli() -> None:
     """The API image runs what the Dockerfile's image runs, on its port and user; every
     sdmatlas command and option in the manifests exists in the CLI; the probes are
