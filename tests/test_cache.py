@@ -476,6 +476,52 @@ def test_pmtiles_archives_hold_what_the_api_serves(
     assert list(out.glob(".*.tmp")) == []  # nothing half-written left behind
 
 
+def test_a_killed_archive_seed_and_a_new_layer_version(
+    catalog_settings: Settings, tmp_path: Path
+) -> None:
+    """SIGKILL while an archive is being made: no archive appears, only a temporary file
+    the next run removes; that run writes the whole archive. A new layer version (here
+    set in the catalog) makes the next run rewrite it, with the new version inside."""
+    from sqlalchemy import update
+
+    from sdmatlas.catalog.schema import Layer
+    from sdmatlas.serve.archive import archive_path, archive_version
+
+    env = {k: v for k, v in _seed_env(catalog_settings, tmp_path / "tiles").items()
+           if k != "SDMATLAS_TILE_CACHE"}  # fmt: skip
+    out = tmp_path / "archives"
+    cmd = [str(BIN / "sdmatlas"), "seed", LAYER, "--zoom", "8-14", "--to", "pmtiles", str(out)]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 120
+    while not list(out.glob(".*.tmp")):
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(2)  # rendering
+    assert proc.poll() is None, "the seed finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    path = archive_path(out, LAYER)
+    assert not path.exists() and len(list(out.glob(".*.tmp"))) == 1
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert path.exists() and list(out.glob(".*.tmp")) == []
+    version = app(catalog_settings).get(f"/layers/{LAYER}").json()["version"]
+    assert archive_version(path) == version
+    with Catalog.from_settings(catalog_settings).session() as s:
+        s.execute(update(Layer).where(Layer.name == "species/3").values(version="f" * 16))
+        s.commit()
+    try:
+        again = subprocess.run([*cmd[:3], "--zoom", "8-10", *cmd[5:]], env=env,
+                               capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert again.returncode == 0 and "already of this layer version" not in again.stderr
+        assert archive_version(path) == "f" * 16
+    finally:
+        with Catalog.from_settings(catalog_settings).session() as s:
+            s.execute(update(Layer).where(Layer.name == "species/3").values(version=version))
+            s.commit()
+
+
 # -- monitoring ----------------------------------------------------------------------------------
 
 

@@ -9,10 +9,13 @@ a persistent tile cache, the same cache entries), in the worker processes that
 tiles of a species map: all absent, all sea). Empty tiles (no data at all) are left
 out, as PMTiles readers expect: a missing tile draws nothing.
 
-An archive is written beside its final name and renamed into place, so a reader never
-sees a partial file, and a killed seed leaves none. Its metadata carries the layer's
-version: running the seed again skips an archive of the current version and rewrites
-one of an older version.
+An archive is written beside its final name (``.<name>.<random>.tmp``) and renamed into
+place, so a reader never sees a partial archive; the temporary file a killed seed leaves
+is removed by the next seed of that layer (so: one seed per archive folder at a time).
+The ``pmtiles`` writer stages the tile bodies in the system's temporary directory
+(``TMPDIR``) until it writes the archive. The metadata carries the layer's version:
+running the seed again skips an archive of the current version and rewrites one of an
+older version.
 """
 
 from __future__ import annotations
@@ -115,6 +118,8 @@ def write_layer(
         if progress is not None:
             progress(len(jobs))
         return ArchiveReport(ref.id, path, "current")
+    for stale in folder.glob(f".{path.name}.*.tmp"):  # a killed seed's (one seed a folder)
+        stale.unlink(missing_ok=True)
     jobs = sorted(jobs, key=lambda j: zxy_to_tileid(j[2], j[3], j[4]))  # clustered
     report = ArchiveReport(ref.id, None, "no data")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
