@@ -12,7 +12,6 @@ from xml.etree import ElementTree as ET
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from sdmatlas.errors import InvalidInputError, NotFoundError
-from sdmatlas.publish.indicators import INDICATORS
 from sdmatlas.serve.api.deps import services
 from sdmatlas.serve.api.http import answer_tile, tile_response
 from sdmatlas.serve.api.tiles import LayerId
@@ -21,6 +20,7 @@ from sdmatlas.serve.tiles import render
 from sdmatlas.serve.tiles.core import TileRequest
 from sdmatlas.serve.tiles.layers import (
     group_params,
+    group_title,
     layer_id,
     ogc_name,
     parse_ogc_name,
@@ -69,8 +69,7 @@ def tile_map_service(request: Request) -> Response:
         releases[info.release] = None
     for release in releases:  # group layers: each genus, family and status
         for ref, spec in svc.group_layers(release):
-            title = f"{INDICATORS[str(ref.indicator)].title} of {spec.kind} {spec.value}"
-            entries.append((ogc_name(ref.id, spec), f"{title} ({release})"))
+            entries.append((ogc_name(ref.id, spec), f"{group_title(ref, spec)} ({release})"))
     for lid, title in entries:
         for name in TMS_NAMES:
             ET.SubElement(

@@ -49,6 +49,7 @@ from sdmatlas.serve.tiles.layers import (
     GroupSpec,
     LayerRef,
     group_params,
+    group_title,
     layer_id,
     ogc_name,
     parse_ogc_name,
@@ -304,12 +305,11 @@ def _group_layers(
         return
     folder = wr.layer(parent, "Species groups (genus, family, status)", bbox)
     for items in by_layer.values():
-        ref = items[0][0]
+        ref = items[0][0]  # the group indicator; its legend is every group's
         ind = str(ref.indicator)
         sub = wr.layer(folder, f"{INDICATORS[ind].title}: by group", bbox, styles_of=ref.id)
-        for ref, spec in items:
-            wr.layer(sub, f"{INDICATORS[ind].title} of {spec.kind} {spec.value}",
-                     bbox or _WORLD, name=ogc_name(ref.id, spec, "."),
+        for _, spec in items:
+            wr.layer(sub, group_title(ref, spec), bbox or _WORLD, name=ogc_name(ref.id, spec, "."),
                      abstract=f"{ind} of the species of {spec.kind} {spec.value} in release "
                      f"{release}, computed on request", queryable=False)  # fmt: skip
 

@@ -25,7 +25,6 @@ from sdmatlas.errors import (
     StyleNotDefinedError,
     TileOutOfRangeError,
 )
-from sdmatlas.publish.indicators import INDICATORS
 from sdmatlas.serve.api.deps import services
 from sdmatlas.serve.api.http import tile_response
 from sdmatlas.serve.errors import code_of, headers_of, log_if_fault, message_of
@@ -39,6 +38,7 @@ from sdmatlas.serve.tiles.layers import (
     GroupSpec,
     LayerRef,
     group_params,
+    group_title,
     layer_id,
     ogc_name,
     parse_ogc_name,
@@ -117,8 +117,7 @@ def _capabilities(svc: Services, base: str) -> bytes:
                  max(b[3] for b in bs)) if bs else None  # fmt: skip
         for ref, spec in svc.group_layers(release):
             name = ogc_name(ref.id, spec)
-            title = f"{INDICATORS[str(ref.indicator)].title} of {spec.kind} {spec.value}"
-            _layer_element(contents, base, name, f"{title} ({release})",
+            _layer_element(contents, base, name, f"{group_title(ref, spec)} ({release})",
                            f"group layer {name}, computed on request, version {ref.version}",
                            union, legend_id=ref.id)  # fmt: skip
     for name in TMS_NAMES:

@@ -232,6 +232,11 @@ def group_params(spec: GroupSpec | None) -> dict[str, str]:
     return {} if spec is None else {spec.kind: spec.value}
 
 
+def group_title(ref: LayerRef, spec: GroupSpec) -> str:
+    """The title of a named group layer: "Expected species richness of genus Quercus"."""
+    return f"{INDICATORS[str(ref.indicator)].title} of {spec.kind} {spec.value}"
+
+
 def can_name_group(spec: GroupSpec) -> bool:
     """Whether an OGC name can carry the group (its value fits the name grammar)."""
     return spec.kind in OGC_GROUP_KINDS and _GROUP_VALUE.match(spec.value) is not None
