@@ -63,8 +63,8 @@ from shapely.geometry.base import BaseGeometry
 from sdmatlas.grid import Grid
 from sdmatlas.publish import aggregates, queries
 from sdmatlas.publish.cover import cover, pixel_mask
-from sdmatlas.publish.release import open_release
 from sdmatlas.quantize import SCALE
+from sdmatlas.testing.releases import release_group
 from sdmatlas.zarr_access import array, sdmatlas_attrs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -120,7 +120,7 @@ def _tile_array(src: Path, dst: Path, axes: tuple[int, int], k: int) -> None:
 def tiled_release(src: Path, k: int) -> Path:
     """The release ``src`` tiled k x k (see the module's docstring); cached."""
     dst = src.parent / f"{src.name}-tiled{k}"
-    published = sdmatlas_attrs(open_release(src))["published"]
+    published = sdmatlas_attrs(release_group(src))["published"]
     if (dst / "zarr.json").exists():
         made = json.loads((dst / "zarr.json").read_text())["attributes"]["sdmatlas"]
         if made.get("tiled_from", {}).get("published") == published:
@@ -128,7 +128,7 @@ def tiled_release(src: Path, k: int) -> Path:
         shutil.rmtree(dst)  # tiled from an older publication: tiled again
     tmp = src.parent / f".{dst.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
-    g = open_release(src)
+    g = release_group(src)
     meta = sdmatlas_attrs(g)
     grid = Grid.model_validate(meta["grid"])
     h, w = grid.height * k, grid.width * k
@@ -329,7 +329,7 @@ def stored_report_over_http(rel: Path) -> dict[str, Any]:
     from sdmatlas.catalog.imports import import_territories
     from sdmatlas.catalog.register import register_release
 
-    g = open_release(rel)
+    g = release_group(rel)
     grid = Grid.model_validate(sdmatlas_attrs(g)["grid"])
     tmp = Path(tempfile.mkdtemp(prefix="sdm-areas-"))
     db = f"sqlite:///{tmp / 'catalog.sqlite'}"
@@ -377,7 +377,7 @@ def main() -> None:
     t = time.perf_counter()
     big = tiled_release(small, args.tiles)
     tile_s = time.perf_counter() - t
-    release = open_release(big)
+    release = release_group(big)
     grid = Grid.model_validate(sdmatlas_attrs(release)["grid"])
     n_species = array(release, "species").shape[0]
     geoms = shapes(grid, np.random.default_rng(3), args.n)

@@ -148,8 +148,8 @@ http {{
 
 def seeding_vs_gdal2tiles(db: str, layer: str, sid: int) -> dict[str, Any]:
     from sdmatlas.publish.export import export_cog
-    from sdmatlas.publish.release import open_release
     from sdmatlas.serve.tiles import render
+    from sdmatlas.storage import open_release
 
     cache_dir = OUT / "seed-cache"
     shutil.rmtree(cache_dir, ignore_errors=True)

@@ -37,10 +37,11 @@ from shapely.geometry import Point
 
 from sdmatlas.predict.cube import is_cube, open_cube
 from sdmatlas.publish import queries
-from sdmatlas.publish.release import open_release, publish
+from sdmatlas.publish.release import publish
 from sdmatlas.publish.species_csv import species_info_from_csv
 from sdmatlas.quantize import NODATA, SCALE
 from sdmatlas.territory import mask_from_geometry
+from sdmatlas.testing.releases import release_group
 from sdmatlas.testing.synthetic import write_synthetic_cube
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -88,10 +89,10 @@ def main() -> None:
         )
     )
     publish_s = time.perf_counter() - t0
-    rel = open_release(rel_path)
+    rel = release_group(rel_path)
     grid = cube.grid
     arr = cube.array()
-    mask = np.asarray(open_release(rel_path)["territory"][:]) == 1
+    mask = np.asarray(release_group(rel_path)["territory"][:]) == 1
     rng = np.random.default_rng(1)
     rows, cols = np.nonzero(mask)
 

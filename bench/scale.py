@@ -314,10 +314,10 @@ def case_rehearsal(args: dict[str, Any]) -> dict[str, Any]:
     from sdmatlas.predict.cube import open_cube
     from sdmatlas.publish import queries
     from sdmatlas.publish.cover import pixel_mask
-    from sdmatlas.publish.release import open_release
     from sdmatlas.quantize import NODATA
     from sdmatlas.serve.app import create_app
     from sdmatlas.settings import Settings
+    from sdmatlas.storage import open_release
 
     t0 = time.perf_counter()
     cube = open_cube(Path(args["cube"]))

@@ -61,7 +61,7 @@ PEERS = {
 
 
 def _current(rel: Path) -> bool:
-    from sdmatlas.publish.release import FORMAT_VERSION
+    from sdmatlas.release import FORMAT_VERSION
 
     try:
         meta = json.loads((rel / "zarr.json").read_text())["attributes"]["sdmatlas"]
@@ -94,7 +94,7 @@ def ensure_release() -> Path:
 def catalog_url(rel: Path) -> str:
     from sdmatlas.catalog.db import Catalog
     from sdmatlas.catalog.register import register_release
-    from sdmatlas.publish.release import open_release
+    from sdmatlas.storage import open_release
 
     db = WORK / "tiles" / "catalog.sqlite"
     db.unlink(missing_ok=True)
@@ -109,10 +109,10 @@ def catalog_url(rel: Path) -> str:
 def widest_species(rel: Path, n: int) -> tuple[list[int], tuple[float, float, float, float]]:
     """The ``n`` species present on the largest boxes, and the widest box in lon/lat."""
     from sdmatlas.grid import Grid
-    from sdmatlas.publish.release import open_release
+    from sdmatlas.testing.releases import release_group
     from sdmatlas.zarr_access import array, sdmatlas_attrs
 
-    g = open_release(rel)
+    g = release_group(rel)
     pres = np.asarray(array(g, "stats/presence")[:])
     area = (pres[:, 2] - pres[:, 0]) * (pres[:, 3] - pres[:, 1])
     order = np.argsort(-area, kind="stable")[:n]
@@ -133,7 +133,7 @@ def export(rel: Path, sids: list[int]) -> Path:
     """One COG per species for the peers, in one directory: sp<id>.tif (Terracotta's
     keys are alphanumeric)."""
     from sdmatlas.publish.export import export_cog
-    from sdmatlas.publish.release import open_release
+    from sdmatlas.storage import open_release
 
     folder = WORK / "tiles" / "cogs"
     folder.mkdir(parents=True, exist_ok=True)
@@ -264,10 +264,10 @@ def queries_over_http(base: str, rel: Path) -> tuple[float, float]:
     from shapely.geometry import Point, mapping
 
     from sdmatlas.grid import Grid
-    from sdmatlas.publish.release import open_release
+    from sdmatlas.testing.releases import release_group
     from sdmatlas.zarr_access import array, sdmatlas_attrs
 
-    g = open_release(rel)
+    g = release_group(rel)
     grid = Grid.model_validate(sdmatlas_attrs(g)["grid"])
     terr = np.asarray(array(g, "territory")[:]) == 1
     rows, cols = np.nonzero(terr)

@@ -239,15 +239,17 @@ def uvicorn_thread(app: Any, log_level: str = "warning") -> Iterator[str]:
 # -- a served catalog ----------------------------------------------------------------------------
 
 
-def served_catalog(cube: Path, root: Path, releases: list[tuple[str, str]], **settings: object
-                   ) -> Settings:  # fmt: skip
-    """The cube published as each (key, period) release under ``root``, catalogued in
-    a SQLite catalog there with the demo territories; the app settings to serve it."""
+def served_catalog(cube: Path, root: Path, releases: list[tuple[str, str]],
+                   releases_at: str | None = None, **settings: object) -> Settings:  # fmt: skip
+    """The cube published as each (key, period) release under ``root`` (or in the release
+    store ``releases_at``), catalogued in a SQLite catalog under ``root`` with the demo
+    territories; the app settings to serve it."""
     from sdmatlas.catalog.imports import import_territories
     from sdmatlas.catalog.register import register_release
     from sdmatlas.predict.cube import open_cube
     from sdmatlas.publish.indicators import SpeciesInfo
-    from sdmatlas.publish.release import PublishOptions, open_release, publish
+    from sdmatlas.publish.release import PublishOptions, publish
+    from sdmatlas.storage import open_release, release_store
 
     ids = np.asarray(open_cube(cube).species_ids, np.int64)
     n = len(ids)
@@ -261,8 +263,9 @@ def served_catalog(cube: Path, root: Path, releases: list[tuple[str, str]], **se
     c = Catalog.from_settings(s)
     c.upgrade()
     import_territories(c, ROOT / "src" / "sdmatlas" / "demo" / "territories.geojson")
+    store = release_store(releases_at or root / "releases", s.storage_options)
     for key, period in releases:
-        rel = Path(publish(cube, root / "releases", key, info, PublishOptions(min_level_size=16)))
-        register_release(c, open_release(rel), str(rel), period)
+        rel = publish(cube, store, key, info, PublishOptions(min_level_size=16))
+        register_release(c, open_release(rel, s.storage_options), rel, period)
     c.dispose()
     return s

@@ -32,10 +32,12 @@ from sdmatlas.grid import Grid
 from sdmatlas.publish import aggregates, queries
 from sdmatlas.publish.cover import cover, cover_mask, pixel_mask
 from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo
-from sdmatlas.publish.release import open_release, publish
+from sdmatlas.publish.release import publish
 from sdmatlas.quantize import NODATA
 from sdmatlas.serve.app import create_app
 from sdmatlas.settings import Settings
+from sdmatlas.storage import open_release
+from sdmatlas.testing.releases import release_group
 from sdmatlas.testing.synthetic import write_synthetic_cube
 from sdmatlas.zarr_access import array, sdmatlas_attrs
 
@@ -55,10 +57,11 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def ref(release: Path) -> dict[str, Any]:
     """The release read whole: level-0 codes, territory, indicators."""
-    g = open_release(release)
+    g = release_group(release)
     meta = sdmatlas_attrs(g)
     return {
         "group": g,
+        "release": open_release(release),
         "grid": Grid.model_validate(meta["grid"]),
         "codes": np.asarray(array(g, "levels/0/probability")[:]),
         "territory": np.asarray(array(g, "territory")[:]) == 1,
@@ -133,7 +136,7 @@ def test_hierarchical_area_equals_the_pixel_exact_computation(
     for _ in range(4):
         geom = make(rng)
         want = _reference(ref, geom)
-        got = queries.area(ref["group"], geom)
+        got = queries.area(ref["release"], geom)
         assert got.n_pixels == want["n"], kind
         if not want["n"]:
             continue
@@ -182,7 +185,7 @@ def test_aggregates_of_every_edge_equal_direct_reductions(ref: dict[str, Any]) -
 
 
 def test_the_direct_chunk_reader_equals_zarr_on_the_cross_species_arrays(release: Path) -> None:
-    g = open_release(release)
+    g = release_group(release)
     for path in ["pixels", "territory", "blocks/8/sum", "blocks/64/max", "blocks/512/count",
                  "blocks/8/indicators"]:  # fmt: skip
         fast = local_reader(release / path)
@@ -201,6 +204,9 @@ def test_a_release_of_another_format_version_is_refused(tmp_path: Path) -> None:
     g = zarr.open_group(tmp_path / "old", mode="w")
     g.attrs["sdmatlas"] = {"kind": "release", "format_version": 1}
     with pytest.raises(IncompleteReleaseError, match=r"format version 1.*publish it again"):
+        open_release(tmp_path / "old")
+    g.attrs["sdmatlas"] = {"kind": "release", "format_version": 99}
+    with pytest.raises(IncompleteReleaseError, match=r"format version 99; this sdmatlas reads"):
         open_release(tmp_path / "old")
 
 

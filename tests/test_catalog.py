@@ -34,9 +34,11 @@ from sdmatlas.errors import (
 )
 from sdmatlas.predict.cube import open_cube
 from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo
-from sdmatlas.publish.release import PublishOptions, open_release, publish
+from sdmatlas.publish.release import PublishOptions, publish
 from sdmatlas.quantize import NODATA
+from sdmatlas.storage import open_release
 from sdmatlas.testing.localpg import LocalPostgres
+from sdmatlas.testing.releases import release_group
 
 SPECIES_CSV = ROOT / "tests" / "data" / "species.csv"
 TERRITORIES = ROOT / "src" / "sdmatlas" / "demo" / "territories.geojson"
@@ -383,8 +385,8 @@ def test_register_release_and_find_its_layers(
 
 def test_presence_boxes_equal_numpy(published: Path, cube: Path) -> None:
     codes = np.asarray(open_cube(cube).array()[:])
-    boxes = np.asarray(open_release(published)["stats/presence"][:])
-    hist = np.asarray(open_release(published)["stats/histogram"][:])
+    boxes = np.asarray(release_group(published)["stats/presence"][:])
+    hist = np.asarray(release_group(published)["stats/histogram"][:])
     t = int(np.ceil(0.4 * 254 - 1e-9))
     n_present = 0
     for i in range(codes.shape[0]):
@@ -630,5 +632,5 @@ def test_command_line(
     with empty_catalog.session() as s:
         assert (
             queries.latest_release(s, "2020").key
-            == open_release(published).attrs["sdmatlas"]["release_id"]
+            == release_group(published).attrs["sdmatlas"]["release_id"]
         )

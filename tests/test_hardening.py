@@ -32,10 +32,10 @@ from conftest import sdmatlas_server, served_catalog
 from sdmatlas.grid import Grid
 from sdmatlas.polygons import densify
 from sdmatlas.publish.cover import pixel_mask
-from sdmatlas.publish.release import open_release
 from sdmatlas.serve.app import create_app
 from sdmatlas.serve.tiles.tiling import transformer
 from sdmatlas.settings import Settings
+from sdmatlas.testing.releases import release_group
 from sdmatlas.zarr_access import sdmatlas_attrs
 
 KEY = "coast-h"
@@ -58,7 +58,7 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="module")
 def grid(settings: Settings) -> Grid:
-    rel = open_release(settings.data_dir / "releases" / KEY)
+    rel = release_group(settings.data_dir / "releases" / KEY)
     return Grid.model_validate(sdmatlas_attrs(rel)["grid"])
 
 
@@ -437,7 +437,7 @@ def test_polygon_edges_follow_longitude_latitude_lines(client: TestClient, grid:
     box = {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
     r = client.post("/report", json=box, params={"release": KEY})
     assert r.status_code == 200, r.text
-    rel = open_release(client.app.state.settings.data_dir / "releases" / KEY)  # type: ignore[attr-defined]
+    rel = release_group(client.app.state.settings.data_dir / "releases" / KEY)  # type: ignore[attr-defined]
     from sdmatlas.zarr_access import array
 
     terr = np.asarray(array(rel, "territory")[:]) == 1
@@ -544,7 +544,7 @@ def test_anonymous_style_variants_cannot_fill_the_disk(settings: Settings, tmp_p
     s = settings.model_copy(update={"tile_cache": ["disk"], "tile_cache_dir": cache_dir,
                                     "tile_cache_disk_mb": 1})  # fmt: skip
     grid_ = Grid.model_validate(
-        sdmatlas_attrs(open_release(settings.data_dir / "releases" / KEY))["grid"]
+        sdmatlas_attrs(release_group(settings.data_dir / "releases" / KEY))["grid"]
     )
     w, s_, e, n = transformer(grid_.crs, "EPSG:4326").transform_bounds(*grid_.bounds)
     tile = next(iter(morecantile.tms.get("WebMercatorQuad").tiles(w, s_, e, n, [10])))

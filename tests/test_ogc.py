@@ -25,9 +25,9 @@ from PIL import Image
 from rasterio.windows import Window
 
 from conftest import served_catalog, uvicorn_thread
-from sdmatlas.publish.release import open_release
 from sdmatlas.serve.app import create_app
 from sdmatlas.settings import Settings
+from sdmatlas.testing.releases import release_group
 
 # slow: live servers read by OWSLib and GDAL (make test-fast skips them)
 pytestmark = pytest.mark.slow
@@ -211,10 +211,10 @@ def test_advertised_boxes_hold_everything_a_layer_draws(live: str, app_settings:
     from pyproj import Transformer
 
     from sdmatlas.grid import Grid
-    from sdmatlas.publish.release import open_release
+    from sdmatlas.testing.releases import release_group
     from sdmatlas.zarr_access import array, sdmatlas_attrs
 
-    g = open_release(app_settings.data_dir / "releases" / KEY)
+    g = release_group(app_settings.data_dir / "releases" / KEY)
     grid = Grid.model_validate(sdmatlas_attrs(g)["grid"])
     codes = np.asarray(array(g, "levels/0/probability")[:])
     ids = [int(i) for i in np.asarray(array(g, "species")[:])]
@@ -386,7 +386,7 @@ def test_getfeatureinfo_gives_the_layer_value(live: str, app_settings: Settings)
     from sdmatlas.grid import Grid
     from sdmatlas.zarr_access import array, sdmatlas_attrs
 
-    rel = open_release(Path(app_settings.data_dir) / "releases" / KEY)
+    rel = release_group(Path(app_settings.data_dir) / "releases" / KEY)
     grid = Grid.model_validate(sdmatlas_attrs(rel)["grid"])
     ids = list(np.asarray(array(rel, "species")[:]))
     codes = np.asarray(array(rel, "levels/0/probability")[ids.index(3)])
@@ -422,7 +422,7 @@ def _data_pixel(settings: Settings) -> tuple[tuple[float, ...], float]:
     from sdmatlas.grid import Grid
     from sdmatlas.zarr_access import array, sdmatlas_attrs
 
-    rel = open_release(Path(settings.data_dir) / "releases" / KEY)
+    rel = release_group(Path(settings.data_dir) / "releases" / KEY)
     grid = Grid.model_validate(sdmatlas_attrs(rel)["grid"])
     ids = list(np.asarray(array(rel, "species")[:]))
     codes = np.asarray(array(rel, "levels/0/probability")[ids.index(3)])
@@ -685,7 +685,7 @@ def test_wmts_getfeatureinfo_kvp_and_rest(live: str, app_settings: Settings) -> 
     from sdmatlas.grid import Grid
     from sdmatlas.zarr_access import array, sdmatlas_attrs
 
-    rel = open_release(Path(app_settings.data_dir) / "releases" / KEY)
+    rel = release_group(Path(app_settings.data_dir) / "releases" / KEY)
     grid = Grid.model_validate(sdmatlas_attrs(rel)["grid"])
     ids = list(np.asarray(array(rel, "species")[:]))
     codes = np.asarray(array(rel, "levels/0/probability")[ids.index(3)])

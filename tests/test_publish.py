@@ -25,9 +25,11 @@ from sdmatlas.publish import queries
 from sdmatlas.publish.cover import cover
 from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo, get_indicator
 from sdmatlas.publish.levels import downsample_codes, downsample_weights
-from sdmatlas.publish.release import PublishOptions, open_release, publish
+from sdmatlas.publish.release import PublishOptions, publish
 from sdmatlas.publish.workspace import leftovers, remove_leftover
 from sdmatlas.quantize import NODATA, dequantize
+from sdmatlas.storage import open_release
+from sdmatlas.testing.releases import release_group
 from sdmatlas.zarr_access import sdmatlas_attrs
 
 
@@ -98,7 +100,7 @@ def test_downsampling_matches_the_reference(rng: np.random.Generator) -> None:
 
 
 def test_release_levels_equal_the_cascade_of_the_cube(release: Path, cube: Path) -> None:
-    rel = open_release(release)
+    rel = release_group(release)
     codes = open_cube(cube).read()
     weights = (codes[0] != NODATA).astype(np.int64)
     n = rel.attrs["sdmatlas"]["levels"]
@@ -132,7 +134,7 @@ def test_levels_open_in_rioxarray_with_their_georeferencing(release: Path, coast
 
 
 def test_multiscales_metadata(release: Path, coast: World) -> None:
-    ms = open_release(release).attrs["multiscales"][0]
+    ms = release_group(release).attrs["multiscales"][0]
     assert [d["path"] for d in ms["datasets"]] == [f"levels/{k}" for k in range(4)]
     assert [d["resolution"] for d in ms["datasets"]] == [500.0, 1000.0, 2000.0, 4000.0]
 
@@ -217,7 +219,7 @@ def test_bad_areas(release: Path, shape: Polygon, message: str) -> None:
 
 def test_area_outline_budget(release: Path) -> None:
     geom = Point(4_602_000, 2_503_000).buffer(5_000)
-    grid = Grid.model_validate(sdmatlas_attrs(open_release(release))["grid"])
+    grid = Grid.model_validate(sdmatlas_attrs(release_group(release))["grid"])
     with pytest.raises(BudgetExceededError, match="SDMATLAS_MAX_REPORT_BOUNDARY_PIXELS"):
         cover(grid, geom, max_boundary_pixels=10)
 
@@ -244,7 +246,7 @@ def reference_indicators(
 
 
 def test_indicators_equal_the_numpy_reference(release: Path, cube: Path, coast: World) -> None:
-    rel = open_release(release)
+    rel = release_group(release)
     meta = rel.attrs["sdmatlas"]
     codes = open_cube(cube).read()
     p_all = dequantize(codes).astype(np.float64)
@@ -346,7 +348,7 @@ def test_an_interrupted_publish_shows_nothing_and_resumes(
         publish(cube, root, "coast-1", info, replace(options, threshold=0.5, resume=True))
     publish(cube, root, "coast-1", info, replace(options, resume=True))
     assert leftovers(root) == []
-    runs = open_release(root / "coast-1").attrs["sdmatlas"]["publish"]["runs"]
+    runs = release_group(root / "coast-1").attrs["sdmatlas"]["publish"]["runs"]
     assert [r.get("error", "").split(":")[0] for r in runs] == ["KeyboardInterrupt", ""]
     second = runs[1]["tasks"]
     for stage in ("base", "rarity", "hist"):
@@ -390,7 +392,7 @@ def test_clipped_indicator_cog(tmp_path: Path, release: Path, coast: World) -> N
     bbox = (g.x0 + 10 * 500 + 1, g.y0 - 30 * 500 - 1, g.x0 + 50 * 500 - 1, g.y0 - 5 * 500 + 1)
     out = export_cog(open_release(release), "indicator/shannon", tmp_path / "sh.tif", bbox=bbox)
     assert cog_validate(str(out), quiet=True)[0]
-    ref = np.asarray(open_release(release)["levels/0/shannon"][4:31, 10:50])
+    ref = np.asarray(release_group(release)["levels/0/shannon"][4:31, 10:50])
     with rasterio.open(out) as src:
         assert (src.height, src.width) == (27, 40)
         assert src.transform.c == g.x0 + 10 * 500 and src.transform.f == g.y0 - 4 * 500
@@ -401,7 +403,7 @@ def test_clipped_indicator_cog(tmp_path: Path, release: Path, coast: World) -> N
     ("layer", "bbox", "error", "message"),
     [
         ("species/../../etc", None, InvalidInputError, "must be 'species/<id>'"),
-        ("species/99999", None, NotFoundError, "not in this release"),
+        ("species/99999", None, NotFoundError, "is not in (this )?release"),
         ("indicator/beauty", None, NotFoundError, "unknown indicator"),
         ("indicator/richness", (0.0, 0.0, 10.0, 10.0), InvalidInputError, "does not overlap"),
         ("indicator/richness", (10.0, 0.0, 0.0, 10.0), InvalidInputError, "right > left"),
@@ -477,7 +479,7 @@ def test_synthetic_cube_is_sparse_deterministic_and_publishable(tmp_path: Path) 
     present = (codes[:, inside] > 0).mean()
     assert 0.01 < present < 0.3, "most species are absent from most pixels"
     rel = publish(a.path, tmp_path / "rel", "syn", species_info_from_csv(None, a.species_ids))
-    assert open_release(Path(rel)).attrs["sdmatlas"]["status"] == "published"
+    assert release_group(Path(rel)).attrs["sdmatlas"]["status"] == "published"
 
 
 def test_species_flags_from_csv(tmp_path: Path) -> None:
@@ -529,7 +531,7 @@ def test_species_groups(
 
     rel = open_release(grouped_release)
     rows = select_group(rel, kind, value)
-    assert (np.asarray(rel["species"][:])[rows]).tolist() == expected_ids
+    assert (rel.species_ids[rows]).tolist() == expected_ids
 
 
 def test_group_layer_equals_the_cube(grouped_release: Path, cube: Path, coast: World) -> None:

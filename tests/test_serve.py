@@ -37,11 +37,13 @@ from sdmatlas.chunks import local_reader
 from sdmatlas.grid import Grid
 from sdmatlas.predict.cube import open_cube
 from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo
-from sdmatlas.publish.release import PublishOptions, open_release, publish
+from sdmatlas.publish.release import PublishOptions, publish
 from sdmatlas.quantize import NODATA, SCALE
 from sdmatlas.serve.app import create_app
 from sdmatlas.serve.tiles.tiling import TMS_NAMES, exact_grid_xy, level_grid, tile_index
 from sdmatlas.settings import Settings
+from sdmatlas.storage import open_release
+from sdmatlas.testing.releases import release_group
 from sdmatlas.zarr_access import array, sdmatlas_attrs
 
 TERRITORIES = ROOT / "src" / "sdmatlas" / "demo" / "territories.geojson"
@@ -89,12 +91,12 @@ def slow_client(client: TestClient) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="module")
 def grid(release: Path) -> Grid:
-    return Grid.model_validate(sdmatlas_attrs(open_release(release))["grid"])
+    return Grid.model_validate(sdmatlas_attrs(release_group(release))["grid"])
 
 
 def level_array(release: Path, k: int, var: str, species: int | None = None) -> np.ndarray:
     """A level of an indicator, or of one species (by id)."""
-    group = open_release(release)
+    group = release_group(release)
     a = array(group, f"levels/{k}/{var}")
     if species is None:
         return np.asarray(a[:])
@@ -157,7 +159,7 @@ def test_tiles_equal_a_gdal_warp_of_the_level_they_use(
     tms = morecantile.tms.get(tms_name)
     tj = client.get(f"/layers/{KEY}:species:3/tilejson.json", params={"tms": tms_name}).json()
     maxz = tj["maxzoom"]
-    n_levels = int(sdmatlas_attrs(open_release(release))["levels"])
+    n_levels = int(sdmatlas_attrs(release_group(release))["levels"])
     seen_levels: set[int] = set()
     same = total = 0
     for z in (maxz + 1, maxz, maxz - 1, maxz - 2):
@@ -231,7 +233,7 @@ def test_the_window_index_of_wms_maps_equals_the_full_transform(grid: Grid) -> N
 
 
 def test_the_direct_chunk_reader_equals_zarr(release: Path) -> None:
-    group = open_release(release)
+    group = release_group(release)
     n_levels = int(sdmatlas_attrs(group)["levels"])
     for k in range(n_levels):
         for var in ["probability", *INDICATORS]:
@@ -386,7 +388,7 @@ def test_group_tiles_equal_the_sum_of_their_species(
     ]
     tile = tiles_over(grid, tms, maxz)[0]
     path = f"EuropeanETRS89_LAEAQuad/{tile.z}/{tile.x}/{tile.y}.npy"
-    ids = np.asarray(array(open_release(release), "species")[:])
+    ids = np.asarray(array(release_group(release), "species")[:])
     alpha = [int(s) for i, s in enumerate(ids) if i % 4 == 0]
     total = np.zeros((256, 256), np.float64)
     for sid in alpha:

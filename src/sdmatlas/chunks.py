@@ -1,8 +1,10 @@
-"""Single chunks of a release's Zarr v3 arrays, by chunk coordinates.
+"""Single chunks of Zarr v3 arrays (cubes and releases), by chunk coordinates.
 
 :func:`chunk_reader` picks the reader by a capability check: :class:`LocalChunkReader`
 when the array is in a local directory in a layout it supports, else
-:class:`ZarrChunkReader` (any store, any codec).
+:class:`ZarrChunkReader` (any store, any codec). A release's arrays are read through
+:mod:`sdmatlas.release.sources`, which adds :class:`RangeChunkReader` (the same decoding
+over ranged GETs of an object store).
 
 The local reader is written by hand for speed: zarr-python takes about 1 to 3 ms to
 return one chunk (its async codec pipeline and index handling), where a tile needs one
@@ -22,7 +24,7 @@ import threading
 from collections import OrderedDict
 from itertools import product
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -57,11 +59,14 @@ def _plain_codecs(codecs: list[dict[str, Any]]) -> bool:
     return bool(endian == "little")
 
 
-class LocalChunkReader:
-    """Chunks of one array, by chunk coordinates, decoded to full-size numpy blocks."""
+class ShardChunkReader:
+    """Chunks of one array, by chunk coordinates, decoded to full-size numpy blocks.
 
-    def __init__(self, array_dir: Path, meta: dict[str, Any]) -> None:
-        self.dir = array_dir
+    The decoding is here; where the bytes come from is a subclass's: files
+    (:class:`LocalChunkReader`) or ranged GETs (:class:`RangeChunkReader`)."""
+
+    def __init__(self, meta: dict[str, Any], name: str) -> None:
+        self.name = name
         self.shape = tuple(meta["shape"])
         self.dtype = np.dtype(meta["data_type"])
         fill = meta["fill_value"]
@@ -69,7 +74,6 @@ class LocalChunkReader:
         self.outer = tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])
         encoding = meta.get("chunk_key_encoding", {}).get("configuration") or {}
         self.sep: str = str(encoding.get("separator", "/"))
-        self._prefix = os.path.join(str(array_dir), "c" + self.sep)
         codec = meta["codecs"][0]
         if codec["name"] == "sharding_indexed":
             self.inner = tuple(codec["configuration"]["chunk_shape"])
@@ -108,64 +112,108 @@ class LocalChunkReader:
             )
         return _plain_codecs(codecs)
 
-    def chunk_path(self, outer: tuple[int, ...]) -> str:
-        # a plain string: pathlib's parsing cost about 20 us a chunk, a tenth of a decode
-        return self._prefix + self.sep.join(map(str, outer))
+    # -- where the bytes come from (subclasses) -------------------------------------
 
-    def _index(self, outer: tuple[int, ...]) -> npt.NDArray[np.uint64] | None:
+    def _whole(self, outer: tuple[int, ...]) -> bytes | None:
+        """A whole chunk or shard object; None if there is none."""
+        raise NotImplementedError
+
+    def _tails(self, outers: list[tuple[int, ...]], n: int) -> list[bytes | None]:
+        """The last ``n`` bytes of each shard object (None where there is none)."""
+        raise NotImplementedError
+
+    def _ranges(self, requests: list[tuple[tuple[int, ...], int, int]]) -> list[bytes]:
+        """``(shard, offset, size)`` byte ranges of shard objects."""
+        raise NotImplementedError
+
+    def where(self, outer: tuple[int, ...]) -> str:
+        """A chunk or shard object, named for error messages."""
+        return f"{self.name}/c{self.sep}{self.sep.join(map(str, outer))}"
+
+    # -- decoding ------------------------------------------------------------------
+
+    def _indexes_of(
+        self, outers: list[tuple[int, ...]]
+    ) -> dict[tuple[int, ...], npt.NDArray[np.uint64] | None]:
+        """Shard indexes, from the cache or read (all missing ones in one batch)."""
+        out: dict[tuple[int, ...], npt.NDArray[np.uint64] | None] = {}
         with self._lock:
-            if outer in self._indexes:
-                self._indexes.move_to_end(outer)
-                return self._indexes[outer]
-        path = self.chunk_path(outer)
+            for o in outers:
+                if o in self._indexes:
+                    self._indexes.move_to_end(o)
+                    out[o] = self._indexes[o]
+        todo = [o for o in dict.fromkeys(outers) if o not in out]
+        if not todo:
+            return out
         n = int(np.prod(self.per_shard))
-        size = n * 16 + 4
-        try:
-            with open(path, "rb") as fh:
-                fh.seek(-size, os.SEEK_END)
-                raw = fh.read(size)
-        except FileNotFoundError:
-            idx = None
-        else:
-            idx = np.frombuffer(raw[:-4], dtype="<u8").reshape(n, 2)
+        for o, raw in zip(todo, self._tails(todo, n * 16 + 4), strict=True):
+            out[o] = None if raw is None else np.frombuffer(raw[:-4], dtype="<u8").reshape(n, 2)
         with self._lock:
-            self._indexes[outer] = idx
+            for o in todo:
+                self._indexes[o] = out[o]
             while len(self._indexes) > self._max_indexes:
                 self._indexes.popitem(last=False)
-        return idx
+        return out
 
     def chunk(self, coords: tuple[int, ...]) -> npt.NDArray[Any]:
-        """The inner chunk at ``coords`` (in units of inner chunks), full chunk shape."""
+        """The inner chunk at ``coords`` (in units of inner chunks), full chunk shape.
+        (The one-chunk case of :meth:`chunks`, without its batching: the tile path.)"""
         if not self.sharded:
-            return self._decode_file(self.chunk_path(coords))
+            raw = self._whole(coords)
+            return self._filled() if raw is None else self._decode(raw, self.where(coords))
         outer = tuple(c // p for c, p in zip(coords, self.per_shard, strict=True))
-        within = tuple(c % p for c, p in zip(coords, self.per_shard, strict=True))
-        idx = self._index(outer)
+        with self._lock:
+            cached = outer in self._indexes
+            if cached:
+                self._indexes.move_to_end(outer)
+                idx = self._indexes[outer]
+        if not cached:
+            idx = self._indexes_of([outer])[outer]
         if idx is None:
             return self._filled()
-        k = int(np.ravel_multi_index(within, self.per_shard))
-        offset, nbytes = (int(v) for v in idx[k])
+        within = tuple(c % p for c, p in zip(coords, self.per_shard, strict=True))
+        offset, nbytes = (int(v) for v in idx[int(np.ravel_multi_index(within, self.per_shard))])
         if offset == EMPTY:
             return self._filled()
-        fd = os.open(self.chunk_path(outer), os.O_RDONLY)
-        try:
-            raw = os.pread(fd, nbytes, offset)
-        finally:
-            os.close(fd)
-        return self._decode(raw, f"{self.chunk_path(outer)} chunk {within}")
+        raw = self._ranges([(outer, offset, nbytes)])[0]
+        return self._decode(raw, f"{self.where(outer)} chunk {within}")
+
+    def chunks(self, coords: list[tuple[int, ...]]) -> list[npt.NDArray[Any]]:
+        """Several inner chunks; their bytes are fetched in one batch (one round of
+        concurrent ranged GETs on an object store)."""
+        if not self.sharded:
+            return [
+                self._filled() if raw is None else self._decode(raw, self.where(c))
+                for c in coords
+                for raw in [self._whole(c)]
+            ]
+        outers = [tuple(c // p for c, p in zip(cc, self.per_shard, strict=True)) for cc in coords]
+        indexes = self._indexes_of(outers)
+        out: list[npt.NDArray[Any] | None] = [None] * len(coords)
+        wanted: list[tuple[int, tuple[tuple[int, ...], int, int]]] = []
+        for i, (cc, outer) in enumerate(zip(coords, outers, strict=True)):
+            idx = indexes[outer]
+            within = tuple(c % p for c, p in zip(cc, self.per_shard, strict=True))
+            if idx is None:
+                out[i] = self._filled()
+                continue
+            offset, nbytes = (
+                int(v) for v in idx[int(np.ravel_multi_index(within, self.per_shard))]
+            )
+            if offset == EMPTY:
+                out[i] = self._filled()
+            else:
+                wanted.append((i, (outer, offset, nbytes)))
+        if wanted:
+            raws = self._ranges([r for _, r in wanted])
+            for (i, (outer, _, _)), raw in zip(wanted, raws, strict=True):
+                out[i] = self._decode(raw, f"{self.where(outer)} chunk {coords[i]}")
+        return [o for o in out if o is not None]
 
     def region(self, region: tuple[slice, ...]) -> npt.NDArray[Any]:
         """The values in ``region`` (slices with explicit bounds inside the array), read
         chunk by chunk."""
         return _assemble(self, region)
-
-    def _decode_file(self, path: str) -> npt.NDArray[Any]:
-        try:
-            with open(path, "rb") as fh:
-                raw = fh.read()
-        except FileNotFoundError:
-            return self._filled()
-        return self._decode(raw, path)
 
     def _decode(self, raw: bytes, where: str) -> npt.NDArray[Any]:
         try:
@@ -177,6 +225,85 @@ class LocalChunkReader:
 
     def _filled(self) -> npt.NDArray[Any]:
         return np.full(self.inner, self.fill, dtype=self.dtype)
+
+
+class LocalChunkReader(ShardChunkReader):
+    """Chunks of an array in a local directory: one ``pread`` each."""
+
+    def __init__(self, array_dir: Path, meta: dict[str, Any]) -> None:
+        super().__init__(meta, str(array_dir))
+        self.dir = array_dir
+        self._prefix = os.path.join(str(array_dir), "c" + self.sep)
+
+    def chunk_path(self, outer: tuple[int, ...]) -> str:
+        # a plain string: pathlib's parsing cost about 20 us a chunk, a tenth of a decode
+        return self._prefix + self.sep.join(map(str, outer))
+
+    def where(self, outer: tuple[int, ...]) -> str:
+        return self.chunk_path(outer)
+
+    def _whole(self, outer: tuple[int, ...]) -> bytes | None:
+        try:
+            with open(self.chunk_path(outer), "rb") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            return None
+
+    def _tails(self, outers: list[tuple[int, ...]], n: int) -> list[bytes | None]:
+        out: list[bytes | None] = []
+        for outer in outers:
+            try:
+                with open(self.chunk_path(outer), "rb") as fh:
+                    fh.seek(-n, os.SEEK_END)
+                    out.append(fh.read(n))
+            except FileNotFoundError:
+                out.append(None)
+        return out
+
+    def _ranges(self, requests: list[tuple[tuple[int, ...], int, int]]) -> list[bytes]:
+        out = []
+        for outer, offset, nbytes in requests:
+            fd = os.open(self.chunk_path(outer), os.O_RDONLY)
+            try:
+                out.append(os.pread(fd, nbytes, offset))
+            finally:
+                os.close(fd)
+        return out
+
+
+class ByteRanges(Protocol):
+    """Objects below one prefix, read whole, by their tails, or by byte ranges."""
+
+    def read(self, key: str) -> bytes | None:
+        """A whole object; None if there is none."""
+
+    def read_tails(self, keys: list[str], n: int) -> list[bytes | None]:
+        """The last ``n`` bytes of each object (None where there is none), in one batch."""
+
+    def read_ranges(self, requests: list[tuple[str, int, int]]) -> list[bytes]:
+        """``(key, offset, size)`` ranges, in one batch."""
+
+
+class RangeChunkReader(ShardChunkReader):
+    """Chunks of an array on an object store: shard indexes read once (a ranged GET of
+    the shard's tail) and cached, then one ranged GET per inner chunk, batched."""
+
+    def __init__(self, objects: ByteRanges, array_key: str, meta: dict[str, Any]) -> None:
+        super().__init__(meta, array_key)
+        self.objects = objects
+        self._prefix = f"{array_key}/c{self.sep}"
+
+    def _key(self, outer: tuple[int, ...]) -> str:
+        return self._prefix + self.sep.join(map(str, outer))
+
+    def _whole(self, outer: tuple[int, ...]) -> bytes | None:
+        return self.objects.read(self._key(outer))
+
+    def _tails(self, outers: list[tuple[int, ...]], n: int) -> list[bytes | None]:
+        return self.objects.read_tails([self._key(o) for o in outers], n)
+
+    def _ranges(self, requests: list[tuple[tuple[int, ...], int, int]]) -> list[bytes]:
+        return self.objects.read_ranges([(self._key(o), off, n) for o, off, n in requests])
 
 
 def local_reader(array_dir: Path) -> LocalChunkReader | None:
@@ -210,14 +337,17 @@ class ZarrChunkReader:
         out[tuple(slice(0, n) for n in data.shape)] = data
         return out
 
+    def chunks(self, coords: list[tuple[int, ...]]) -> list[npt.NDArray[Any]]:
+        return [self.chunk(c) for c in coords]
+
     def region(self, region: tuple[slice, ...]) -> npt.NDArray[Any]:
         return np.asarray(self.arr[region])
 
 
-ChunkReader = LocalChunkReader | ZarrChunkReader
+ChunkReader = ShardChunkReader | ZarrChunkReader
 
 
-def _assemble(reader: LocalChunkReader, region: tuple[slice, ...]) -> npt.NDArray[Any]:
+def _assemble(reader: ShardChunkReader, region: tuple[slice, ...]) -> npt.NDArray[Any]:
     out = np.empty([int(s.stop) - int(s.start) for s in region], dtype=reader.dtype)
     ranges = [
         range(s.start // n, -(-s.stop // n)) for s, n in zip(region, reader.inner, strict=True)

@@ -215,7 +215,13 @@ def _print_summary(s: Any) -> None:
 def publish_cmd(
     cube: Annotated[Path, typer.Argument(help="A complete prediction cube.")],
     release_id: Annotated[str, typer.Option("--id", help="Release id (a-z, 0-9, . _ -).")],
-    root: Annotated[Path | None, typer.Option(help="Releases directory.")] = None,
+    root: Annotated[
+        str | None,
+        typer.Option(
+            help="Releases directory, object-store URL (s3://bucket/releases) or "
+            "tiledb+DIR (the TileDB engine)."
+        ),
+    ] = None,
     species: Annotated[Path | None, typer.Option(help="CSV of species status flags.")] = None,
     threshold: Annotated[float, typer.Option(help="Presence threshold for indicators.")] = 0.5,
     period: Annotated[
@@ -247,15 +253,18 @@ def publish_cmd(
     from sdmatlas.predict.cube import open_cube
     from sdmatlas.publish.release import PublishOptions, publish
     from sdmatlas.publish.species_csv import species_info_from_csv
+    from sdmatlas.storage import release_store
 
     settings = Settings()
     period = period or _this_year()
-    releases = root or settings.data_dir / "releases"
+    releases = root or str(settings.data_dir / "releases")
 
     def hint() -> str | None:
         from sdmatlas.publish.workspace import workspace_for
 
-        if "://" in str(releases) or not workspace_for(releases, release_id).path.exists():
+        if "://" in releases or releases.startswith("tiledb+"):
+            return None
+        if not workspace_for(Path(releases), release_id).path.exists():
             return None
         return (
             f"the finished tasks are kept: add --resume to continue, or run "
@@ -276,26 +285,35 @@ def publish_cmd(
         path = _run_publish(
             publish,
             cube,
-            releases,
+            release_store(releases, settings.storage_options),
             release_id,
             info,
             PublishOptions(threshold=threshold, tile=tile, executor=executor, resume=resume),
         )
     console.print(f"release [bold]{release_id}[/] published at {path}")
     if register:
-        _register(settings, Path(path), period)
+        _register(settings, path, period)
 
 
-def _register(settings: Settings, path: Path, period: str) -> None:
+def _location(text: str) -> str:
+    """A release location as the catalog records it: URLs as given, paths absolute."""
+    if ("://" in text and not text.startswith("file://")) or text.startswith("tiledb+"):
+        return text
+    return str(Path(text.removeprefix("file://")).resolve())
+
+
+def _register(settings: Settings, path: str, period: str) -> None:
     """Register a published release; the release stays on storage if this fails, and
     ``sdmatlas register`` can be run again once the cause is fixed."""
     from sdmatlas.catalog.register import register_release
-    from sdmatlas.publish.release import open_release
+    from sdmatlas.storage import open_release
 
+    location = _location(path)
     with _catalog(settings) as catalog:
         with _errors(hint=f"the release is published; retry with: sdmatlas register {path}"):
             catalog.upgrade()
-            rid = register_release(catalog, open_release(path), str(path.resolve()), period)
+            release = open_release(location, settings.storage_options)
+            rid = register_release(catalog, release, location, period)
         console.print(
             f"release registered in the catalog {catalog.where} (id {rid}, period {period})"
         )
@@ -303,7 +321,13 @@ def _register(settings: Settings, path: Path, period: str) -> None:
 
 @app.command("register")
 def register_cmd(
-    release: Annotated[Path, typer.Argument(help="A published release directory.")],
+    release: Annotated[
+        str,
+        typer.Argument(
+            help="A published release: its directory, object-store pointer "
+            "(s3://bucket/releases/ID.json) or tiledb+DIR/ID."
+        ),
+    ],
     period: Annotated[
         str | None,
         typer.Option(help="Period of the release in ISO 8601 (default: this year)."),
@@ -401,7 +425,7 @@ def import_territories_cmd(
 
 
 def _run_publish(
-    publish: Any, cube: Path, root: Path, release_id: str, info: Any, options: Any
+    publish: Any, cube: Path, root: Any, release_id: str, info: Any, options: Any
 ) -> str:
     with _progress_bar("steps") as bar:
         tasks: dict[str, Any] = {}
@@ -417,7 +441,7 @@ def _run_publish(
 
 @app.command("export")
 def export_cmd(
-    release: Annotated[Path, typer.Argument(help="A release directory.")],
+    release: Annotated[str, typer.Argument(help="A release directory or location.")],
     layer: Annotated[str, typer.Argument(help="species/<id> or indicator/<name>.")],
     out: Annotated[Path, typer.Option(help="Output COG path.")],
     bbox: Annotated[
@@ -426,7 +450,7 @@ def export_cmd(
 ) -> None:
     """Export one layer of a release as a Cloud-Optimized GeoTIFF."""
     from sdmatlas.publish.export import export_cog
-    from sdmatlas.publish.release import open_release
+    from sdmatlas.storage import open_release
 
     with _errors():
         box = None
@@ -439,7 +463,9 @@ def export_cmd(
             except ValueError:
                 raise typer.BadParameter("expected four numbers", param_hint="--bbox") from None
             box = (left, bottom, right, top)
-        path = export_cog(open_release(release), layer, out, bbox=box)
+        path = export_cog(
+            open_release(_location(release), Settings().storage_options), layer, out, bbox=box
+        )
     console.print(f"wrote {path}")
 
 
@@ -826,7 +852,7 @@ def _demo_catalog(settings: Settings, species_csv: Path, release: Path) -> None:
     from sdmatlas.catalog.register import register_release
     from sdmatlas.demo import TERRITORIES
     from sdmatlas.errors import NotFoundError
-    from sdmatlas.publish.release import open_release
+    from sdmatlas.storage import open_release
 
     with _catalog(settings) as catalog:
         catalog.upgrade()

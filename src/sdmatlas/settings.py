@@ -7,7 +7,7 @@ down; nothing in sdmatlas reads the environment at import time.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -63,6 +63,14 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535, description="Port of `sdmatlas serve`.")
     serve_workers: int = Field(
         default=2, ge=1, le=256, description="API worker processes of `sdmatlas serve`."
+    )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "fsspec options for releases on object stores, as JSON (for s3fs: "
+            '{"endpoint_url": ..., "retries": 2}); credentials come from the usual '
+            "AWS_* variables or instance roles."
+        ),
     )
     chunk_cache_mb: int = Field(
         default=512,

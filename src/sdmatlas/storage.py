@@ -11,7 +11,13 @@ look at, then made visible in one step.
   and is committed by writing the small pointer object ``<root>/<id>.json``,
   a single PUT, which object stores make atomic.
 
-Another array engine (TileDB) would implement the same six calls.
+- :class:`~sdmatlas.release.tiledb_engine.TileDBReleaseStore`: the same arrays as
+  TileDB dense arrays in a TileDB group per release.
+
+``open`` gives a :class:`~sdmatlas.release.Release`: the typed manifest and chunk
+sources chosen for the store (:mod:`sdmatlas.release.sources`).
+:func:`open_release` opens a release from the location its store gave (what the
+catalog records).
 """
 
 from __future__ import annotations
@@ -27,7 +33,11 @@ from typing import Any
 
 import zarr
 
-from sdmatlas.errors import NotFoundError, ReleaseExistsError
+from sdmatlas.errors import NotFoundError, ReleaseExistsError, StorageUnavailableError
+from sdmatlas.release import layout
+from sdmatlas.release.core import Release
+from sdmatlas.release.objects import FsspecObjects
+from sdmatlas.release.sources import ReleaseData
 
 
 @dataclass(frozen=True)
@@ -47,7 +57,7 @@ class ReleaseStore(ABC):
     def list(self) -> list[str]: ...
 
     @abstractmethod
-    def open(self, release_id: str) -> zarr.Group:
+    def open(self, release_id: str) -> Release:
         """The published release, read-only; NotFoundError if there is none."""
 
     @abstractmethod
@@ -65,6 +75,11 @@ class ReleaseStore(ABC):
     @abstractmethod
     def location(self, release_id: str) -> str: ...
 
+    def upload(self, staging: Staging, local_dir: Path) -> None:
+        """Copy a release built in ``local_dir`` into ``staging`` (stores whose staging
+        is not a local directory)."""
+        raise NotImplementedError(f"{type(self).__name__} stages in place")
+
 
 class LocalReleaseStore(ReleaseStore):
     def __init__(self, root: Path | str) -> None:
@@ -74,7 +89,7 @@ class LocalReleaseStore(ReleaseStore):
         return self.root / release_id
 
     def exists(self, release_id: str) -> bool:
-        return (self._path(release_id) / "zarr.json").exists()
+        return (self._path(release_id) / layout.metadata_key("")).exists()
 
     def list(self) -> list[str]:
         if not self.root.exists():
@@ -82,13 +97,14 @@ class LocalReleaseStore(ReleaseStore):
         return sorted(
             p.name
             for p in self.root.iterdir()
-            if not p.name.startswith(".") and (p / "zarr.json").exists()
+            if not p.name.startswith(".") and (p / layout.metadata_key("")).exists()
         )
 
-    def open(self, release_id: str) -> zarr.Group:
+    def open(self, release_id: str) -> Release:
         if not self.exists(release_id):
             raise NotFoundError(f"no release {release_id!r} in {self.root}")
-        return zarr.open_group(self._path(release_id), mode="r")
+        data = ReleaseData(name=release_id, local_dir=self._path(release_id))
+        return Release(data, self.location(release_id), engine="zarr")
 
     def begin(self, release_id: str) -> Staging:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -114,8 +130,14 @@ class FsspecReleaseStore(ReleaseStore):
         import fsspec
 
         self.url = url.rstrip("/")
-        self.fs, self.root = fsspec.core.url_to_fs(self.url, **storage_options)
-        self.storage_options = storage_options
+        options = dict(storage_options)
+        # s3fs retries a timed-out request 5 times by default: a class attribute, not an
+        # option; a server that must answer within a request's deadline lowers it
+        retries = options.pop("retries", None)
+        self.fs, self.root = fsspec.core.url_to_fs(self.url, **options)
+        if retries is not None:
+            self.fs.retries = int(retries)
+        self.storage_options = options
 
     def _pointer(self, release_id: str) -> str:
         return f"{self.root}/{release_id}.json"
@@ -134,7 +156,12 @@ class FsspecReleaseStore(ReleaseStore):
         return zarr.open_group(store=store, mode="w", zarr_format=3)
 
     def exists(self, release_id: str) -> bool:
-        return bool(self.fs.exists(self._pointer(release_id)))
+        try:
+            return bool(self.fs.exists(self._pointer(release_id)))
+        except Exception as exc:  # connection refused, timeouts, 5xx after retries
+            raise StorageUnavailableError(
+                f"the release store does not answer ({type(exc).__name__}); retry later"
+            ) from exc
 
     def list(self) -> list[str]:
         if not self.fs.exists(self.root):
@@ -142,11 +169,19 @@ class FsspecReleaseStore(ReleaseStore):
         names = [str(p).rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False)]
         return sorted(n[: -len(".json")] for n in names if n.endswith(".json"))
 
-    def open(self, release_id: str) -> zarr.Group:
-        if not self.exists(release_id):
+    def open(self, release_id: str) -> Release:
+        objects = FsspecObjects(self.fs, self.root, release_id)
+        raw = objects.read(f"{release_id}.json")
+        if raw is None:
             raise NotFoundError(f"no release {release_id!r} at {self.url}")
-        pointer = json.loads(self.fs.cat_file(self._pointer(release_id)))
-        return self._group(pointer["data"], "r")
+        data_dir = str(json.loads(raw)["data"])
+        data = ReleaseData(
+            name=release_id,
+            objects=FsspecObjects(self.fs, f"{self.root}/{data_dir}", release_id),
+            zarr_url=f"{self.url}/{data_dir}",
+            storage_options=self.storage_options or None,
+        )
+        return Release(data, self.location(release_id), engine="zarr-fsspec")
 
     def begin(self, release_id: str) -> Staging:
         data = f"_data/{release_id}-{uuid.uuid4().hex[:8]}"
@@ -166,12 +201,41 @@ class FsspecReleaseStore(ReleaseStore):
     def location(self, release_id: str) -> str:
         return f"{self.url}/{release_id}.json"
 
+    def upload(self, staging: Staging, local_dir: Path) -> None:
+        """Every file of ``local_dir`` into the staging prefix (one PUT each; shards are
+        whole objects, so a release of Europe is about a million objects, not billions)."""
+        files = sorted(p for p in Path(local_dir).rglob("*") if p.is_file())
+        target = f"{self.root}/{staging.token}"
+        self.fs.put(
+            [str(p) for p in files],
+            [f"{target}/{p.relative_to(local_dir).as_posix()}" for p in files],
+        )
 
-def release_store(location: ReleaseStore | Path | str) -> ReleaseStore:
-    """A store for a local directory, or for a URL with a scheme other than ``file``."""
+
+def release_store(
+    location: ReleaseStore | Path | str, storage_options: dict[str, Any] | None = None
+) -> ReleaseStore:
+    """A store for a local directory, a ``tiledb+`` location (a local directory or URL
+    of TileDB groups), or for a URL with a scheme other than ``file``."""
     if isinstance(location, ReleaseStore):
         return location
     text = str(location)
     if "://" in text and not text.startswith("file://"):
-        return FsspecReleaseStore(text)
+        return FsspecReleaseStore(text, **(storage_options or {}))
     return LocalReleaseStore(Path(text.removeprefix("file://")))
+
+
+def split_location(location: str) -> tuple[str, str]:
+    """``(store root, release id)`` of a location a store gave (``store.location(id)``)."""
+    text = str(location).rstrip("/")
+    parent, _, name = text.rpartition("/")
+    if text.startswith("tiledb+") or "://" not in text or text.startswith("file://"):
+        return parent or ".", name
+    return parent, name.removesuffix(".json")
+
+
+def open_release(location: str | Path, storage_options: dict[str, Any] | None = None) -> Release:
+    """The release at ``location``: a local release directory, an object-store pointer
+    (``s3://bucket/releases/<id>.json``) or a ``tiledb+`` location."""
+    root, release_id = split_location(str(location))
+    return release_store(root, storage_options).open(release_id)

@@ -120,7 +120,7 @@ def _write_release(
         dimension_names=("y", "x", "species"),
     )
     aggregates.create(root, h, w, s, len(INDICATORS))
-    agg8 = {n: array(root, aggregates.path(BLOCK, n)) for n in aggregates.NAMES}
+    agg8 = {n: array(root, f"blocks/{BLOCK}/{n}") for n in aggregates.NAMES}
     terr = root.create_array(
         "territory",
         shape=(h, w),

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import zarr
 from pyproj import Transformer
 from shapely.geometry import Polygon, box
 from sqlalchemy import insert, select
@@ -34,7 +33,7 @@ from sdmatlas.catalog.schema import (
 from sdmatlas.errors import InvalidInputError, NotFoundError, ReleaseExistsError
 from sdmatlas.grid import Grid
 from sdmatlas.publish.stats import code_summary
-from sdmatlas.zarr_access import array, sdmatlas_attrs
+from sdmatlas.release import Release as PublishedRelease
 
 _ISO_DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
 
@@ -101,35 +100,25 @@ def _pixel_footprint(grid: Grid, pixels: npt.NDArray[np.int64]) -> Polygon | Non
     return footprint(grid, r0, c0, r1, c1) if r0 >= 0 else None
 
 
-def register_release(catalog: Catalog, group: zarr.Group, storage_uri: str, period: str) -> int:
-    """Record the published release in ``group`` (its model, its species and indicator
-    layers) and return its catalog id."""
+def register_release(
+    catalog: Catalog, release: PublishedRelease, storage_uri: str, period: str
+) -> int:
+    """Record the published ``release`` (its model, its species and indicator layers),
+    stored at ``storage_uri``, and return its catalog id."""
     validate_period(period)
-    meta = sdmatlas_attrs(group)
-    if meta.get("kind") != "release" or meta.get("status") != "published":
-        raise InvalidInputError(f"{storage_uri} is not a published sdmatlas release")
-    key: str = meta["release_id"]
-    grid = Grid(**meta["grid"])
-    published: str = meta["published"]
-    src_model: dict[str, Any] = meta.get("source", {}).get("model", {})
-    card: dict[str, Any] = src_model.get("card") or {}
-    model_name = src_model.get("name") or "unknown"
-    model_version = src_model.get("version") or "0"
+    meta = release.manifest
+    key = meta.release_id
+    grid = meta.grid
+    published = meta.published
+    card = meta.model_card
+    model_name, model_version = meta.model_name, meta.model_version
 
-    ids = np.asarray(array(group, "species")[:], dtype=np.int64)
-    names = [str(n) for n in array(group, "species").attrs.get("names", [])]  # type: ignore[union-attr]
-    sp_meta = meta.get("species", {})
-    genus = sp_meta.get("genus") or [None] * len(ids)
-    family = sp_meta.get("family") or [None] * len(ids)
-    try:
-        hist = np.asarray(array(group, "stats/histogram")[:])
-        presence = np.asarray(array(group, "stats/presence")[:])
-        extent = np.asarray(array(group, "stats/extent")[:])
-    except NotFoundError:
-        raise InvalidInputError(
-            f"release {key} has no layer statistics (published by an older sdmatlas); "
-            "publish it again"
-        ) from None
+    ids = release.species_ids
+    names = release.species_names
+    none: list[str | None] = [None] * len(ids)
+    genus: list[str | None] = list(meta.species.genus or none)
+    family: list[str | None] = list(meta.species.family or none)
+    hist, presence, extent = (release.stats(n) for n in ("histogram", "presence", "extent"))
     whole = footprint(grid, 0, 0, grid.height, grid.width)
     now = datetime.now(UTC)
 
@@ -159,19 +148,19 @@ def register_release(catalog: Catalog, group: zarr.Group, storage_uri: str, peri
         ]
         if missing:
             upsert_species(session, missing, ImportReport())
-        release = Release(
+        row = Release(
             key=key,
             model=model,
             period=period,
             status=ReleaseStatus.published,
             storage_uri=storage_uri,
             grid=grid.model_dump(),
-            threshold=float(meta["threshold"]),
+            threshold=meta.threshold,
             footprint=whole,
             created_at=now,
             published_at=datetime.fromisoformat(published),
         )
-        session.add(release)
+        session.add(row)
         session.flush()
         rows: list[dict[str, Any]] = []
         for i, sid in enumerate(ids):
@@ -183,7 +172,7 @@ def register_release(catalog: Catalog, group: zarr.Group, storage_uri: str, peri
             name = f"species/{int(sid)}"
             rows.append(
                 {
-                    "release_id": release.id,
+                    "release_id": row.id,
                     "kind": LayerKind.species,
                     "name": name,
                     "species_id": int(sid),
@@ -200,18 +189,18 @@ def register_release(catalog: Catalog, group: zarr.Group, storage_uri: str, peri
                     "version": layer_version(key, published, name),
                 }
             )
-        for ind, info in meta["indicators"].items():
-            st = info.get("stats", {})
+        for ind, info in meta.indicators.items():
+            st = info.stats
             name = f"indicator/{ind}"
             rows.append(
                 {
-                    "release_id": release.id,
+                    "release_id": row.id,
                     "kind": LayerKind.indicator,
                     "name": name,
                     "species_id": None,
                     "indicator": ind,
-                    "title": info["title"],
-                    "units": info.get("units", ""),
+                    "title": info.title,
+                    "units": info.units,
                     "min": st.get("min"),
                     "max": st.get("max"),
                     "mean": st.get("mean"),
@@ -223,7 +212,7 @@ def register_release(catalog: Catalog, group: zarr.Group, storage_uri: str, peri
                 }
             )
         session.execute(insert(Layer), rows)
-        return release.id
+        return row.id
 
 
 def set_release_status(catalog: Catalog, key: str, status: ReleaseStatus | str) -> None:

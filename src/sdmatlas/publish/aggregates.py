@@ -34,6 +34,7 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 from sdmatlas.quantize import NODATA
+from sdmatlas.release import layout
 from sdmatlas.zarr_access import array
 
 EDGES: tuple[int, ...] = (8, 64, 512)
@@ -54,10 +55,6 @@ def count_dtype(edge: int) -> np.dtype[Any]:
 
 def block_shape(height: int, width: int, edge: int) -> tuple[int, int]:
     return -(-height // edge), -(-width // edge)
-
-
-def path(edge: int, name: str) -> str:
-    return f"blocks/{edge}/{name}"
 
 
 def _pad(a: npt.NDArray[Any], edge: int, fill: Any, axes: tuple[int, int]) -> npt.NDArray[Any]:
@@ -179,7 +176,7 @@ def create(
         sb = shard // edge if shard and edge == EDGES[0] else None
         for name, dtype in (("sum", sum_dtype(edge)), ("max", np.dtype(np.uint8))):
             root.create_array(
-                path(edge, name),
+                layout.aggregate(edge, name),
                 shape=(bh, bw, n_species),
                 chunks=(CHUNK_BLOCKS, CHUNK_BLOCKS, max(n_species, 1)),
                 shards=(sb, sb, max(n_species, 1)) if sb else None,
@@ -190,7 +187,7 @@ def create(
                 attributes={"edge": edge},
             )
         root.create_array(
-            path(edge, "count"),
+            layout.aggregate(edge, "count"),
             shape=(bh, bw),
             chunks=(CHUNK_BLOCKS, CHUNK_BLOCKS),
             shards=(sb, sb) if sb else None,
@@ -200,7 +197,7 @@ def create(
             dimension_names=("by", "bx"),
         )
         root.create_array(
-            path(edge, "indicators"),
+            layout.aggregate(edge, "indicators"),
             shape=(bh, bw, n_indicators, 4),
             chunks=(CHUNK_BLOCKS, CHUNK_BLOCKS, max(n_indicators, 1), 4),
             shards=(sb, sb, max(n_indicators, 1), 4) if sb else None,
@@ -247,8 +244,8 @@ def build_tree(root: zarr.Group, height: int, width: int) -> None:
     """Edges 64, 512, ... from the finest in one process, one coarse chunk at a time
     (``publish`` runs the same per chunk as tasks: ``sdmatlas.publish.tasks``)."""
     for fine, coarse in itertools.pairwise(EDGES):
-        src = {n: array(root, path(fine, n)) for n in NAMES}
-        dst = {n: array(root, path(coarse, n)) for n in NAMES}
+        src = {n: array(root, layout.aggregate(fine, n)) for n in NAMES}
+        dst = {n: array(root, layout.aggregate(coarse, n)) for n in NAMES}
         ch, cw = block_shape(height, width, coarse)
         for cys, cxs in _chunks(ch, cw, CHUNK_BLOCKS):
             fy = slice(cys.start * FANOUT, cys.stop * FANOUT)

@@ -15,14 +15,13 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import rasterio
-import zarr
 from rio_cogeo.cogeo import cog_validate
 
 from sdmatlas.errors import InvalidInputError, NotFoundError
 from sdmatlas.grid import Grid
 from sdmatlas.publish.indicators import INDICATORS
 from sdmatlas.quantize import ENCODING, NODATA, SCALE
-from sdmatlas.zarr_access import array, sdmatlas_attrs
+from sdmatlas.release import Release
 
 _LAYER = re.compile(r"^(species|indicator)/([A-Za-z0-9_]{1,64})$")
 
@@ -66,31 +65,31 @@ def bbox_window(grid: Grid, bbox: tuple[float, float, float, float]) -> tuple[in
 
 
 def _layer_data(
-    release: zarr.Group, layer: Layer, window: tuple[int, int, int, int]
+    release: Release, layer: Layer, window: tuple[int, int, int, int]
 ) -> npt.NDArray[np.generic]:
     r0, r1, c0, c1 = window
     if layer.kind == "indicator":
         if layer.key not in INDICATORS:
             raise NotFoundError(f"unknown indicator {layer.key!r}; known: {sorted(INDICATORS)}")
-        return np.asarray(array(release, f"levels/0/{layer.key}")[r0:r1, c0:c1])
-    ids = list(np.asarray(array(release, "species")[:]))
-    if not layer.key.isdigit() or int(layer.key) not in ids:
+        return release.level(0, layer.key).region((slice(r0, r1), slice(c0, c1)))
+    if not layer.key.isdigit():
         raise NotFoundError(f"species {layer.key!r} is not in this release")
-    return np.asarray(
-        array(release, "levels/0/probability")[ids.index(int(layer.key)), r0:r1, c0:c1]
-    )
+    row = release.species_row(int(layer.key))
+    prob = release.level(0, "probability")
+    data: npt.NDArray[np.generic] = prob.region((slice(row, row + 1), slice(r0, r1), slice(c0, c1)))
+    out: npt.NDArray[np.generic] = data[0]
+    return out
 
 
 def export_cog(
-    release: zarr.Group,
+    release: Release,
     layer: str,
     out: Path,
     bbox: tuple[float, float, float, float] | None = None,
     blocksize: int = 256,
 ) -> Path:
     """Write ``layer`` of ``release`` (optionally clipped to a grid-CRS bbox) as a valid COG."""
-    meta = sdmatlas_attrs(release)
-    grid = Grid.model_validate(meta["grid"])
+    grid = release.grid
     ref = Layer.parse(layer)
     window = bbox_window(grid, bbox) if bbox else (0, grid.height, 0, grid.width)
     data = _layer_data(release, ref, window)
@@ -115,7 +114,7 @@ def export_cog(
     tmp = out.with_name(f".{out.name}.tmp")
     with rasterio.open(tmp, "w", **profile) as dst:
         dst.write(data, 1)
-        tags = {"sdmatlas_release": meta["release_id"], "sdmatlas_layer": str(ref)}
+        tags = {"sdmatlas_release": release.id, "sdmatlas_layer": str(ref)}
         if species:
             dst.scales, dst.offsets = (SCALE,), (0.0,)
             tags |= {"encoding": str(ENCODING["rule"]), "units": "probability of presence"}

@@ -8,40 +8,24 @@ layers, not on the request path.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-import zarr
 
 from sdmatlas.errors import InvalidInputError, NotFoundError
-from sdmatlas.publish.indicators import SpeciesInfo, get_indicator
+from sdmatlas.publish.indicators import get_indicator
 from sdmatlas.quantize import NODATA
-from sdmatlas.zarr_access import array, sdmatlas_attrs
+from sdmatlas.release import Release
 
 GroupKind = Literal["genus", "family", "status", "ids"]
 STATUSES = ("protected", "invasive", "endemic")
 MAX_IDS = 10_000
 
 
-def release_species_info(release: zarr.Group) -> tuple[SpeciesInfo, list[str], list[str]]:
-    """The release's species flags and range sizes, and its genus and family per species."""
-    sp: dict[str, Any] = sdmatlas_attrs(release)["species"]
-    info = SpeciesInfo(
-        ids=np.asarray(sp["ids"], dtype=np.int64),
-        protected=np.asarray(sp["protected"], dtype=bool),
-        invasive=np.asarray(sp["invasive"], dtype=bool),
-        endemic=np.asarray(sp["endemic"], dtype=bool),
-        range_km2=np.asarray(sp["range_km2"], dtype=np.float64),
-        threshold=float(sdmatlas_attrs(release)["threshold"]),
-    )
-    n = len(info.ids)
-    return info, list(sp.get("genus") or [""] * n), list(sp.get("family") or [""] * n)
-
-
-def select_group(release: zarr.Group, kind: str, value: str) -> npt.NDArray[np.intp]:
+def select_group(release: Release, kind: str, value: str) -> npt.NDArray[np.intp]:
     """Rows of the species axis in the group; a clear error for an unknown or empty group."""
-    info, genus, family = release_species_info(release)
+    info, genus, family = release.species_info()
     if kind in ("genus", "family"):
         names = genus if kind == "genus" else family
         rows = np.array(
@@ -74,12 +58,15 @@ def select_group(release: zarr.Group, kind: str, value: str) -> npt.NDArray[np.i
 
 
 def group_layer(
-    release: zarr.Group, indicator: str, rows: npt.NDArray[np.intp], level: int = 0
+    release: Release, indicator: str, rows: npt.NDArray[np.intp], level: int = 0
 ) -> npt.NDArray[np.float32]:
     """An indicator over the species in ``rows``, at one level of the release."""
     ind = get_indicator(indicator)
-    info, _, _ = release_species_info(release)
-    prob = array(release, f"levels/{level}/probability")
-    codes = np.asarray(prob.get_orthogonal_selection((rows, slice(None), slice(None))))
-    valid = np.asarray(prob[0]) != NODATA
-    return ind(codes, info.select(rows), valid)
+    info, _, _ = release.species_info()
+    prob = release.level(level, "probability")
+    _, h, w = prob.shape
+    codes = np.stack(
+        [prob.region((slice(r, r + 1), slice(0, h), slice(0, w)))[0] for r in [0, *rows]]
+    )
+    valid = codes[0] != NODATA
+    return ind(codes[1:], info.select(rows), valid)

@@ -23,16 +23,14 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import zarr
 from shapely.geometry.base import BaseGeometry
 
 from sdmatlas import budget
-from sdmatlas.chunks import ChunkReader, chunk_reader
-from sdmatlas.grid import Grid
+from sdmatlas.chunks import ChunkReader
 from sdmatlas.publish import aggregates
 from sdmatlas.publish.cover import Cover, cover
 from sdmatlas.quantize import NODATA, SCALE
-from sdmatlas.zarr_access import array, sdmatlas_attrs
+from sdmatlas.release import Release
 
 
 @dataclass(frozen=True)
@@ -82,22 +80,16 @@ class AreaResult:
         return int((self.max_probability >= threshold - 1e-9).sum())
 
 
-def _grid(release: zarr.Group) -> Grid:
-    return Grid.model_validate(sdmatlas_attrs(release)["grid"])
-
-
-def _ids(release: zarr.Group) -> npt.NDArray[np.int64]:
-    return np.asarray(array(release, "species")[:], dtype=np.int64)
-
-
-def point(release: zarr.Group, x: float, y: float) -> PointResult:
-    """Every species' code at the pixel holding projected point (x, y)."""
-    grid = _grid(release)
+def point(release: Release, x: float, y: float) -> PointResult:
+    """Every species' code at the pixel holding projected point (x, y): one chunk read."""
+    grid = release.grid
     r, c = (int(v) for v in grid.rowcol(x, y))
-    ids = _ids(release)
+    ids = release.species_ids
     if not grid.contains(r, c):
         return PointResult(False, r, c, ids, np.full(len(ids), NODATA, np.uint8))
-    codes = np.asarray(array(release, "pixels")[r, c, :], dtype=np.uint8)
+    pixels = release.pixels()
+    bh, bw, _ = pixels.inner
+    codes = np.array(pixels.chunk((r // bh, c // bw, 0))[r % bh, c % bw, :], dtype=np.uint8)
     return PointResult(bool(codes.size and codes[0] != NODATA), r, c, ids, codes)
 
 
@@ -146,30 +138,20 @@ class _Source:
 
     KEEP = 256
 
-    def __init__(self, release: zarr.Group, indicators: list[str]) -> None:
+    def __init__(self, release: Release, indicators: list[str]) -> None:
         self.release = release
         self.indicators = indicators
-        self._readers: dict[str, ChunkReader] = {}
-        self._decoded: OrderedDict[tuple[str, int, int], npt.NDArray[Any]] = OrderedDict()
+        self._decoded: OrderedDict[tuple[int, int, int], npt.NDArray[Any]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def reader(self, path: str) -> ChunkReader:
-        with self._lock:
-            r = self._readers.get(path)
-        if r is None:
-            r = chunk_reader(self.release, path)
-            with self._lock:
-                self._readers[path] = r
-        return r
-
-    def window(self, path: str, ys: slice, xs: slice) -> npt.NDArray[Any]:
+    def window(self, r: ChunkReader, ys: slice, xs: slice) -> npt.NDArray[Any]:
         """Rows ``ys`` and columns ``xs`` of a 2-D array, from cached decoded chunks."""
-        r = self.reader(path)
+        rid = id(r)  # the release keeps one reader per array
         ch, cw = r.inner
         out = np.empty((ys.stop - ys.start, xs.stop - xs.start), r.dtype)
         for cy in range(ys.start // ch, (ys.stop - 1) // ch + 1):
             for cx in range(xs.start // cw, (xs.stop - 1) // cw + 1):
-                key = (path, cy, cx)
+                key = (rid, cy, cx)
                 with self._lock:
                     chunk = self._decoded.get(key)
                     if chunk is not None:
@@ -189,11 +171,12 @@ class _Source:
 
     def blocks(self, edge: int, cy: int, cx: int) -> tuple[Any, Any, Any, Any]:
         """One chunk (8 x 8 blocks) of each aggregate of ``edge``."""
+        agg = self.release.aggregate
         return (
-            self.reader(aggregates.path(edge, "sum")).chunk((cy, cx, 0)),
-            self.reader(aggregates.path(edge, "max")).chunk((cy, cx, 0)),
-            self.reader(aggregates.path(edge, "count")).chunk((cy, cx)),
-            self.reader(aggregates.path(edge, "indicators")).chunk((cy, cx, 0, 0)),
+            agg(edge, "sum").chunk((cy, cx, 0)),
+            agg(edge, "max").chunk((cy, cx, 0)),
+            agg(edge, "count").chunk((cy, cx)),
+            agg(edge, "indicators").chunk((cy, cx, 0, 0)),
         )
 
 
@@ -218,7 +201,7 @@ def _boundary_block(src: _Source, c: Cover, i: int, sums: _Sums) -> None:
     its aggregates (every territory pixel selected) and its pixels (some)."""
     budget.check_deadline()
     ys, xs = c.window(i)
-    terr = src.window("territory", ys, xs) == 1
+    terr = src.window(src.release.territory(), ys, xs) == 1
     sel = c.masks[i] & terr
     if not sel.any():
         return
@@ -239,7 +222,7 @@ def _boundary_block(src: _Source, c: Cover, i: int, sums: _Sums) -> None:
         sums.fine_whole += int(whole.sum())
     if not part.any():
         return
-    pixels = src.reader("pixels")
+    pixels = src.release.pixels()
     exact = np.zeros((ph, pw), bool)
     for fy, fx in zip(*np.nonzero(part), strict=True):
         m = sp[fy * f : (fy + 1) * f, fx * f : (fx + 1) * f]
@@ -254,12 +237,14 @@ def _boundary_block(src: _Source, c: Cover, i: int, sums: _Sums) -> None:
     sums.pixels += n
     sums.exact += n
     ex = exact[:h, :w]
-    values = np.stack([src.window(f"levels/0/{name}", ys, xs)[ex] for name in src.indicators])
+    values = np.stack(
+        [src.window(src.release.level(0, name), ys, xs)[ex] for name in src.indicators]
+    )
     sums.fold(aggregates.summarize(values))
 
 
 def area(
-    release: zarr.Group,
+    release: Release,
     geom: BaseGeometry,
     plan: Cover | None = None,
     workers: int | None = None,
@@ -267,11 +252,10 @@ def area(
     """Per-species mean probability, expected occupied area and maximum within ``geom``
     (grid CRS), and each indicator's summary. ``plan`` is ``cover(grid, geom)`` when the
     caller already has it (to check its cost first)."""
-    meta: dict[str, Any] = sdmatlas_attrs(release)
-    grid = _grid(release)
-    ids = _ids(release)
+    grid = release.grid
+    ids = release.species_ids
     s = len(ids)
-    names = list(meta.get("indicator_order") or [])
+    names = list(release.manifest.indicator_order)
     c = plan if plan is not None else cover(grid, geom)
     src = _Source(release, names)
     total = _Sums(s, len(names))

@@ -1,26 +1,17 @@
 """``publish``: a complete cube becomes a release, built as chunk tasks
 (:mod:`sdmatlas.publish.tasks`) in a hidden workspace and renamed into place.
 
-Release layout (``<root>/<release_id>/``, one Zarr v3 group)::
-
-    zarr.json                    attrs: "sdmatlas" (manifest), "multiscales" (GeoZarr-style)
-    levels/<k>/probability       uint8 [species, y, x] at 2^k times the grid resolution
-    levels/<k>/<indicator>       float32 [y, x], NaN outside the territory
-    levels/<k>/x, y, spatial_ref georeferencing of the level
-    pixels                       uint8 [y, x, species], chunks [8, 8, S] in shards of one
-                                 task's tile: one chunk read answers "every species at
-                                 this point"
-    blocks/<edge>/...            block aggregates at edges 8, 64 and 512: per species the
-                                 sum and maximum of codes, territory pixels, and per
-                                 indicator count, sum, min, max (sdmatlas.publish.aggregates)
-    territory                    uint8 [y, x]: 1 on territory pixels
-    species                      int64 [species] ids, in cube order
-
-Area queries read ``blocks/<edge>/*`` for the coarsest blocks a polygon covers entirely
-and ``pixels`` only for the 8 x 8 blocks on its boundary (see
-:mod:`sdmatlas.publish.queries`). The workspace, resume and locking are in
+The release format (its layout and manifest) is owned by :mod:`sdmatlas.release`; this
+module writes it. Area queries read the block aggregates for the coarsest blocks a
+polygon covers entirely and the pixel-major array only for the 8 x 8 blocks on its
+boundary (see :mod:`sdmatlas.publish.queries`). The workspace, resume and locking are in
 :mod:`sdmatlas.publish.workspace`; docs/publish.md, "Publish as chunk tasks", has the
 rounds, the measurements and the projection to Europe.
+
+On an object store, a release is built in a local workspace with the fast writers and
+uploaded file by file (one PUT per shard), then committed with its pointer object;
+with workers on other machines (``--scheduler``, ``--cluster``) the tasks write to the
+store directly through zarr-python instead (slower, but nothing needs sharing).
 """
 
 from __future__ import annotations
@@ -42,7 +33,6 @@ from zarr.codecs import TransposeCodec, ZstdCodec
 from sdmatlas.errors import (
     IncompleteReleaseError,
     InvalidInputError,
-    NotFoundError,
     ReleaseExistsError,
 )
 from sdmatlas.executor import ExecutorOptions, open_executor
@@ -72,6 +62,9 @@ from sdmatlas.publish.workspace import (
     workspace_for,
 )
 from sdmatlas.quantize import ENCODING, NODATA
+from sdmatlas.release import layout
+from sdmatlas.release.layout import FORMAT_VERSION
+from sdmatlas.release.manifest import IndicatorEntry, Manifest, SpeciesEntry
 from sdmatlas.storage import (
     FsspecReleaseStore,
     LocalReleaseStore,
@@ -79,9 +72,7 @@ from sdmatlas.storage import (
     Staging,
     release_store,
 )
-from sdmatlas.zarr_access import sdmatlas_attrs
 
-FORMAT_VERSION = 2
 BLOCK = 8
 """Edge of the pixel-major chunks and of the area-query blocks (pixels)."""
 TILE_UNIT = 64
@@ -215,11 +206,23 @@ def publish(
             )
         staging = store.begin(release_id)
         ws = temporary_workspace()
+        # workers on this machine share its disk: build with the fast local writers,
+        # then upload; remote workers write to the store themselves
+        local = options.executor.scheduler is None and options.executor.cluster is None
         try:
-            url = f"{store.url}/{staging.token}" if isinstance(store, FsspecReleaseStore) else ""
-            opts = store.storage_options if isinstance(store, FsspecReleaseStore) else None
-            _setup(staging.group, cube, grid, species, options, tile)
-            _run(url, opts, ws, cube, grid, species, options, tile, release_id, progress)
+            if local:
+                group = zarr.open_group(ws.release_dir, mode="w", zarr_format=3)
+                _setup(group, cube, grid, species, options, tile)
+                where, opts = str(ws.release_dir.resolve()), None
+            else:
+                _setup(staging.group, cube, grid, species, options, tile)
+                where = (
+                    f"{store.url}/{staging.token}" if isinstance(store, FsspecReleaseStore) else ""
+                )
+                opts = store.storage_options if isinstance(store, FsspecReleaseStore) else None
+            _run(where, opts, ws, cube, grid, species, options, tile, release_id, progress)
+            if local:
+                store.upload(staging, ws.release_dir)
             store.commit(staging)
         except BaseException:
             store.abort(staging)
@@ -283,19 +286,19 @@ def _setup(
     s, h, w = len(species.ids), grid.height, grid.width
     n_levels = level_count(h, w, options.min_level_size)
     sp = root.create_array(
-        "species",
+        layout.SPECIES,
         shape=(s,),
         dtype="int64",
         dimension_names=("species",),
-        attributes={"names": cube.species_names},
+        attributes={layout.NAMES_ATTR: cube.species_names},
     )
     sp[:] = species.ids
     for k in range(n_levels):
-        g = root.require_group(f"levels/{k}")
+        g = root.require_group(layout.level_group(k))
         lg = _level_grid(grid, k)
         write_georef(g, lg)
         g.create_array(
-            "probability",
+            layout.PROBABILITY,
             shape=(s, lg.height, lg.width),
             chunks=(1, grid.chunk, grid.chunk),
             shards=(min(s, SHARD_SPECIES), grid.chunk, grid.chunk),
@@ -326,7 +329,7 @@ def _setup(
                 },
             )
     root.create_array(
-        "pixels",
+        layout.PIXELS,
         shape=(h, w, s),
         chunks=(BLOCK, BLOCK, s),
         # One shard a task: a task writes one file, not one per 8 x 8 pixels (that was 260
@@ -343,7 +346,7 @@ def _setup(
     )
     aggregates.create(root, h, w, s, len(INDICATORS), shard=tile)
     root.create_array(
-        "territory",
+        layout.TERRITORY,
         shape=(h, w),
         chunks=(grid.chunk, grid.chunk),
         dtype="uint8",
@@ -517,7 +520,7 @@ def _run(
     if error is not None:
         raise error
     root = open_staging(job)
-    stats = root.require_group("stats")
+    stats = root.require_group(layout.stats_group())
     stats.create_array("histogram", shape=(s, 256), dtype="int64", fill_value=0)[:] = (
         sstats.histogram
     )
@@ -531,50 +534,52 @@ def _run(
                 c += np.asarray(d["counts"][n], dtype=np.int64)
         indicator_stats[n] = p.summary(None if c is None else c.tolist())
     grid_levels = [_level_grid(grid, k) for k in range(n_levels)]
-    root.attrs["multiscales"] = [
+    root.attrs[layout.MULTISCALES_ATTR] = [
         {
             "name": release_id,
             "type": "mean over valid pixels (weighted by level-0 territory pixels)",
             "datasets": [
-                {"path": f"levels/{k}", "resolution": g.res} for k, g in enumerate(grid_levels)
+                {"path": layout.level_group(k), "resolution": g.res}
+                for k, g in enumerate(grid_levels)
             ],
         }
     ]
     cube_meta = cube.meta
-    root.attrs["sdmatlas"] = {
-        "format_version": FORMAT_VERSION,
-        "kind": "release",
-        "release_id": release_id,
-        "status": "published",
-        "published": now(),
-        "seconds": round(sum(r.get("seconds") or 0.0 for r in ws.runs()), 3),
-        "grid": grid.model_dump(),
-        "levels": n_levels,
-        "encoding": ENCODING,
-        "threshold": options.threshold,
-        "block": BLOCK,
-        "aggregates": list(aggregates.EDGES),
-        "indicator_order": list(INDICATORS),
-        "indicators": {
-            n: {"title": i.title, "units": i.units, "stats": indicator_stats[n]}
+    manifest = Manifest(
+        format_version=FORMAT_VERSION,
+        kind="release",
+        release_id=release_id,
+        status="published",
+        published=now(),
+        seconds=round(sum(r.get("seconds") or 0.0 for r in ws.runs()), 3),
+        grid=grid,
+        levels=n_levels,
+        encoding=ENCODING,
+        threshold=options.threshold,
+        block=BLOCK,
+        aggregates=list(aggregates.EDGES),
+        indicator_order=list(INDICATORS),
+        indicators={
+            n: IndicatorEntry(title=i.title, units=i.units, stats=indicator_stats[n])
             for n, i in INDICATORS.items()
         },
-        "species": {
-            "ids": species.ids.tolist(),
-            "protected": species.protected.tolist(),
-            "invasive": species.invasive.tolist(),
-            "endemic": species.endemic.tolist(),
-            "range_km2": [round(float(r), 4) for r in range_km2],
-            "genus": [str(g) for g in species.genus] if len(species.genus) else None,
-            "family": [str(f) for f in species.family] if len(species.family) else None,
-        },
-        "source": {
+        species=SpeciesEntry(
+            ids=species.ids.tolist(),
+            protected=species.protected.tolist(),
+            invasive=species.invasive.tolist(),
+            endemic=species.endemic.tolist(),
+            range_km2=[round(float(r), 4) for r in range_km2],
+            genus=[str(g) for g in species.genus] if len(species.genus) else None,
+            family=[str(f) for f in species.family] if len(species.family) else None,
+        ),
+        source={
             "model": cube_meta.get("model", {}),
             "inputs": cube_meta.get("inputs", {}),
             "territory": cube_meta.get("territory"),
         },
-        "publish": {"tile": tile, "runs": ws.runs()},
-    }
+        publish={"tile": tile, "runs": ws.runs()},
+    )
+    root.attrs[layout.MANIFEST_ATTR] = manifest.model_dump(mode="json")
 
 
 def occupied_tiles(
@@ -610,23 +615,3 @@ def _key(item: Any) -> str:
     holding one)."""
     win = next(i for i in item if isinstance(i, ChunkWindow)) if isinstance(item, tuple) else item
     return str(win.key)
-
-
-def open_release(path: Path) -> zarr.Group:
-    path = Path(path)
-    if not (path / "zarr.json").exists():
-        raise NotFoundError(f"no release at {path}")
-    group = zarr.open_group(path, mode="r")
-    try:
-        kind = sdmatlas_attrs(group).get("kind")
-    except NotFoundError:
-        kind = None
-    if kind != "release":
-        raise NotFoundError(f"{path} is not an sdmatlas release")
-    version = sdmatlas_attrs(group).get("format_version")
-    if version != FORMAT_VERSION:
-        raise IncompleteReleaseError(
-            f"release {path} is in format version {version}; this sdmatlas reads version "
-            f"{FORMAT_VERSION} only: publish it again from its cube"
-        )
-    return group

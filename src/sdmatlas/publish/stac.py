@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import numpy as np
 import pystac
 from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import DataType, NoDataStrings, RasterBand, RasterExtension
@@ -25,16 +24,15 @@ from rasterio.warp import transform_bounds, transform_geom
 from shapely.geometry import box, mapping
 
 from sdmatlas.errors import InvalidInputError
-from sdmatlas.grid import Grid
 from sdmatlas.publish.export import export_cog
 from sdmatlas.publish.indicators import INDICATORS
-from sdmatlas.publish.release import open_release
 from sdmatlas.quantize import NODATA, SCALE
-from sdmatlas.zarr_access import array, sdmatlas_attrs
+from sdmatlas.release.manifest import Manifest
+from sdmatlas.storage import open_release
 
 
-def _layers(meta: dict[str, Any], names: dict[int, str]) -> list[tuple[str, str]]:
-    species = [(f"species/{i}", names.get(i, f"species {i}")) for i in meta["species"]["ids"]]
+def _layers(meta: Manifest, names: dict[int, str]) -> list[tuple[str, str]]:
+    species = [(f"species/{i}", names.get(i, f"species {i}")) for i in meta.species.ids]
     return species + [(f"indicator/{n}", i.title) for n, i in INDICATORS.items()]
 
 
@@ -42,23 +40,20 @@ def write_stac(release_path: Path, out_dir: Path, cogs: bool = True) -> pystac.C
     """Write ``out_dir/collection.json`` and one item per layer; returns the collection."""
     release_path = Path(release_path).resolve()
     rel = open_release(release_path)
-    meta = sdmatlas_attrs(rel)
-    grid = Grid.model_validate(meta["grid"])
-    species = array(rel, "species")
-    raw_names = cast(list[Any], species.attrs.get("names", []))
-    ids = np.asarray(species[:]).tolist()
-    names = {int(i): str(n) for i, n in zip(ids, raw_names, strict=False)}
+    meta = rel.manifest
+    grid = meta.grid
+    names = {int(i): n for i, n in zip(rel.species_ids.tolist(), rel.species_names, strict=True)}
     # densified: straight edges in EPSG:3035 are curves in WGS84
     footprint = box(*grid.bounds).segmentize(grid.res * 16)
     geometry = transform_geom(grid.crs, "EPSG:4326", mapping(footprint), precision=6)
     bbox = list(transform_bounds(grid.crs, "EPSG:4326", *grid.bounds, densify_pts=21))
-    when = dt.datetime.fromisoformat(meta["published"])
-    rid = meta["release_id"]
+    when = dt.datetime.fromisoformat(meta.published)
+    rid = meta.release_id
     collection = pystac.Collection(
         id=rid,
         description=f"sdmatlas release {rid}: species distribution probabilities and "
-        f"biodiversity indicators ({len(meta['species']['ids'])} species, model "
-        f"{meta['source']['model'].get('name')} {meta['source']['model'].get('version')})",
+        f"biodiversity indicators ({len(meta.species.ids)} species, model "
+        f"{meta.model_name} {meta.model_version})",
         extent=pystac.Extent(pystac.SpatialExtent([bbox]), pystac.TemporalExtent([[when, when]])),
         license="other",
         title=f"sdmatlas release {rid}",

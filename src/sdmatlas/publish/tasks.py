@@ -47,6 +47,7 @@ from sdmatlas.publish.levels import downsample_codes, downsample_float, downsamp
 from sdmatlas.publish.stats import SpeciesStats
 from sdmatlas.publish.workspace import Workspace
 from sdmatlas.quantize import NODATA
+from sdmatlas.release import layout
 from sdmatlas.zarr_access import array
 
 BLOCK = aggregates.EDGES[0]
@@ -173,19 +174,19 @@ def base_task(job: PublishJob, win: ChunkWindow) -> TaskResult:
     codes = read_cube(job, win)
     valid = codes[0] != NODATA if job.n_species else np.zeros(win.shape, bool)
     r0, c0 = win.row0, win.col0
-    _writer(job, "levels/0/probability").write((0, r0, c0), codes)
-    _writer(job, "pixels").write((r0, c0, 0), codes.transpose(1, 2, 0))
-    _writer(job, "territory").write((r0, c0), valid.astype(np.uint8))
+    _writer(job, layout.probability(0)).write((0, r0, c0), codes)
+    _writer(job, layout.PIXELS).write((r0, c0, 0), codes.transpose(1, 2, 0))
+    _writer(job, layout.TERRITORY).write((r0, c0), valid.astype(np.uint8))
     bsum, bmax, bcount = aggregates.reduce_codes(codes, valid, BLOCK)
     b0, b1 = r0 // BLOCK, c0 // BLOCK
-    _writer(job, aggregates.path(BLOCK, "sum")).write((b0, b1, 0), bsum)
-    _writer(job, aggregates.path(BLOCK, "max")).write((b0, b1, 0), bmax)
-    _writer(job, aggregates.path(BLOCK, "count")).write((b0, b1), bcount)
+    _writer(job, layout.aggregate(BLOCK, "sum")).write((b0, b1, 0), bsum)
+    _writer(job, layout.aggregate(BLOCK, "max")).write((b0, b1, 0), bmax)
+    _writer(job, layout.aggregate(BLOCK, "count")).write((b0, b1), bcount)
     stats: dict[str, list[list[float]]] = {}
     for name, ind in INDICATORS.items():
         if name != RARITY:
             values = ind(codes, job.species, valid)
-            _writer(job, f"levels/0/{name}").write((r0, c0), values)
+            _writer(job, layout.level_array(0, name)).write((r0, c0), values)
             stats[name] = _chunk_stats(job, win, values)
     sstats = SpeciesStats(job.n_species, job.threshold_code)
     sstats.add(codes, win)
@@ -214,19 +215,22 @@ def rarity_task(job: PublishJob, item: tuple[ChunkWindow, bool]) -> TaskResult:
     if not occupied:
         nan = np.full((len(INDICATORS), *win.shape), np.nan, dtype=np.float32)
         bind = aggregates.reduce_indicators(nan, BLOCK)
-        _writer(job, aggregates.path(BLOCK, "indicators")).write(b0, bind)
+        _writer(job, layout.aggregate(BLOCK, "indicators")).write(b0, bind)
         return _done(job, "rarity", win, t0, {"stats": []})
     codes = read_cube(job, win)
     valid = codes[0] != NODATA if job.n_species else np.zeros(win.shape, bool)
     rarity = INDICATORS[RARITY](codes, job.species, valid)
     del codes
     ys, xs = slice(win.row0, win.row1), slice(win.col0, win.col1)
-    _writer(job, f"levels/0/{RARITY}").write((win.row0, win.col0), rarity)
+    _writer(job, layout.level_array(0, RARITY)).write((win.row0, win.col0), rarity)
     values = np.stack(
-        [rarity if n == RARITY else _read(job, f"levels/0/{n}", ys, xs) for n in INDICATORS]
+        [
+            rarity if n == RARITY else _read(job, layout.level_array(0, n), ys, xs)
+            for n in INDICATORS
+        ]
     )
     bind = aggregates.reduce_indicators(values, BLOCK)
-    _writer(job, aggregates.path(BLOCK, "indicators")).write(b0, bind)
+    _writer(job, layout.aggregate(BLOCK, "indicators")).write(b0, bind)
     return _done(job, "rarity", win, t0, {"stats": _chunk_stats(job, win, rarity)})
 
 
@@ -236,7 +240,7 @@ def histogram_task(job: PublishJob, win: ChunkWindow) -> TaskResult:
     ys, xs = slice(win.row0, win.row1), slice(win.col0, win.col1)
     counts = {}
     for name, edges in job.edges.items():
-        b = _read(job, f"levels/0/{name}", ys, xs)
+        b = _read(job, layout.level_array(0, name), ys, xs)
         counts[name] = np.histogram(b[np.isfinite(b)], bins=np.asarray(edges))[0].tolist()
     return _done(job, "hist", win, t0, {"counts": counts})
 
@@ -245,7 +249,7 @@ def _weights(job: PublishJob, level: int, rows: slice, cols: slice) -> npt.NDArr
     """Level-0 pixel counts of the pixels ``rows, cols`` of ``level``: the territory at
     level 0, else assembled from the tiles the previous level's tasks saved."""
     if level == 0:
-        return _read(job, "territory", rows, cols).astype(np.int64)
+        return _read(job, layout.TERRITORY, rows, cols).astype(np.int64)
     t = job.tile
     out = np.zeros((rows.stop - rows.start, cols.stop - cols.start), dtype=np.int64)
     for y in range(rows.start, rows.stop, t):
@@ -261,18 +265,18 @@ def level_task(job: PublishJob, item: tuple[int, ChunkWindow]) -> TaskResult:
     """Tile ``win`` of pyramid level ``k`` from level ``k - 1``."""
     t0 = time.perf_counter()
     k, win = item
-    prev = _reader(job, f"levels/{k - 1}/probability")
+    prev = _reader(job, layout.probability(k - 1))
     s, ph, pw = prev.shape
     rows = slice(2 * win.row0, min(2 * win.row1, ph))
     cols = slice(2 * win.col0, min(2 * win.col1, pw))
     weights = _weights(job, k - 1, rows, cols)
-    prob = _writer(job, f"levels/{k}/probability")
+    prob = _writer(job, layout.probability(k))
     for s0 in range(0, job.n_species, SHARD_SPECIES):
         block = prev.region((slice(s0, min(s0 + SHARD_SPECIES, s)), rows, cols))
         prob.write((s0, win.row0, win.col0), downsample_codes(block, weights))
     for name in INDICATORS:
-        values = _read(job, f"levels/{k - 1}/{name}", rows, cols)
-        _writer(job, f"levels/{k}/{name}").write(
+        values = _read(job, layout.level_array(k - 1, name), rows, cols)
+        _writer(job, layout.level_array(k, name)).write(
             (win.row0, win.col0), downsample_float(values, weights)
         )
     job.workspace.save_weights(k, win.key, downsample_weights(weights))
@@ -288,14 +292,14 @@ def blocks_task(job: PublishJob, item: tuple[int, ChunkWindow]) -> TaskResult:
     f = aggregates.FANOUT
     region: dict[str, npt.NDArray[Any]] = {}
     for n in aggregates.NAMES:
-        src = _reader(job, aggregates.path(fine, n))
+        src = _reader(job, layout.aggregate(fine, n))
         fy = slice(win.row0 * f, min(win.row1 * f, src.shape[0]))
         fx = slice(win.col0 * f, min(win.col1 * f, src.shape[1]))
         region[n] = src.region((fy, fx, *(slice(0, d) for d in src.shape[2:])))
     out = aggregates.coarsen_chunk(region, win.row1 - win.row0, win.col1 - win.col0, coarse)
     for n in aggregates.NAMES:
         start = (win.row0, win.col0) + (0,) * (out[n].ndim - 2)
-        _writer(job, aggregates.path(coarse, n)).write(start, out[n])
+        _writer(job, layout.aggregate(coarse, n)).write(start, out[n])
     return _done(job, f"blocks{coarse}", win, t0, {})
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Response
 from fastapi.middleware.cors import CORSMiddleware
@@ -89,7 +90,7 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     )
     def ready() -> dict[str, str]:
         app.state.catalog.ping()
-        check_storage(app.state.catalog)
+        check_storage(app.state.catalog, settings.storage_options)
         return {"status": "ready"}
 
     @app.get("/metrics", tags=["service"], summary="Prometheus metrics of every worker process.")
@@ -107,18 +108,21 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     return app
 
 
-def check_storage(catalog: Catalog) -> None:
+def check_storage(catalog: Catalog, storage_options: dict[str, Any] | None = None) -> None:
     """Every published release's storage answers (the newest 20): 503 if one does not."""
     from sdmatlas.catalog import queries
     from sdmatlas.errors import StorageUnavailableError
-    from sdmatlas.storage import release_store
+    from sdmatlas.storage import release_store, split_location
 
     with catalog.session() as s:
         releases = queries.list_releases(s)[:20]
     for r in releases:
-        parent, _, key = r.storage_uri.rstrip("/").rpartition("/")
+        parent, key = split_location(r.storage_uri)
         try:
-            ok = release_store(parent or ".").exists(key)
+            ok = release_store(parent, storage_options).exists(key)
+        except StorageUnavailableError:
+            log.warning("storage of release %s at %s does not answer", r.key, r.storage_uri)
+            raise
         except OSError as exc:
             # the location goes to the log, not to the client (no server paths out)
             log.warning("storage of release %s at %s fails: %s", r.key, r.storage_uri, exc)

@@ -30,7 +30,6 @@ from sdmatlas.publish.cover import cover
 from sdmatlas.serve.services import Services
 from sdmatlas.serve.tiles.reader import OpenRelease
 from sdmatlas.serve.tiles.tiling import transformer
-from sdmatlas.zarr_access import sdmatlas_attrs
 
 REPORT_VERSION = 2
 """Bumped when the report's content changes: stored reports of another version are stale."""
@@ -67,7 +66,7 @@ def area_report(
         "simplify the outline (a long, detailed boundary costs the most), split the "
         "area, or ask for a territory of the catalog (GET /report?territory=)",
     )
-    res = queries.area(rel.root, geom, plan)
+    res = queries.area(rel.release, geom, plan)
     indicators: dict[str, Any] = {
         name: None
         if summary is None
@@ -137,7 +136,7 @@ class TerritoryReport:
 def stamp(rel: OpenRelease, geom_lonlat: BaseGeometry) -> str:
     """What a territory report depends on: the report's version, the release's
     publication (its location and time) and the territory's geometry."""
-    published = str(sdmatlas_attrs(rel.root).get("published", ""))
+    published = rel.release.manifest.published
     h = hashlib.sha256()
     h.update(f"{rel.uri}\n{published}\n".encode())
     h.update(shapely.to_wkb(geom_lonlat, hex=False, output_dimension=2))

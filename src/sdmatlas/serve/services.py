@@ -56,7 +56,7 @@ class Services:
             settings=settings,
             catalog=catalog,
             layers=LayerResolver(catalog, settings.layer_cache_seconds),
-            reader=ReleaseReader(settings.chunk_cache_mb * 2**20),
+            reader=ReleaseReader(settings.chunk_cache_mb * 2**20, settings.storage_options),
             indexes=IndexCache(settings.tile_index_cache),
             tiles=build_cache(settings),
             heavy=HeavySlots(settings.heavy_requests, settings.heavy_wait_seconds),

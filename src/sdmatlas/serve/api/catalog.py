@@ -267,7 +267,7 @@ def _cog(svc: Services, layer: str, bbox: str | None) -> Response:
             path = svc.exports.file(ns, key)  # another request may have made it meanwhile
             if path is None:
                 with tempfile.TemporaryDirectory() as tmp:
-                    out = export_cog(rel.root, name, FsPath(tmp) / "layer.tif", bbox=box)
+                    out = export_cog(rel.release, name, FsPath(tmp) / "layer.tif", bbox=box)
                     svc.exports.put(ns, key, out.read_bytes())
                 path = svc.exports.path(ns, key)
     fname = layer.replace(":", "_") + ".tif"

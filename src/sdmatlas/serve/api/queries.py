@@ -78,7 +78,7 @@ def point(
     rel = _open(svc, release, period)
     with timer.span("read"):
         x, y = reports.to_grid(rel).transform(lon, lat)
-        res = queries.point(rel.root, float(x), float(y))
+        res = queries.point(rel.release, float(x), float(y))
     with svc.catalog.session() as s:
         territories = [t.code for t in catalog_queries.territories_at(s, lon, lat)]
     body: dict[str, Any] = {

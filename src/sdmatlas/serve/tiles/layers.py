@@ -28,7 +28,7 @@ import numpy.typing as npt
 from sdmatlas.catalog import queries
 from sdmatlas.catalog.db import Catalog
 from sdmatlas.errors import InvalidInputError, NotFoundError
-from sdmatlas.publish.groups import STATUSES, release_species_info, select_group
+from sdmatlas.publish.groups import STATUSES, select_group
 from sdmatlas.publish.indicators import INDICATORS
 from sdmatlas.serve.tiles.reader import OpenRelease
 from sdmatlas.serve.tiles.render import SPECIES_FADE
@@ -187,7 +187,7 @@ def parse_group(
 
 
 def group_rows(rel: OpenRelease, spec: GroupSpec) -> npt.NDArray[np.intp]:
-    rows = select_group(rel.root, spec.kind, spec.value)
+    rows = select_group(rel.release, spec.kind, spec.value)
     if not len(rows):
         raise NotFoundError(f"no species of release {rel.key} is in the group {spec.key()}")
     if len(rows) > MAX_GROUP_SPECIES:
@@ -269,7 +269,7 @@ def parse_ogc_name(name: str) -> OgcLayer:
 def release_groups(rel: OpenRelease) -> list[GroupSpec]:
     """The groups of a release that OGC names can carry: each genus and family of its
     species, and each status some species has (the layers the OGC services list)."""
-    info, genus, family = release_species_info(rel.root)
+    info, genus, family = rel.release.species_info()
     out: list[GroupSpec] = []
     for kind, names in (("family", family), ("genus", genus)):
         for value in sorted({n for n in names if n}):

@@ -13,22 +13,18 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import zarr
 
-from sdmatlas.chunks import LocalChunkReader, local_reader
 from sdmatlas.errors import NotFoundError
 from sdmatlas.grid import Grid
-from sdmatlas.publish.groups import release_species_info
 from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo
-from sdmatlas.publish.release import open_release
 from sdmatlas.quantize import NODATA
+from sdmatlas.release import Release
 from sdmatlas.serve.tiles.tiling import TileIndex
-from sdmatlas.zarr_access import array, sdmatlas_attrs
+from sdmatlas.storage import open_release
 
 
 class ChunkCache:
@@ -52,6 +48,11 @@ class ChunkCache:
             self.hits += 1
             return v
 
+    def __contains__(self, key: tuple[Any, ...]) -> bool:
+        """Whether ``key`` is cached (not counted as a hit or a miss)."""
+        with self._lock:
+            return key in self._items
+
     def put(self, key: tuple[Any, ...], value: npt.NDArray[Any]) -> None:
         with self._lock:
             old = self._items.pop(key, None)
@@ -66,11 +67,11 @@ class ChunkCache:
 
 @dataclass
 class OpenRelease:
-    """A release opened for serving: its group, grid, levels, species and arrays."""
+    """A release opened for serving: the release, and what tiles ask of it most."""
 
     key: str
     uri: str
-    root: zarr.Group  # the release's Zarr root group (not a species group)
+    release: Release
     grid: Grid
     n_levels: int
     species_ids: npt.NDArray[np.int64]
@@ -82,22 +83,6 @@ class OpenRelease:
     threshold: float
     indicators: dict[str, dict[str, Any]]
     block: int  # edge of the area-query block aggregates (pixels)
-    _arrays: dict[tuple[int, str], zarr.Array[Any]]
-    _direct: dict[tuple[int, str], LocalChunkReader | None]
-
-    def direct(self, level: int, var: str) -> LocalChunkReader | None:
-        """The hand-written chunk reader of an array, where its layout allows one."""
-        if (level, var) not in self._direct:
-            path = Path(self.uri) / "levels" / str(level) / var
-            self._direct[(level, var)] = local_reader(path) if path.is_dir() else None
-        return self._direct[(level, var)]
-
-    def arr(self, level: int, var: str) -> zarr.Array[Any]:
-        a = self._arrays.get((level, var))
-        if a is None:
-            a = array(self.root, f"levels/{level}/{var}")
-            self._arrays[(level, var)] = a
-        return a
 
     def species_row(self, species_id: int) -> int:
         try:
@@ -106,37 +91,37 @@ class OpenRelease:
             raise NotFoundError(f"species {species_id} is not in release {self.key}") from None
 
 
-def open_for_serving(key: str, uri: str) -> OpenRelease:
-    group = open_release(Path(uri))
-    meta = sdmatlas_attrs(group)
-    ids = np.asarray(array(group, "species")[:], dtype=np.int64)
-    names = [str(n) for n in (array(group, "species").attrs.get("names") or [])]  # type: ignore[union-attr]
-    info, genus, family = release_species_info(group)
+def open_for_serving(
+    key: str, uri: str, storage_options: dict[str, Any] | None = None
+) -> OpenRelease:
+    rel = open_release(uri, storage_options)
+    meta = rel.manifest
+    ids = rel.species_ids
+    info, genus, family = rel.species_info()
     return OpenRelease(
         key=key,
         uri=uri,
-        root=group,
-        grid=Grid.model_validate(meta["grid"]),
-        n_levels=int(meta["levels"]),
+        release=rel,
+        grid=meta.grid,
+        n_levels=meta.levels,
         species_ids=ids,
-        species_names=names or [f"species {i}" for i in ids],
+        species_names=rel.species_names,
         row_of={int(s): i for i, s in enumerate(ids)},
         info=info,
         genus=genus,
         family=family,
-        threshold=float(meta["threshold"]),
-        indicators=dict(meta.get("indicators", {})),
-        block=int(meta["block"]),
-        _arrays={},
-        _direct={},
+        threshold=meta.threshold,
+        indicators={n: i.model_dump() for n, i in meta.indicators.items()},
+        block=meta.block,
     )
 
 
 class ReleaseReader:
     """Releases opened once per process, and pixel gathering through the chunk cache."""
 
-    def __init__(self, cache_bytes: int) -> None:
+    def __init__(self, cache_bytes: int, storage_options: dict[str, Any] | None = None) -> None:
         self.chunks = ChunkCache(cache_bytes)
+        self.storage_options = storage_options
         self._open: dict[str, OpenRelease] = {}
         self._lock = threading.Lock()
 
@@ -145,7 +130,7 @@ class ReleaseReader:
             r = self._open.get(key)
             if r is not None and r.uri == uri:
                 return r
-        r = open_for_serving(key, uri)
+        r = open_for_serving(key, uri, self.storage_options)
         with self._lock:
             self._open[key] = r
         return r
@@ -157,17 +142,35 @@ class ReleaseReader:
         hit = self.chunks.get(key)
         if hit is not None:
             return hit
-        fast = rel.direct(level, var)
-        if fast is not None:
-            block = fast.chunk((srow, cy, cx) if srow >= 0 else (cy, cx))
-            data = block[0] if srow >= 0 else block
-        else:
-            a = rel.arr(level, var)
-            ch = rel.grid.chunk
-            ys, xs = slice(cy * ch, (cy + 1) * ch), slice(cx * ch, (cx + 1) * ch)
-            data = np.asarray(a[srow, ys, xs] if srow >= 0 else a[ys, xs])
+        block = rel.release.level(level, var).chunk((srow, cy, cx) if srow >= 0 else (cy, cx))
+        data = block[0] if srow >= 0 else block
         self.chunks.put(key, data)
         return data
+
+    def prefetch(self, rel: OpenRelease, idx: TileIndex, var: str, srows: list[int]) -> None:
+        """Put the chunks a tile needs (of ``var``, for each species row in ``srows``; -1
+        for an indicator) into the chunk cache with one batched read of the missing ones:
+        one round of concurrent ranged GETs on an object store, not one per chunk."""
+        if idx.empty:
+            return
+        ch = rel.grid.chunk
+        cys = range(idx.r0 // ch, (idx.r0 + idx.h - 1) // ch + 1)
+        cxs = range(idx.c0 // ch, (idx.c0 + idx.w - 1) // ch + 1)
+        missing = [
+            (srow, cy, cx)
+            for srow in srows
+            for cy in cys
+            for cx in cxs
+            if (rel.uri, idx.level, var, srow, cy, cx) not in self.chunks
+        ]
+        if len(missing) < 2:
+            return
+        src = rel.release.level(idx.level, var)
+        coords: list[tuple[int, ...]] = [c if c[0] >= 0 else c[1:] for c in missing]
+        for (srow, cy, cx), block in zip(missing, src.chunks(coords), strict=True):
+            self.chunks.put(
+                (rel.uri, idx.level, var, srow, cy, cx), block[0] if srow >= 0 else block
+            )
 
     def value_at(
         self, rel: OpenRelease, level: int, var: str, row: int, col: int, srow: int = -1
@@ -197,6 +200,7 @@ class ReleaseReader:
             oy, ox = idx.r0 - cy0 * ch, idx.c0 - cx0 * ch
             window = chunk[oy : oy + idx.h, ox : ox + idx.w]
         else:
+            self.prefetch(rel, idx, var, [srow])
             mosaic = np.empty(((cy1 - cy0 + 1) * ch, (cx1 - cx0 + 1) * ch), out.dtype)
             for cy in range(cy0, cy1 + 1):
                 for cx in range(cx0, cx1 + 1):
@@ -217,6 +221,7 @@ class ReleaseReader:
     ) -> npt.NDArray[np.float32]:
         """An indicator over a species group, on the tile's pixels."""
         ind = INDICATORS[indicator]
+        self.prefetch(rel, idx, "probability", [int(s) for s in rows])
         codes = np.stack([self.gather(rel, idx, "probability", int(s)) for s in rows])
         valid = codes[0] != NODATA
         return ind(codes, rel.info.select(rows), valid)

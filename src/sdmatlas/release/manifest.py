@@ -1,0 +1,115 @@
+"""The release manifest: typed, versioned, checked when a release is opened.
+
+It is the ``sdmatlas`` attribute of the release's root group. A reader first checks
+``kind`` and ``format_version`` (refusing versions it does not know, with what to do),
+then validates the rest into :class:`Manifest`; unknown keys are refused too, so that a
+format change always comes with a version number.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sdmatlas.errors import CorruptDataError, IncompleteReleaseError, NotFoundError
+from sdmatlas.grid import Grid
+from sdmatlas.publish.indicators import SpeciesInfo
+from sdmatlas.release.layout import FORMAT_VERSION, KNOWN_VERSIONS
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class IndicatorEntry(_Model):
+    title: str
+    units: str
+    stats: dict[str, Any] = Field(default_factory=dict)
+    """min, max, mean, count and the value histogram over the territory."""
+
+
+class SpeciesEntry(_Model):
+    """Per-species columns, in the order of the species axis."""
+
+    ids: list[int]
+    protected: list[bool]
+    invasive: list[bool]
+    endemic: list[bool]
+    range_km2: list[float]
+    genus: list[str] | None = None
+    family: list[str] | None = None
+
+
+class Manifest(_Model):
+    format_version: int
+    kind: Literal["release"]
+    release_id: str
+    status: Literal["published"]
+    published: str
+    seconds: float
+    grid: Grid
+    levels: int
+    encoding: dict[str, Any]
+    threshold: float
+    block: int
+    """Edge of the pixel-major chunks and of the finest area-query blocks."""
+    aggregates: list[int]
+    """Block aggregate edges, finest first."""
+    indicator_order: list[str]
+    indicators: dict[str, IndicatorEntry]
+    species: SpeciesEntry
+    source: dict[str, Any]
+    """What it was predicted from: model (card, name, version), inputs, territory."""
+    publish: dict[str, Any]
+    """How it was published: the task tile and the run records."""
+
+    def species_info(self) -> tuple[SpeciesInfo, list[str], list[str]]:
+        """The species flags and range sizes, and the genus and family of each."""
+        sp = self.species
+        info = SpeciesInfo(
+            ids=np.asarray(sp.ids, dtype=np.int64),
+            protected=np.asarray(sp.protected, dtype=bool),
+            invasive=np.asarray(sp.invasive, dtype=bool),
+            endemic=np.asarray(sp.endemic, dtype=bool),
+            range_km2=np.asarray(sp.range_km2, dtype=np.float64),
+            threshold=self.threshold,
+        )
+        n = len(sp.ids)
+        return info, list(sp.genus or [""] * n), list(sp.family or [""] * n)
+
+    @property
+    def model_name(self) -> str:
+        return str(self.source.get("model", {}).get("name") or "unknown")
+
+    @property
+    def model_version(self) -> str:
+        return str(self.source.get("model", {}).get("version") or "0")
+
+    @property
+    def model_card(self) -> dict[str, Any]:
+        return dict(self.source.get("model", {}).get("card") or {})
+
+
+def parse_manifest(attrs: Any, where: str) -> Manifest:
+    """The manifest in a root group's ``sdmatlas`` attribute; ``where`` names the release
+    in errors."""
+    if not isinstance(attrs, dict) or attrs.get("kind") != "release":
+        raise NotFoundError(f"{where} is not an sdmatlas release")
+    version = attrs.get("format_version")
+    if version not in KNOWN_VERSIONS:
+        raise IncompleteReleaseError(
+            f"release {where} is in format version {version}; this sdmatlas reads version "
+            f"{FORMAT_VERSION} only: publish it again from its cube with this sdmatlas, "
+            "or serve it with the sdmatlas that wrote it"
+        )
+    try:
+        return Manifest.model_validate(attrs)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise CorruptDataError(
+            f"release {where}: its manifest does not match format version {version} "
+            f"({loc}: {first['msg']}; {exc.error_count()} problem(s))"
+        ) from None
