@@ -9,7 +9,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
 RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir .
+    && /opt/venv/bin/pip install --no-cache-dir '.[s3]'
 
 FROM python:3.11-slim-bookworm AS runtime
 LABEL org.opencontainers.image.title="sdmatlas" \
