@@ -1,4 +1,5 @@
-"""Releases in an object store, served by the API with no local copy.
+"""Releases in an object store, served by the API with no local copy; and the TileDB
+engine, held to the same contract.
 
 The store is a real S3-compatible HTTP server in its own process (moto's standalone
 server, :mod:`sdmatlas.testing.locals3`), reached over HTTP by s3fs as AWS S3 would be.
@@ -52,7 +53,10 @@ def engines(
         tile_cache=[],
         storage_options={**s3.storage_options(), "retries": 1},
     )
-    return {"local": local, "s3": remote}
+    tdb = tmp_path_factory.mktemp("tiledb")
+    tiledb = served_catalog(cube, tdb, [(KEY, "2020")], releases_at=f"tiledb+{tdb / 'releases'}",
+                            tile_cache=[])  # fmt: skip
+    return {"local": local, "s3": remote, "tiledb": tiledb}
 
 
 @pytest.fixture(scope="module")
@@ -95,10 +99,15 @@ def _send(c: TestClient, method: str, url: str, body: Any) -> Any:
     return c.post(url, json=body) if method == "POST" else c.get(url)
 
 
-def test_every_endpoint_answers_the_same_bytes_from_the_bucket(
-    engines: dict[str, Settings], grid: Grid
+@pytest.mark.parametrize("engine", ["s3", "tiledb"])
+def test_every_endpoint_answers_the_same_bytes_on_every_engine(
+    engines: dict[str, Settings], grid: Grid, engine: str
 ) -> None:
-    with TestClient(create_app(engines["local"])) as a, TestClient(create_app(engines["s3"])) as b:
+    """From the bucket (ranged GETs) and from TileDB as from a local Zarr directory."""
+    with (
+        TestClient(create_app(engines["local"])) as a,
+        TestClient(create_app(engines[engine])) as b,
+    ):
         for method, url, body in _requests(grid):
             ra, rb = _send(a, method, url, body), _send(b, method, url, body)
             assert ra.status_code == 200, (url, ra.text[:300])

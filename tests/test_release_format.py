@@ -17,7 +17,13 @@ from sdmatlas.publish.release import PublishOptions, publish
 from sdmatlas.publish.species_csv import species_info_from_csv
 from sdmatlas.release import FORMAT_VERSION, Release, layout
 from sdmatlas.release.sources import ZarrPython, open_source
-from sdmatlas.storage import FsspecReleaseStore, LocalReleaseStore, ReleaseStore, open_release
+from sdmatlas.storage import (
+    FsspecReleaseStore,
+    LocalReleaseStore,
+    ReleaseStore,
+    TileDBReleaseStore,
+    open_release,
+)
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "sdmatlas"
 
@@ -49,10 +55,12 @@ def test_the_grep_finds_what_it_looks_for() -> None:
     assert not LAYOUT.search("layout.level_array(0, name)")
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "memory", "tiledb"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ReleaseStore]:
     if request.param == "local":
         yield LocalReleaseStore(tmp_path / "releases")
+    elif request.param == "tiledb":
+        yield TileDBReleaseStore(tmp_path / "tiledb")
     else:
         s = FsspecReleaseStore(f"memory://fmt-{uuid.uuid4().hex}/releases")
         yield s
@@ -66,6 +74,15 @@ def published(store: ReleaseStore, cube: Path) -> Release:
     return store.open("fmt-1")
 
 
+@pytest.fixture(scope="module")
+def reference(cube: Path, tmp_path_factory: pytest.TempPathFactory) -> Release:
+    """The same cube published as Zarr in a local directory, read with zarr-python."""
+    info = species_info_from_csv(None, open_cube(cube).species_ids)
+    store = LocalReleaseStore(tmp_path_factory.mktemp("ref"))
+    publish(cube, store, "fmt-1", info, PublishOptions(min_level_size=16))
+    return store.open("fmt-1")
+
+
 def _arrays(rel: Release) -> list[str]:
     keys = [layout.PIXELS, layout.TERRITORY, layout.SPECIES]
     keys += [layout.aggregate(e, n) for e in rel.manifest.aggregates for n in layout.AGGREGATES]
@@ -75,14 +92,17 @@ def _arrays(rel: Release) -> list[str]:
     return keys
 
 
-def test_every_source_reads_what_zarr_python_reads(published: Release) -> None:
-    """The fast sources (local shards, object-store ranges) against zarr-python, on every
-    array of a release, one chunk at a time and in batches."""
+def test_every_source_reads_what_zarr_python_reads(published: Release, reference: Release) -> None:
+    """The fast sources (local shards, object-store ranges, TileDB) against zarr-python,
+    on every array of a release, one chunk at a time and in batches (TileDB against the
+    same cube published as Zarr)."""
     fast_kinds = set()
     for key in _arrays(published):
         fast = published.source(key)
         fast_kinds.add(type(fast).__name__)
-        slow = open_source(published.data, key, [ZarrPython])
+        ref = published if published.engine != "tiledb" else reference
+        slow = open_source(ref.data, key, [ZarrPython])
+        assert (fast.shape, fast.dtype, fast.inner) == (slow.shape, slow.dtype, slow.inner), key
         grid = [range(-(-n // c)) for n, c in zip(slow.shape, slow.inner, strict=True)]
         every = np.stack(np.meshgrid(*grid, indexing="ij"), -1).reshape(-1, len(grid))
         coords = [tuple(int(v) for v in c) for c in every]
@@ -94,7 +114,8 @@ def test_every_source_reads_what_zarr_python_reads(published: Release) -> None:
         full = tuple(slice(0, n) for n in slow.shape)
         if np.prod(slow.shape) < 2e6:
             np.testing.assert_array_equal(fast.region(full), slow.region(full), err_msg=key)
-    expected = {"zarr": "LocalChunkReader", "zarr-fsspec": "RangeChunkReader"}[published.engine]
+    expected = {"zarr": "LocalChunkReader", "zarr-fsspec": "RangeChunkReader",
+                "tiledb": "TileDBChunkReader"}[published.engine]  # fmt: skip
     assert expected in fast_kinds
 
 

@@ -344,7 +344,21 @@ class ZarrChunkReader:
         return np.asarray(self.arr[region])
 
 
-ChunkReader = ShardChunkReader | ZarrChunkReader
+class ChunkSource(Protocol):
+    """What every chunk reader offers (another engine's readers, TileDB's, included)."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    inner: tuple[int, ...]
+
+    def chunk(self, coords: tuple[int, ...]) -> npt.NDArray[Any]: ...
+
+    def chunks(self, coords: list[tuple[int, ...]]) -> list[npt.NDArray[Any]]: ...
+
+    def region(self, region: tuple[slice, ...]) -> npt.NDArray[Any]: ...
+
+
+ChunkReader = ChunkSource
 
 
 def _assemble(reader: ShardChunkReader, region: tuple[slice, ...]) -> npt.NDArray[Any]:

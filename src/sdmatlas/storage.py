@@ -42,10 +42,11 @@ from sdmatlas.release.sources import ReleaseData
 
 @dataclass(frozen=True)
 class Staging:
-    """A release being written: its group, and what the store needs to commit or abort it."""
+    """A release being written: its group (None where the store is not Zarr), and what
+    the store needs to commit or abort it."""
 
     release_id: str
-    group: zarr.Group
+    group: zarr.Group | None
     token: str
 
 
@@ -212,6 +213,61 @@ class FsspecReleaseStore(ReleaseStore):
         )
 
 
+class TileDBReleaseStore(ReleaseStore):
+    """Releases as TileDB groups in a local directory (:mod:`sdmatlas.release.tiledb_engine`):
+    ``<root>/<id>/``, written into a hidden sibling from the Zarr release publish builds,
+    then renamed into place."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    def _path(self, release_id: str) -> Path:
+        return self.root / release_id
+
+    def exists(self, release_id: str) -> bool:
+        import tiledb
+
+        path = self._path(release_id)
+        return path.is_dir() and tiledb.object_type(str(path)) == "group"
+
+    def list(self) -> list[str]:
+        if not self.root.exists():
+            return []
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if not p.name.startswith(".") and self.exists(p.name)
+        )
+
+    def open(self, release_id: str) -> Release:
+        if not self.exists(release_id):
+            raise NotFoundError(f"no release {release_id!r} in the TileDB store {self.root}")
+        data = ReleaseData(name=release_id, tiledb_uri=str(self._path(release_id)))
+        return Release(data, self.location(release_id), engine="tiledb")
+
+    def begin(self, release_id: str) -> Staging:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".{release_id}.publishing-{uuid.uuid4().hex[:8]}"
+        return Staging(release_id, None, str(tmp))
+
+    def upload(self, staging: Staging, local_dir: Path) -> None:
+        from sdmatlas.release.tiledb_engine import write_release
+
+        write_release(Path(local_dir), staging.token)
+
+    def commit(self, staging: Staging) -> None:
+        try:
+            os.rename(staging.token, self._path(staging.release_id))
+        except OSError as exc:
+            raise ReleaseExistsError(f"release {staging.release_id!r} appeared meanwhile") from exc
+
+    def abort(self, staging: Staging) -> None:
+        shutil.rmtree(staging.token, ignore_errors=True)
+
+    def location(self, release_id: str) -> str:
+        return f"tiledb+{self._path(release_id)}"
+
+
 def release_store(
     location: ReleaseStore | Path | str, storage_options: dict[str, Any] | None = None
 ) -> ReleaseStore:
@@ -220,6 +276,8 @@ def release_store(
     if isinstance(location, ReleaseStore):
         return location
     text = str(location)
+    if text.startswith("tiledb+"):
+        return TileDBReleaseStore(text.removeprefix("tiledb+"))
     if "://" in text and not text.startswith("file://"):
         return FsspecReleaseStore(text, **(storage_options or {}))
     return LocalReleaseStore(Path(text.removeprefix("file://")))

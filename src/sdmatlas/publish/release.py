@@ -204,17 +204,23 @@ def publish(
                 f"--resume needs a local releases directory; {store.location(release_id)} "
                 "is not one (a failed publish there leaves nothing to resume)"
             )
-        staging = store.begin(release_id)
-        ws = temporary_workspace()
         # workers on this machine share its disk: build with the fast local writers,
         # then upload; remote workers write to the store themselves
         local = options.executor.scheduler is None and options.executor.cluster is None
+        if not local and not isinstance(store, FsspecReleaseStore):
+            raise InvalidInputError(
+                f"{store.location(release_id)}: this store is written from this machine; "
+                "publish with local workers (--workers), not --scheduler or --cluster"
+            )
+        staging = store.begin(release_id)
+        ws = temporary_workspace()
         try:
             if local:
                 group = zarr.open_group(ws.release_dir, mode="w", zarr_format=3)
                 _setup(group, cube, grid, species, options, tile)
                 where, opts = str(ws.release_dir.resolve()), None
             else:
+                assert staging.group is not None  # a Zarr store (checked above)
                 _setup(staging.group, cube, grid, species, options, tile)
                 where = (
                     f"{store.url}/{staging.token}" if isinstance(store, FsspecReleaseStore) else ""

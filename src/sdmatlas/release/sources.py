@@ -4,11 +4,12 @@ As xarray picks a backend with ``guess_can_open``, each source here says whether
 read an array (from where the release's bytes are and the array's metadata), and the
 first that can, in :data:`SOURCES` order, reads it:
 
-1. :class:`LocalShards`: hand-written shard reader, one ``pread`` per chunk, for the
+1. :class:`TileDBSource`: releases in the TileDB engine (:mod:`.tiledb_engine`);
+2. :class:`LocalShards`: hand-written shard reader, one ``pread`` per chunk, for the
    layouts ``publish`` writes on a local directory;
-2. :class:`ObjectRanges`: the same decoding over ranged GETs of an object store (shard
+3. :class:`ObjectRanges`: the same decoding over ranged GETs of an object store (shard
    indexes cached: one GET per inner chunk, batched);
-3. :class:`ZarrPython`: zarr-python, any store and codec (slower per chunk).
+4. :class:`ZarrPython`: zarr-python, any store and codec (slower per chunk).
 
 Every source gives the same values (tested against zarr-python on every array).
 """
@@ -47,11 +48,16 @@ class ReleaseData:
     objects: FsspecObjects | None = None
     zarr_url: str | None = None
     storage_options: dict[str, Any] | None = None
+    tiledb_uri: str | None = None
     _group: zarr.Group | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def metadata(self, key: str) -> dict[str, Any]:
         """The metadata document of the node at ``key`` ("" for the root)."""
+        if self.tiledb_uri is not None:
+            from sdmatlas.release.tiledb_engine import node_metadata
+
+            return node_metadata(self.tiledb_uri, key, self.name)
         doc = layout.metadata_key(key)
         if self.local_dir is not None:
             try:
@@ -96,6 +102,21 @@ class Source(Protocol):
     def open(data: ReleaseData, key: str, meta: dict[str, Any]) -> ChunkReader: ...
 
 
+class TileDBSource:
+    name: ClassVar[str] = "tiledb"
+
+    @staticmethod
+    def can_open(data: ReleaseData, meta: dict[str, Any]) -> bool:
+        return data.tiledb_uri is not None
+
+    @staticmethod
+    def open(data: ReleaseData, key: str, meta: dict[str, Any]) -> ChunkReader:
+        from sdmatlas.release.tiledb_engine import TileDBChunkReader
+
+        reader: ChunkReader = TileDBChunkReader(str(data.tiledb_uri), key, meta, data.name)
+        return reader
+
+
 class LocalShards:
     name: ClassVar[str] = "local-shards"
 
@@ -135,7 +156,7 @@ class ZarrPython:
         return reader
 
 
-SOURCES: list[type[Source]] = [LocalShards, ObjectRanges, ZarrPython]
+SOURCES: list[type[Source]] = [TileDBSource, LocalShards, ObjectRanges, ZarrPython]
 
 
 def open_source(

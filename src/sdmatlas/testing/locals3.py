@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,16 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sdmatlas.errors import SdmAtlasError
+from sdmatlas.testing.localpg import _free_port
 
 
 class LocalS3Error(SdmAtlasError):
     """The S3 test server could not be started."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
