@@ -333,7 +333,10 @@ def test_a_broken_disk_cache_does_not_stop_serving(
 
 # -- seeding -------------------------------------------------------------------------------------
 
-_SEEDED = re.compile(r"seeded (\d+) tiles: (\d+) rendered, (\d+) already cached, (\d+) empty")
+_SEEDED = re.compile(
+    r"seeded (\d+) tiles: (\d+) rendered, (\d+) empty or uniform written from the plan, "
+    r"(\d+) already cached, (\d+) empty"
+)
 
 
 def _seed_env(settings: Settings, cache_dir: Path) -> dict[str, str]:
@@ -368,8 +371,9 @@ def test_seed_killed_and_restarted_renders_each_tile_once(
     assert out.returncode == 0, out.stderr[-2000:]
     m = _SEEDED.search(" ".join(out.stderr.split()))
     assert m is not None, out.stderr[-2000:]
-    planned, rendered, cached, _ = (int(v) for v in m.groups())
-    assert cached == done and rendered == planned - done and planned > done
+    planned, rendered, written, cached, _ = (int(v) for v in m.groups())
+    # each tile made once: rendered, or written from the planner's verdict (empty, uniform)
+    assert cached == done and rendered + written == planned - done and planned > done
     assert _tiles_on_disk(cache_dir) == planned
     assert "tiles/s" in out.stderr
     # every seeded tile is what the API renders
@@ -394,7 +398,7 @@ def test_seed_over_a_territory_and_bad_arguments(
     a = _SEEDED.search(" ".join(whole.stderr.split()))
     b = _SEEDED.search(" ".join(part.stderr.split()))
     assert a and b and 0 < int(b.group(1)) < int(a.group(1))
-    assert int(b.group(2)) == 0  # all already there from the first run
+    assert int(b.group(2)) == int(b.group(3)) == 0  # all already there from the first run
     pa = subprocess.run([sd, "seed", LAYER, "--zoom", "12", "--territory", "demo-pa-1"],
                         env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert pa.returncode == 0 and _SEEDED.search(" ".join(pa.stderr.split())), pa.stderr[-500:]

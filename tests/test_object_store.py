@@ -182,3 +182,29 @@ def test_a_release_missing_from_the_bucket_is_named(
         c.app.state.services.reader._open.clear()  # type: ignore[attr-defined]
         r = c.get(point)
         assert r.status_code == 404 and "release coast-gone" in r.json()["detail"], r.text
+
+
+def test_tiledb_reaches_the_same_s3_server_through_its_own_vfs(s3: LocalS3) -> None:
+    """What was found for the TileDB engine on S3: TileDB's own S3 client (its VFS, not
+    fsspec) writes and reads a dense array through this server with path-style
+    addressing. The engine itself serves TileDB releases from local directories only
+    (docs/storage.md)."""
+    import numpy as np
+    import tiledb
+
+    s3.bucket("sdmatlas-tiledb")
+    ctx = tiledb.Ctx(tiledb.Config({
+        "vfs.s3.endpoint_override": f"127.0.0.1:{s3.port}", "vfs.s3.scheme": "http",
+        "vfs.s3.use_virtual_addressing": "false", "vfs.s3.region": "eu-west-1",
+        "vfs.s3.aws_access_key_id": s3.key, "vfs.s3.aws_secret_access_key": s3.secret,
+    }))  # fmt: skip
+    uri = "s3://sdmatlas-tiledb/a"
+    dim = tiledb.Dim(name="d0", domain=(0, 99), tile=10, dtype=np.int64, ctx=ctx)
+    attr = tiledb.Attr(name="v", dtype=np.uint8, ctx=ctx)
+    tiledb.Array.create(
+        uri, tiledb.ArraySchema(domain=tiledb.Domain(dim, ctx=ctx), attrs=[attr], ctx=ctx), ctx=ctx
+    )
+    with tiledb.open(uri, "w", ctx=ctx) as arr:
+        arr[0:100] = np.arange(100, dtype=np.uint8)
+    with tiledb.open(uri, ctx=ctx) as arr:
+        assert arr[37:40]["v"].tolist() == [37, 38, 39]

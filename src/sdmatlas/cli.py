@@ -638,6 +638,17 @@ def seed_cmd(
             metavar="TARGET DIR",
         ),
     ] = ("cache", "-"),
+    plan_only: Annotated[
+        bool,
+        typer.Option(
+            "--plan",
+            help="Count the tiles (empty, uniform, dense), bytes and time per layer and zoom "
+            "from the block aggregates, render nothing.",
+        ),
+    ] = False,
+    plan_json: Annotated[
+        Path | None, typer.Option(help="With --plan: also write the plan as JSON here.")
+    ] = None,
 ) -> None:
     """Pre-render tiles into the disk or Redis tile cache, or into static PMTiles
     archives (--to pmtiles DIR); run again to resume."""
@@ -651,6 +662,7 @@ def seed_cmd(
     from shapely.geometry.base import BaseGeometry
 
     from sdmatlas.serve.seed import parse_zooms, plan, release_layers, seed, territory_outline
+    from sdmatlas.serve.seed_plan import build_plan
     from sdmatlas.serve.services import Services
     from sdmatlas.serve.tiles import render
     from sdmatlas.serve.tiles.tiling import get_tms
@@ -684,23 +696,52 @@ def seed_cmd(
         target, folder = to
         if target not in ("cache", "pmtiles"):
             raise InvalidInputError(f"--to {target!r}: use cache or pmtiles DIR")
+        if plan_only:
+            names = ["WebMercatorQuad"] if target == "pmtiles" else tms
+            jobs = list(plan(svc, ids, names, parse_zooms(zoom) if zoom else None, area))
+            _print_plan(build_plan(svc, jobs, format, colormap), plan_json)
+            return
         if target == "pmtiles":
             _seed_archives(svc, settings, ids, Path(folder), zoom, area, format, colormap,
                            processes)  # fmt: skip
             return
         jobs = list(plan(svc, ids, tms, parse_zooms(zoom) if zoom else None, area))
+        verdicts = build_plan(svc, jobs, format, colormap).verdicts
         columns = [*Progress.get_default_columns()[:-1], MofNCompleteColumn(),
                    TimeElapsedColumn(), TimeRemainingColumn()]  # fmt: skip
         with Progress(*columns, console=console, transient=False) as bar:
             task = bar.add_task(f"seeding {len(ids)} layer(s)", total=len(jobs))
             report = seed(settings, jobs, format, {"colormap": colormap}, processes,
-                          lambda n: bar.advance(task, n))  # fmt: skip
+                          lambda n: bar.advance(task, n), verdicts)  # fmt: skip
     console.print(
-        f"seeded {report.planned} tiles: {report.rendered} rendered, {report.cached} already "
+        f"seeded {report.planned} tiles: {report.rendered} rendered, {report.uniform} empty "
+        f"or uniform written from the plan, {report.cached} already "
         f"cached, {report.empty} empty, in {report.seconds:.1f} s "
         f"({report.tiles_per_s:.0f} tiles/s rendered) into "
         f"{', '.join(b for b in settings.tile_cache if b != 'memory')}"
     )
+
+
+def _print_plan(p: Any, out: Path | None) -> None:
+    """The planner's table: per layer and zoom, then the total."""
+    from rich.table import Table
+
+    table = Table("layer", "zoom", "tiles", "empty", "uniform", "dense", "MB", "seconds")
+    for (lid, z), r in sorted(p.rows.items()):
+        table.add_row(lid, str(z), str(r.tiles), str(r.empty), str(r.uniform), str(r.dense),
+                      f"{r.bytes / 2**20:.2f}", f"{r.seconds:.1f}")  # fmt: skip
+    t = p.total
+    table.add_row("total", "", str(t.tiles), str(t.empty), str(t.uniform), str(t.dense),
+                  f"{t.bytes / 2**20:.2f}", f"{t.seconds:.1f}", style="bold")  # fmt: skip
+    console.print(table)
+    console.print(
+        "dense tiles are estimated at the measured mean size and render time "
+        "(sdmatlas.serve.seed_plan); empty and uniform ones are exact and are written "
+        "without rendering"
+    )
+    if out is not None:
+        out.write_text(json.dumps(p.as_json(), indent=1))
+        console.print(f"plan written to {out}")
 
 
 def _seed_archives(
@@ -712,6 +753,7 @@ def _seed_archives(
 
     from sdmatlas.serve.archive import ARCHIVE_TMS, check_folder, write_layer
     from sdmatlas.serve.seed import parse_zooms, plan
+    from sdmatlas.serve.seed_plan import build_plan
 
     check_folder(folder)
     zooms = parse_zooms(zoom) if zoom else None
@@ -722,9 +764,10 @@ def _seed_archives(
                   TimeElapsedColumn(), console=console) as bar:  # fmt: skip
         task = bar.add_task(f"archiving {len(refs)} layer(s)", total=total)
         for ref in refs:
+            verdicts = build_plan(svc, plans[ref.id], format, colormap).verdicts
             r = write_layer(svc, settings, ref, plans[ref.id], folder, format,
                             {"colormap": colormap}, processes,
-                            lambda n: bar.advance(task, n))  # fmt: skip
+                            lambda n: bar.advance(task, n), verdicts)  # fmt: skip
             what = {"written": f"{r.tiles} tiles ({r.unique} distinct), {r.empty} empty left out",
                     "current": "already of this layer version",
                     "no data": "no tile with data: no archive"}[r.status]  # fmt: skip

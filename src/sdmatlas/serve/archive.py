@@ -35,6 +35,7 @@ from pmtiles.writer import Writer
 
 from sdmatlas.errors import InvalidInputError
 from sdmatlas.serve import seed as seeding
+from sdmatlas.serve.seed_plan import Verdict
 from sdmatlas.serve.services import Services
 from sdmatlas.serve.tiles.core import TileRequest, make_tile
 from sdmatlas.serve.tiles.layers import LayerRef
@@ -82,19 +83,30 @@ def archive_version(path: Path) -> str | None:
     return str(version) if version is not None else None
 
 
-def _render(jobs: list[seeding.Job], fmt: str, params: dict[str, str | None]) -> list[bytes | None]:
+def _render(
+    jobs: list[seeding.Job], fmt: str, params: dict[str, str | None],
+    verdicts: list[Verdict | None],
+) -> list[bytes | None]:  # fmt: skip
     """In a seed worker: each tile's body, or None for an empty tile."""
     svc = seeding._worker["svc"]
     assert isinstance(svc, Services)
-    return render_batch(svc, jobs, fmt, params)
+    return render_batch(svc, jobs, fmt, params, verdicts)
 
 
 def render_batch(
-    svc: Services, jobs: list[seeding.Job], fmt: str, params: dict[str, str | None]
-) -> list[bytes | None]:
+    svc: Services, jobs: list[seeding.Job], fmt: str, params: dict[str, str | None],
+    verdicts: list[Verdict | None] | None = None,
+) -> list[bytes | None]:  # fmt: skip
+    """Each tile's body (None: empty): made from the planner's verdict for empty and
+    uniform tiles, rendered for the others."""
     out: list[bytes | None] = []
-    for layer, tms, z, x, y in jobs:
+    for i, (layer, tms, z, x, y) in enumerate(jobs):
         versioned = {**params, "v": svc.layers.resolve(layer).version}
+        made = seeding.planned_tile(svc, (layer, tms, z, x, y), fmt, versioned,
+                                    verdicts[i] if verdicts else None)  # fmt: skip
+        if made is not None:
+            out.append(None if made[2].empty else made[2].body)
+            continue
         tile = make_tile(svc, TileRequest.of(layer, tms, z, x, y, fmt, versioned))
         assert tile is not None
         out.append(None if tile.empty else tile.body)
@@ -111,6 +123,7 @@ def write_layer(
     params: dict[str, str | None],
     processes: int,
     progress: Callable[[int], None] | None = None,
+    verdicts: dict[seeding.Job, Verdict] | None = None,
 ) -> ArchiveReport:
     """The layer's archive in ``folder`` from its planned WebMercatorQuad tiles."""
     path = archive_path(folder, ref.id)
@@ -128,7 +141,7 @@ def write_layer(
         with os.fdopen(fd, "wb") as f:
             writer = Writer(f)
             for (_, _, z, x, y), body in _rendered(settings, jobs, fmt, params, processes,
-                                                   progress):  # fmt: skip
+                                                   progress, verdicts):  # fmt: skip
                 if body is None:
                     report.empty += 1
                     continue
@@ -155,13 +168,15 @@ def _rendered(
     params: dict[str, str | None],
     processes: int,
     progress: Callable[[int], None] | None,
+    verdicts: dict[seeding.Job, Verdict] | None = None,
 ) -> Iterator[tuple[seeding.Job, bytes | None]]:
     """Tile bodies in the order of ``jobs``, rendered by seed worker processes."""
     batches = [jobs[i : i + seeding.BATCH] for i in range(0, len(jobs), seeding.BATCH)]
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max(1, processes), ctx, seeding._init, (settings,)) as pool:
         n = len(batches)
-        results = pool.map(_render, batches, [fmt] * n, [params] * n)  # in order
+        marks = [[(verdicts or {}).get(j) for j in b] for b in batches]
+        results = pool.map(_render, batches, [fmt] * n, [params] * n, marks)  # in order
         for batch, bodies in zip(batches, results, strict=True):
             yield from zip(batch, bodies, strict=True)
             if progress is not None:

@@ -12,6 +12,7 @@ rendered again, so a seed resumes by being run again.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import time
 from collections.abc import Callable, Iterator
@@ -23,10 +24,14 @@ from shapely.geometry.base import BaseGeometry
 
 from sdmatlas.catalog import queries
 from sdmatlas.errors import InvalidInputError
+from sdmatlas.serve.cache import Entry
+from sdmatlas.serve.seed_plan import DENSE, EMPTY, Verdict, constant_tile, tile_window
 from sdmatlas.serve.services import Services
+from sdmatlas.serve.tiles import render
 from sdmatlas.serve.tiles.core import TileRequest, make_tile, zoom_range
 from sdmatlas.serve.tiles.layers import layer_id
-from sdmatlas.serve.tiles.tiling import get_tms
+from sdmatlas.serve.tiles.tiling import check_tile, get_tms
+from sdmatlas.serve.tiles.versions import etag
 from sdmatlas.settings import Settings
 
 Job = tuple[str, str, int, int, int]  # layer, tms, z, x, y
@@ -40,15 +45,17 @@ class SeedReport:
     cached: int = 0  # already in the cache: skipped
     empty: int = 0  # rendered or skipped, with no data (cached as empty)
     seconds: float = 0.0
+    uniform: int = 0  # written from the planner's verdict, not rendered (empty included)
 
     @property
     def tiles_per_s(self) -> float:
         return self.rendered / self.seconds if self.seconds > 0 else 0.0
 
-    def add(self, other: tuple[int, int, int]) -> None:
+    def add(self, other: tuple[int, int, int, int]) -> None:
         self.rendered += other[0]
         self.cached += other[1]
         self.empty += other[2]
+        self.uniform += other[3]
 
 
 def parse_zooms(text: str) -> tuple[int, int]:
@@ -120,20 +127,63 @@ def _init(settings: Settings) -> None:
     _worker["svc"] = Services.build(settings, Catalog.from_settings(settings))
 
 
-def _run(jobs: list[Job], fmt: str, params: dict[str, str | None]) -> tuple[int, int, int]:
+def _run(
+    jobs: list[Job], fmt: str, params: dict[str, str | None], verdicts: list[Verdict | None]
+) -> tuple[int, int, int, int]:
     svc = _worker["svc"]
     assert isinstance(svc, Services)
-    return seed_batch(svc, jobs, fmt, params)
+    return seed_batch(svc, jobs, fmt, params, verdicts)
+
+
+def planned_tile(
+    svc: Services, job: Job, fmt: str, params: dict[str, str | None], verdict: Verdict | None
+) -> tuple[str, str, Entry] | None:
+    """For a tile the planner found empty or uniform: its cache namespace, key and entry,
+    made without reading a pixel (the bytes the renderer gives); None for a dense one."""
+    if verdict is None or verdict.kind == DENSE:
+        return None
+    layer, tms, z, x, y = job
+    ref = svc.layers.resolve(layer)
+    check_tile(get_tms(tms), z, x, y)
+    style = render.parse_style(params.get("colormap"), None, ref.default_range, ref.fade)
+    key = etag(ref.version, tms, z, x, y, fmt, style.key(), "").strip('"')
+    rel = svc.open(ref)
+    level = tile_window(tms, z, x, y, rel.grid, rel.n_levels).level
+    if verdict.kind == EMPTY:
+        return ref.release, key, Entry(render.empty_tile(fmt, ref.dtype), True, level)
+    body = _constant(ref.kind, style, fmt, float(verdict.value or 0.0))
+    return ref.release, key, Entry(body, False, level)
+
+
+@functools.lru_cache(maxsize=4096)
+def _constant(kind: str, style: render.Style, fmt: str, value: float) -> bytes:
+    return constant_tile(kind, style, fmt, value)
 
 
 def seed_batch(
-    svc: Services, jobs: list[Job], fmt: str, params: dict[str, str | None]
-) -> tuple[int, int, int]:
-    """Render (or skip) each tile; returns (rendered, already cached, empty)."""
-    rendered = cached = empty = 0
-    for layer, tms, z, x, y in jobs:
+    svc: Services,
+    jobs: list[Job],
+    fmt: str,
+    params: dict[str, str | None],
+    verdicts: list[Verdict | None] | None = None,
+) -> tuple[int, int, int, int]:
+    """Render (or skip, or write from the plan) each tile; returns (rendered, already
+    cached, empty, written from the plan)."""
+    rendered = cached = empty = planned = 0
+    for i, (layer, tms, z, x, y) in enumerate(jobs):
         # as the versioned URLs of TileJSON ask: seeded tiles never expire by TTL
         versioned = {**params, "v": svc.layers.resolve(layer).version}
+        made = planned_tile(svc, (layer, tms, z, x, y), fmt, versioned,
+                            verdicts[i] if verdicts else None)  # fmt: skip
+        if made is not None:
+            ns, key, entry = made
+            if svc.tiles.get(ns, key) is not None:
+                cached += 1
+            else:
+                svc.tiles.put(ns, key, entry)
+                planned += 1
+            empty += entry.empty
+            continue
         tile = make_tile(svc, TileRequest.of(layer, tms, z, x, y, fmt, versioned))
         assert tile is not None
         if tile.source == "miss":
@@ -141,7 +191,7 @@ def seed_batch(
         else:
             cached += 1
         empty += tile.empty
-    return rendered, cached, empty
+    return rendered, cached, empty, planned
 
 
 def seed(
@@ -151,6 +201,7 @@ def seed(
     params: dict[str, str | None],
     processes: int,
     progress: Callable[[int], None] | None = None,
+    verdicts: dict[Job, Verdict] | None = None,
 ) -> SeedReport:
     """Seed ``jobs`` with ``processes`` workers into the settings' persistent caches."""
     if not any(b in ("disk", "redis") for b in settings.tile_cache):
@@ -170,7 +221,10 @@ def seed(
     batches = [jobs[i : i + BATCH] for i in range(0, len(jobs), BATCH)]
     ctx = multiprocessing.get_context("spawn")  # no forked copies of sockets or locks
     with ProcessPoolExecutor(max(1, processes), ctx, _init, (settings,)) as pool:
-        futures = {pool.submit(_run, b, fmt, params): len(b) for b in batches}
+        futures = {
+            pool.submit(_run, b, fmt, params, [(verdicts or {}).get(j) for j in b]): len(b)
+            for b in batches
+        }
         for f in as_completed(futures):
             report.add(f.result())
             if progress is not None:

@@ -1,0 +1,299 @@
+"""The seeding planner: which tiles of which layers are empty, uniform or dense, from the
+release's block aggregates and territory counts, without reading a pixel or rendering.
+
+For each tile, its footprint (the tile's outline, densified and transformed to the grid
+CRS, widened by one pixel of the level it reads) gives a window of level-0 pixels; the
+block aggregates of that window (edge 8, 64 or 512, the finest that keeps it within 16
+blocks a side) are read once, **for all species at once** (an aggregate chunk holds
+every species), and decide per layer:
+
+- **empty**: no territory pixel in the window: the tile is the empty tile (every layer);
+- **uniform**: the window lies inside the grid, every block is all territory, and the
+  layer's value is the same on every pixel: for a species, ``sum == max * count`` in
+  every block and the same ``max`` everywhere (then every code is that max, at every
+  pyramid level, since a mean of equal codes is that code); for an indicator,
+  ``min == max`` everywhere with every pixel counted (at coarser levels only when that
+  value is 0, so that no float mean is relied on). The tile is then one colour: it is
+  rendered once per layer style and value and reused (byte for byte what the renderer
+  gives: the same constant array through the same palette and encoder);
+- **dense**: anything else (rendered).
+
+The decision is conservative: a block that reaches outside the window must be uniform
+too, so a tile may be called dense that is uniform, never the reverse (tested against
+rendered tiles).
+
+Estimates: empty and uniform tile sizes are exact (their bytes are made, one per
+value); dense tiles use the per-tile size and time of :data:`DENSE_BYTES` and
+:data:`DENSE_SECONDS` (measured by bench/cache.py on this machine; override them with
+``--calibration``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from sdmatlas.grid import Grid
+from sdmatlas.release import Release
+from sdmatlas.serve.tiles.tiling import (
+    TILE_SIZE,
+    get_tms,
+    tile_bounds,
+    tms_crs,
+    transformer,
+    window_level,
+)
+
+EMPTY, UNIFORM, DENSE = "empty", "uniform", "dense"
+EDGES = (8, 64, 512)
+MAX_BLOCKS = 16
+"""Blocks a side of a tile's window, at most (coarser edges beyond)."""
+DENSE_BYTES = 9_000.0
+"""Mean PNG bytes of a dense 256 x 256 species tile (bench/cache.py, 2026-12)."""
+DENSE_SECONDS = 0.004
+"""Seconds to render a dense tile in one worker process (bench/cache.py, 2026-12)."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """Level-0 pixels a tile samples (rows r0:r1, cols c0:c1; may reach outside the grid),
+    and the level it reads."""
+
+    r0: int
+    r1: int
+    c0: int
+    c1: int
+    level: int
+
+    def inside(self, grid: Grid) -> bool:
+        return self.r0 >= 0 and self.c0 >= 0 and self.r1 <= grid.height and self.c1 <= grid.width
+
+
+def tile_window(tms_name: str, z: int, x: int, y: int, grid: Grid, n_levels: int) -> Window:
+    """The window of level-0 pixels tile (z, x, y) can sample, with a margin."""
+    tms = get_tms(tms_name)
+    bounds = tile_bounds(tms, z, x, y)
+    level = window_level(tms_crs(tms), bounds, TILE_SIZE, TILE_SIZE, grid, n_levels)
+    w, s, e, n = bounds
+    t = np.linspace(0.0, 1.0, 17)
+    xs = np.concatenate([w + (e - w) * t, np.full(17, e), e - (e - w) * t, np.full(17, w)])
+    ys = np.concatenate([np.full(17, n), n - (n - s) * t, np.full(17, s), s + (n - s) * t])
+    gx, gy = (np.asarray(v) for v in transformer(tms_crs(tms), grid.crs).transform(xs, ys))
+    if not (np.isfinite(gx).all() and np.isfinite(gy).all()):
+        return Window(-1, grid.height + 1, -1, grid.width + 1, level)  # undecidable: dense
+    f = 2**level
+    res = grid.res * f
+    rk0 = math.floor((grid.y0 - gy.max()) / res) - 1
+    rk1 = math.floor((grid.y0 - gy.min()) / res) + 2
+    ck0 = math.floor((gx.min() - grid.x0) / res) - 1
+    ck1 = math.floor((gx.max() - grid.x0) / res) + 2
+    return Window(rk0 * f, rk1 * f, ck0 * f, ck1 * f, level)
+
+
+def _edge(win: Window) -> int:
+    side = max(win.r1 - win.r0, win.c1 - win.c0)
+    return next((e for e in EDGES if side / e <= MAX_BLOCKS), EDGES[-1])
+
+
+@dataclass
+class TileAggregates:
+    """The block aggregates under one tile's window (clipped to the grid)."""
+
+    edge: int
+    count: npt.NDArray[np.int64]  # [blocks]
+    full: npt.NDArray[np.int64]  # [blocks]: pixels of each block inside the grid
+    vmax: npt.NDArray[Any]  # [blocks, S]
+    vsum: npt.NDArray[Any]  # [blocks, S]
+    ind: npt.NDArray[np.float64]  # [blocks, I, 4]
+
+
+def window_aggregates(rel: Release, win: Window) -> TileAggregates | None:
+    """The aggregates of the blocks the window touches; None when it misses the grid."""
+    g = rel.grid
+    r0, r1 = max(win.r0, 0), min(win.r1, g.height)
+    c0, c1 = max(win.c0, 0), min(win.c1, g.width)
+    if r1 <= r0 or c1 <= c0:
+        return None
+    e = _edge(win)
+    by, bx = slice(r0 // e, (r1 - 1) // e + 1), slice(c0 // e, (c1 - 1) // e + 1)
+    s = len(rel.species_ids)
+    count = rel.aggregate(e, "count").region((by, bx)).astype(np.int64)
+    heights = np.minimum(e, g.height - np.arange(by.start, by.stop) * e)
+    widths = np.minimum(e, g.width - np.arange(bx.start, bx.stop) * e)
+    full = np.outer(heights, widths).astype(np.int64)
+    vmax = rel.aggregate(e, "max").region((by, bx, slice(0, s)))
+    vsum = rel.aggregate(e, "sum").region((by, bx, slice(0, s)))
+    ind_src = rel.aggregate(e, "indicators")
+    ind = ind_src.region((by, bx, slice(0, ind_src.shape[2]), slice(0, 4)))
+    n = count.size
+    return TileAggregates(e, count.reshape(n), full.reshape(n), vmax.reshape(n, s),
+                          vsum.reshape(n, s), ind.reshape(n, *ind.shape[2:]))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One tile of one layer: its class, and for a uniform tile its value (a code for a
+    species, a float for an indicator)."""
+
+    kind: str
+    value: float | None = None
+
+
+def classify(
+    rel: Release, win: Window, agg: TileAggregates | None, species_rows: list[int],
+    indicators: list[str],
+) -> tuple[list[Verdict], list[Verdict]]:  # fmt: skip
+    """Verdicts for the given species rows and indicators of one tile."""
+    if agg is None or int(agg.count.sum()) == 0:
+        e = Verdict(EMPTY)
+        return [e] * len(species_rows), [e] * len(indicators)
+    whole = win.inside(rel.grid) and bool((agg.count == agg.full).all())
+    dense = Verdict(DENSE)
+    if not whole:
+        return [dense] * len(species_rows), [dense] * len(indicators)
+    sp: list[Verdict] = []
+    if species_rows:
+        rows = np.asarray(species_rows)
+        mx = agg.vmax[:, rows].astype(np.int64)
+        sm = agg.vsum[:, rows].astype(np.int64)
+        same = (mx.min(axis=0) == mx.max(axis=0)) & (sm == mx * agg.count[:, None]).all(axis=0)
+        sp = [Verdict(UNIFORM, float(mx[0, i])) if same[i] else dense for i in range(len(rows))]
+    order = rel.manifest.indicator_order
+    ind: list[Verdict] = []
+    for name in indicators:
+        i = order.index(name)
+        cnt, lo, hi = agg.ind[:, i, 0], agg.ind[:, i, 2], agg.ind[:, i, 3]
+        v = float(lo[0])
+        ok = bool((cnt == agg.full).all() and (lo == hi).all() and (lo == v).all())
+        ind.append(Verdict(UNIFORM, v) if ok and (win.level == 0 or v == 0.0) else dense)
+    return sp, ind
+
+
+@dataclass
+class PlanRow:
+    tiles: int = 0
+    empty: int = 0
+    uniform: int = 0
+    dense: int = 0
+    bytes: float = 0.0
+    seconds: float = 0.0
+
+    def add(self, kind: str, nbytes: float, seconds: float) -> None:
+        self.tiles += 1
+        setattr(self, kind, getattr(self, kind) + 1)
+        self.bytes += nbytes
+        self.seconds += seconds
+
+
+@dataclass
+class Plan:
+    """Per layer and zoom, and in total; and each job's verdict (for the seeder)."""
+
+    rows: dict[tuple[str, int], PlanRow] = field(default_factory=lambda: defaultdict(PlanRow))
+    verdicts: dict[tuple[str, str, int, int, int], Verdict] = field(default_factory=dict)
+
+    @property
+    def total(self) -> PlanRow:
+        t = PlanRow()
+        for r in self.rows.values():
+            t.tiles += r.tiles
+            t.empty += r.empty
+            t.uniform += r.uniform
+            t.dense += r.dense
+            t.bytes += r.bytes
+            t.seconds += r.seconds
+        return t
+
+    def as_json(self) -> dict[str, Any]:
+        def row(r: PlanRow) -> dict[str, Any]:
+            return {"tiles": r.tiles, "empty": r.empty, "uniform": r.uniform, "dense": r.dense,
+                    "bytes": round(r.bytes), "seconds": round(r.seconds, 2)}  # fmt: skip
+
+        return {
+            "total": row(self.total),
+            "layers": [
+                {"layer": lid, "zoom": z, **row(r)} for (lid, z), r in sorted(self.rows.items())
+            ],
+        }
+
+
+def group_by_tile(
+    jobs: Iterable[tuple[str, str, int, int, int]],
+) -> dict[tuple[str, int, int, int], list[str]]:
+    """The layers of each tile (tiles share their window and aggregates)."""
+    out: dict[tuple[str, int, int, int], list[str]] = defaultdict(list)
+    for layer, tms, z, x, y in jobs:
+        out[(tms, z, x, y)].append(layer)
+    return out
+
+
+def constant_tile(kind: str, style: Any, fmt: str, value: float) -> bytes:
+    """The tile of a layer that holds ``value`` on every pixel, as the renderer makes it
+    (:func:`sdmatlas.serve.tiles.core.render_tile`): the same constant array through the
+    same palette and encoder."""
+    from sdmatlas.serve.tiles import render
+
+    shape = (TILE_SIZE, TILE_SIZE)
+    if fmt == "npy":
+        dtype = np.uint8 if kind == "species" else np.float32
+        return render.encode_array(np.full(shape, value, dtype))
+    if kind == "species":
+        return render.encode_indexed(np.full(shape, int(value), np.uint8),
+                                     render.code_palette(style), fmt)  # fmt: skip
+    indices = render.palette_indices(np.full(shape, value, np.float32), style)
+    return render.encode_indexed(indices, render.index_palette(style), fmt)
+
+
+def build_plan(
+    svc: Any,
+    jobs: list[tuple[str, str, int, int, int]],
+    fmt: str,
+    colormap: str | None,
+    dense_bytes: float = DENSE_BYTES,
+    dense_seconds: float = DENSE_SECONDS,
+) -> Plan:
+    """Classify every job (layer, tms, z, x, y) and estimate bytes and time."""
+    from sdmatlas.serve.tiles import render
+
+    plan = Plan()
+    refs = {lid: svc.layers.resolve(lid) for lid in {j[0] for j in jobs}}
+    styles = {lid: render.parse_style(colormap, None, r.default_range, r.fade)
+              for lid, r in refs.items()}  # fmt: skip
+    made: dict[tuple[Any, ...], int] = {}
+    for (tms, z, x, y), lids in group_by_tile(jobs).items():
+        by_release: dict[str, list[str]] = defaultdict(list)
+        for lid in lids:
+            by_release[refs[lid].release].append(lid)
+        for release_lids in by_release.values():
+            opened = svc.open(refs[release_lids[0]])
+            rel: Release = opened.release
+            win = tile_window(tms, z, x, y, rel.grid, rel.n_levels)
+            agg = window_aggregates(rel, win)
+            sp = [lid for lid in release_lids if refs[lid].kind == "species"]
+            ind = [lid for lid in release_lids if refs[lid].kind == "indicator"]
+            rows = [opened.species_row(int(refs[lid].species_id)) for lid in sp]
+            vs, vi = classify(rel, win, agg, rows, [str(refs[lid].indicator) for lid in ind])
+            verdicts = dict(zip(sp + ind, vs + vi, strict=True))
+            for lid in release_lids:
+                v = verdicts.get(lid, Verdict(DENSE))  # group layers: dense
+                ref = refs[lid]
+                if v.kind == EMPTY:
+                    nbytes: float = len(render.empty_tile(fmt, ref.dtype))
+                elif v.kind == UNIFORM:
+                    key = (ref.kind, styles[lid].key(), fmt, v.value)
+                    if key not in made:
+                        made[key] = len(
+                            constant_tile(ref.kind, styles[lid], fmt, float(v.value or 0))
+                        )
+                    nbytes = made[key]
+                else:
+                    nbytes = dense_bytes
+                plan.verdicts[(lid, tms, z, x, y)] = v
+                plan.rows[(lid, z)].add(v.kind, nbytes, dense_seconds if v.kind == DENSE else 0.0)
+    return plan
