@@ -224,12 +224,17 @@ def _boundary_block(src: _Source, c: Cover, i: int, sums: _Sums) -> None:
         return
     pixels = src.release.pixels()
     exact = np.zeros((ph, pw), bool)
-    for fy, fx in zip(*np.nonzero(part), strict=True):
+    cells = list(zip(*np.nonzero(part), strict=True))
+    # the block's pixel chunks in one batch (one round of ranged GETs on an object store)
+    chunks = pixels.chunks(
+        [(ys.start // f + int(fy), xs.start // f + int(fx), 0) for fy, fx in cells]
+    )
+    for (fy, fx), chunk in zip(cells, chunks, strict=True):
         m = sp[fy * f : (fy + 1) * f, fx * f : (fx + 1) * f]
         exact[fy * f : (fy + 1) * f, fx * f : (fx + 1) * f] = m
         # rows [n, S] of the picked pixels: contiguous over species, so that the sum and
         # the maximum run along S (uint32 holds 64 x 254)
-        picked = pixels.chunk((ys.start // f + fy, xs.start // f + fx, 0))[m]
+        picked = chunk[m]
         sums.total += np.add.reduce(picked, axis=0, dtype=np.uint32)
         np.maximum(sums.vmax, np.maximum.reduce(picked, axis=0), out=sums.vmax)
         sums.read += 1
