@@ -53,6 +53,10 @@ from tiles import (
 )
 
 OUT = WORK / "cache"
+SEEDED = re.compile(
+    r"seeded (\d+) tiles: (\d+) rendered, (\d+) empty or uniform written from the plan, "
+    r"(\d+) already cached, (\d+) empty"
+)
 ZOOMS = "5-13"  # about 18,000 tiles with data: start-up costs amortised on both sides
 
 
@@ -77,12 +81,13 @@ def seed(layer: str, zooms: str, env: dict[str, str]) -> dict[str, Any]:
                           "2"], env={**os.environ, **env, "COLUMNS": "200"},
                          capture_output=True, text=True, check=True)  # fmt: skip
     wall = time.perf_counter() - t
-    m = re.search(r"seeded (\d+) tiles: (\d+) rendered, (\d+) already cached, (\d+) empty",
-                  " ".join(out.stderr.split()))  # fmt: skip
+    m = SEEDED.search(" ".join(out.stderr.split()))
     assert m, out.stderr
-    planned, rendered, _, empty = (int(v) for v in m.groups())
-    return {"planned": planned, "rendered": rendered, "empty": empty, "wall_s": round(wall, 2),
-            "non_empty_tiles_per_s": round((rendered - empty) / wall, 1)}  # fmt: skip
+    planned, rendered, written, _, empty = (int(v) for v in m.groups())
+    made = rendered + written  # written: empty or uniform tiles from the planner, unrendered
+    rate = round((made - empty) / wall, 1)
+    return {"planned": planned, "rendered": rendered, "from_plan": written, "empty": empty,
+            "wall_s": round(wall, 2), "non_empty_tiles_per_s": rate}  # fmt: skip
 
 
 def cached_vs_nginx(db: str, layer: str, n: int, conc: int) -> dict[str, Any]:

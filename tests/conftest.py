@@ -269,3 +269,25 @@ def served_catalog(cube: Path, root: Path, releases: list[tuple[str, str]],
         register_release(c, open_release(rel, s.storage_options), rel, period)
     c.dispose()
     return s
+
+
+# -- release stores ------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["local", "fsspec-memory", "tiledb"])
+def release_store_of_each_kind(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A local directory, an fsspec store (``memory://``: the code path of s3:// without a
+    server; tests/test_object_store.py has the real one) and the TileDB engine."""
+    import uuid
+
+    from sdmatlas.storage import FsspecReleaseStore, LocalReleaseStore, TileDBReleaseStore
+
+    if request.param == "local":
+        yield LocalReleaseStore(tmp_path / "releases")
+    elif request.param == "tiledb":
+        yield TileDBReleaseStore(tmp_path / "tiledb")
+    else:
+        s = FsspecReleaseStore(f"memory://sdmatlas-test-{uuid.uuid4().hex}/releases")
+        yield s
+        if s.fs.exists(s.root):
+            s.fs.rm(s.root, recursive=True)

@@ -4,8 +4,6 @@ versioned manifest, and chunk sources chosen by capability, identical on every s
 from __future__ import annotations
 
 import re
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +16,8 @@ from sdmatlas.publish.species_csv import species_info_from_csv
 from sdmatlas.release import FORMAT_VERSION, Release, layout
 from sdmatlas.release.sources import ZarrPython, open_source
 from sdmatlas.storage import (
-    FsspecReleaseStore,
     LocalReleaseStore,
     ReleaseStore,
-    TileDBReleaseStore,
     open_release,
 )
 
@@ -55,16 +51,9 @@ def test_the_grep_finds_what_it_looks_for() -> None:
     assert not LAYOUT.search("layout.level_array(0, name)")
 
 
-@pytest.fixture(params=["local", "memory", "tiledb"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ReleaseStore]:
-    if request.param == "local":
-        yield LocalReleaseStore(tmp_path / "releases")
-    elif request.param == "tiledb":
-        yield TileDBReleaseStore(tmp_path / "tiledb")
-    else:
-        s = FsspecReleaseStore(f"memory://fmt-{uuid.uuid4().hex}/releases")
-        yield s
-        s.fs.rm(s.root, recursive=True)
+@pytest.fixture
+def store(release_store_of_each_kind: ReleaseStore) -> ReleaseStore:
+    return release_store_of_each_kind
 
 
 @pytest.fixture

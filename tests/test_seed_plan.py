@@ -134,3 +134,86 @@ def test_the_plan_command(settings: Settings, tmp_path: Path) -> None:
     bad = subprocess.run([str(BIN / "sdmatlas"), "seed", f"{KEY}:species:999", "--plan"],
                          env=env, capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 2 and "999" in bad.stderr + bad.stdout
+
+
+# -- popularity-driven seeding -------------------------------------------------------------------
+
+
+def _log_line(path: str, status: int = 200, ts: str = "2026-11-20T10:00:00") -> str:
+    """An access-log line as the API writes it (its JSON formatter, its fields)."""
+    import logging
+    import time
+
+    from sdmatlas.serve.observe.logs import JSONFormatter
+
+    rec = logging.makeLogRecord({"name": "sdmatlas.access", "levelname": "INFO", "msg": "request",
+                                 "path": path, "status": status, "method": "GET", "route": "tile",
+                                 "created": time.mktime(time.strptime(ts, "%Y-%m-%dT%H:%M:%S")),
+                                 "msecs": 0.0})  # fmt: skip
+    f = JSONFormatter()
+    f.converter = time.localtime  # mktime above is local time
+    return f.format(rec)
+
+
+def _access_log(path: Path) -> Path:
+    t = "/tiles/{}/WebMercatorQuad/{}/{}/{}.png"
+    lines = [_log_line(t.format(f"{KEY}:species:2", 7, 68, 42))] * 5
+    lines += [_log_line(t.format(f"{KEY}:species:7", 7, 68, 42))] * 3
+    lines += [_log_line(t.format(f"{KEY}:species:7", 8, 137, 85))] * 4
+    lines += [_log_line(t.format(f"{KEY}:species:9", 7, 68, 42), ts="2026-10-01T10:00:00")] * 9
+    lines += [_log_line(t.format(f"{KEY}:species:4", 7, 68, 42), status=404)] * 9
+    lines += [_log_line("/point"), "not json", _log_line(t.format("old-1:species:1", 7, 1, 1))]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_access_logs_rank_layers_and_tiles(tmp_path: Path) -> None:
+    import gzip
+
+    from sdmatlas.errors import InvalidInputError
+    from sdmatlas.serve.popularity import parse_time, read_access_logs
+
+    log = _access_log(tmp_path / "access.log")
+    pop = read_access_logs([log])
+    assert pop.layers[f"{KEY}:species:9"] == 9 and f"{KEY}:species:4" not in pop.layers  # 404s
+    assert pop.unreadable == 1
+    recent = read_access_logs([log], since=parse_time("2026-11-01"))
+    assert recent.top_layers(2) == [f"{KEY}:species:7", f"{KEY}:species:2"]
+    assert recent.top_tiles(1) == [(f"{KEY}:species:2", "WebMercatorQuad", 7, 68, 42)]
+    gz = tmp_path / "access.log.gz"
+    gz.write_bytes(gzip.compress(log.read_bytes()))
+    assert read_access_logs([gz]).layers == pop.layers
+    for bad, words in [(tmp_path / "missing.log", "cannot read the log file"),
+                       (tmp_path, "is a directory")]:  # fmt: skip
+        with pytest.raises(InvalidInputError, match=words):
+            read_access_logs([bad])
+    (tmp_path / "empty.log").write_text(_log_line("/point") + "\n")
+    with pytest.raises(InvalidInputError, match="no answered tile request"):
+        read_access_logs([tmp_path / "empty.log"])
+    with pytest.raises(InvalidInputError, match="ISO 8601"):
+        parse_time("last week")
+
+
+def test_popular_seeding_from_the_command_line(settings: Settings, tmp_path: Path) -> None:
+    env = {"SDMATLAS_DATABASE_URL": str(settings.database_url),
+           "SDMATLAS_DATA_DIR": str(settings.data_dir), "PATH": str(BIN)}  # fmt: skip
+    log = _access_log(tmp_path / "access.log")
+    sd = str(BIN / "sdmatlas")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sd, "seed", *args], env=env, capture_output=True, text=True)
+
+    out = tmp_path / "plan.json"
+    r = run("--popular", "2", "--log", str(log), "--since", "2026-11-01", "--zoom", "6-7",
+            "--plan", "--plan-json", str(out))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert {row["layer"] for row in json.loads(out.read_text())["layers"]} == {
+        f"{KEY}:species:7", f"{KEY}:species:2"}  # fmt: skip
+    r = run("--popular", "3", "--by", "tiles", "--log", str(log), "--plan", "--plan-json", str(out))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(out.read_text())["total"]["tiles"] == 3  # old-1 (not catalogued) left out
+    for args, words in [(["--log", str(tmp_path / "nope.log")], "cannot read the log file"),
+                        (["--log", str(log), "--by", "zoom"], "--by"),
+                        (["--log", str(log), "--since", "yesterday"], "ISO 8601")]:  # fmt: skip
+        bad = run("--popular", "2", *args, "--plan")
+        assert bad.returncode == 2 and words in bad.stderr + bad.stdout, (args, bad.stderr)

@@ -7,8 +7,6 @@ the TileDB engine.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,18 +28,9 @@ from sdmatlas.storage import (
 )
 
 
-@pytest.fixture(params=["local", "fsspec-memory", "tiledb"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ReleaseStore]:
-    if request.param == "local":
-        yield LocalReleaseStore(tmp_path / "releases")
-    elif request.param == "tiledb":
-        yield TileDBReleaseStore(tmp_path / "tiledb")
-    else:
-        url = f"memory://sdmatlas-test-{uuid.uuid4().hex}/releases"
-        s = FsspecReleaseStore(url)
-        yield s
-        if s.fs.exists(s.root):
-            s.fs.rm(s.root, recursive=True)
+@pytest.fixture
+def store(release_store_of_each_kind: ReleaseStore) -> ReleaseStore:
+    return release_store_of_each_kind
 
 
 def test_publish_open_and_query(store: ReleaseStore, cube: Path, coast: World) -> None:

@@ -318,6 +318,15 @@ def local_reader(array_dir: Path) -> LocalChunkReader | None:
     return LocalChunkReader(array_dir, meta)
 
 
+def pad_chunk(data: npt.NDArray[Any], inner: tuple[int, ...], fill: Any) -> npt.NDArray[Any]:
+    """A chunk at the array's edge (cut short) padded with the fill value to full size."""
+    if data.shape == inner:
+        return data
+    out = np.full(inner, fill, dtype=data.dtype)
+    out[tuple(slice(0, n) for n in data.shape)] = data
+    return out
+
+
 class ZarrChunkReader:
     """The same interface through zarr-python: any store, any codec (slower per chunk)."""
 
@@ -330,12 +339,7 @@ class ZarrChunkReader:
 
     def chunk(self, coords: tuple[int, ...]) -> npt.NDArray[Any]:
         sel = tuple(slice(c * n, (c + 1) * n) for c, n in zip(coords, self.inner, strict=True))
-        data = np.asarray(self.arr[sel])
-        if data.shape == self.inner:
-            return data
-        out = np.full(self.inner, self.fill, dtype=self.dtype)
-        out[tuple(slice(0, n) for n in data.shape)] = data
-        return out
+        return pad_chunk(np.asarray(self.arr[sel]), self.inner, self.fill)
 
     def chunks(self, coords: list[tuple[int, ...]]) -> list[npt.NDArray[Any]]:
         return [self.chunk(c) for c in coords]

@@ -649,6 +649,22 @@ def seed_cmd(
     plan_json: Annotated[
         Path | None, typer.Option(help="With --plan: also write the plan as JSON here.")
     ] = None,
+    popular: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Seed the N most requested layers (or tiles, --by tiles) in --log."
+        ),
+    ] = None,
+    by: Annotated[str, typer.Option(help="With --popular: layers or tiles.")] = "layers",
+    log: Annotated[
+        list[Path] | None, typer.Option(help="JSON access log file (repeatable; .gz too).")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="With --popular: requests from this ISO 8601 time on.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="With --popular: requests before this ISO 8601 time.")
+    ] = None,
 ) -> None:
     """Pre-render tiles into the disk or Redis tile cache, or into static PMTiles
     archives (--to pmtiles DIR); run again to resume."""
@@ -671,6 +687,9 @@ def seed_cmd(
     with _errors(), _catalog(settings) as catalog:
         svc = Services.build(settings, catalog)
         ids = list(layers or []) + (release_layers(svc, release) if release else [])
+        popular_tiles = None
+        if popular is not None:
+            ids, popular_tiles = _popular(svc, ids, popular, by, log or [], since, until, zoom)
         if not ids:
             raise InvalidInputError("name layer ids, or a release with --release")
         area: BaseGeometry | None = None
@@ -696,16 +715,20 @@ def seed_cmd(
         target, folder = to
         if target not in ("cache", "pmtiles"):
             raise InvalidInputError(f"--to {target!r}: use cache or pmtiles DIR")
+        if popular_tiles is not None and target == "pmtiles":
+            raise InvalidInputError("--by tiles seeds the cache; archives take --by layers")
         if plan_only:
             names = ["WebMercatorQuad"] if target == "pmtiles" else tms
-            jobs = list(plan(svc, ids, names, parse_zooms(zoom) if zoom else None, area))
+            jobs = popular_tiles or list(
+                plan(svc, ids, names, parse_zooms(zoom) if zoom else None, area)
+            )
             _print_plan(build_plan(svc, jobs, format, colormap), plan_json)
             return
         if target == "pmtiles":
             _seed_archives(svc, settings, ids, Path(folder), zoom, area, format, colormap,
                            processes)  # fmt: skip
             return
-        jobs = list(plan(svc, ids, tms, parse_zooms(zoom) if zoom else None, area))
+        jobs = popular_tiles or list(plan(svc, ids, tms, parse_zooms(zoom) if zoom else None, area))
         verdicts = build_plan(svc, jobs, format, colormap).verdicts
         columns = [*Progress.get_default_columns()[:-1], MofNCompleteColumn(),
                    TimeElapsedColumn(), TimeRemainingColumn()]  # fmt: skip
@@ -720,6 +743,50 @@ def seed_cmd(
         f"({report.tiles_per_s:.0f} tiles/s rendered) into "
         f"{', '.join(b for b in settings.tile_cache if b != 'memory')}"
     )
+
+
+def _popular(
+    svc: Any, ids: list[str], n: int, by: str, logs: list[Path], since: str | None,
+    until: str | None, zoom: str | None,
+) -> tuple[list[str], list[Any] | None]:  # fmt: skip
+    """``--popular N``: the N most requested layers (among ``ids`` when given), or the N
+    most requested tiles and their layers, from the access logs; layers no longer in the
+    catalog (retired releases) are left out."""
+    from sdmatlas.errors import NotFoundError
+    from sdmatlas.serve.popularity import parse_time, read_access_logs
+    from sdmatlas.serve.seed import parse_zooms
+    from sdmatlas.serve.tiles.tiling import check_tile, get_tms
+
+    if by not in ("layers", "tiles"):
+        raise InvalidInputError(f"--by {by!r}: use layers or tiles")
+    pop = read_access_logs(logs, parse_time(since) if since else None,
+                           parse_time(until) if until else None)  # fmt: skip
+    wanted = set(ids)
+
+    def known(lid: str) -> bool:
+        try:
+            svc.layers.resolve(lid)
+        except (NotFoundError, InvalidInputError):
+            return False
+        return not wanted or lid in wanted
+
+    if by == "layers":
+        ranked = [lid for lid in pop.top_layers(len(pop.layers)) if known(lid)]
+        console.print(f"the {min(n, len(ranked))} most requested of {len(ranked)} layers "
+                      f"in {pop.lines} log lines")  # fmt: skip
+        return ranked[:n], None
+
+    def valid(job: Any) -> bool:
+        try:
+            check_tile(get_tms(job[1]), job[2], job[3], job[4])
+        except InvalidInputError:
+            return False
+        return known(job[0])
+
+    lo, hi = parse_zooms(zoom) if zoom else (0, 30)
+    tiles = [j for j in pop.top_tiles(len(pop.tiles)) if lo <= j[2] <= hi and valid(j)][:n]
+    console.print(f"the {len(tiles)} most requested tiles in {pop.lines} log lines")
+    return sorted({j[0] for j in tiles}), tiles
 
 
 def _print_plan(p: Any, out: Path | None) -> None:

@@ -27,6 +27,7 @@ import os
 import shutil
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,13 @@ class ReleaseStore(ABC):
         raise NotImplementedError(f"{type(self).__name__} stages in place")
 
 
+def _listed(root: Path, exists: Callable[[str], bool]) -> list[str]:
+    """The releases in a local directory: its entries that are not hidden and exist."""
+    if not root.exists():
+        return []
+    return sorted(p.name for p in root.iterdir() if not p.name.startswith(".") and exists(p.name))
+
+
 class LocalReleaseStore(ReleaseStore):
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
@@ -93,13 +101,7 @@ class LocalReleaseStore(ReleaseStore):
         return (self._path(release_id) / layout.metadata_key("")).exists()
 
     def list(self) -> list[str]:
-        if not self.root.exists():
-            return []
-        return sorted(
-            p.name
-            for p in self.root.iterdir()
-            if not p.name.startswith(".") and (p / layout.metadata_key("")).exists()
-        )
+        return _listed(self.root, self.exists)
 
     def open(self, release_id: str) -> Release:
         if not self.exists(release_id):
@@ -231,13 +233,7 @@ class TileDBReleaseStore(ReleaseStore):
         return path.is_dir() and tiledb.object_type(str(path)) == "group"
 
     def list(self) -> list[str]:
-        if not self.root.exists():
-            return []
-        return sorted(
-            p.name
-            for p in self.root.iterdir()
-            if not p.name.startswith(".") and self.exists(p.name)
-        )
+        return _listed(self.root, self.exists)
 
     def open(self, release_id: str) -> Release:
         if not self.exists(release_id):

@@ -32,7 +32,7 @@ import numpy.typing as npt
 import tiledb
 import zarr
 
-from sdmatlas.chunks import LocalChunkReader
+from sdmatlas.chunks import LocalChunkReader, pad_chunk
 from sdmatlas.errors import CorruptDataError, NotFoundError
 
 ATTR = "v"
@@ -186,12 +186,7 @@ class TileDBChunkReader:
             slice(c * n, min((c + 1) * n, s))
             for c, n, s in zip(coords, self.inner, self.shape, strict=True)
         )
-        data = self.region(sel)
-        if data.shape == self.inner:
-            return data
-        out = np.full(self.inner, self.fill, dtype=self.dtype)
-        out[tuple(slice(0, n) for n in data.shape)] = data
-        return out
+        return pad_chunk(self.region(sel), self.inner, self.fill)
 
     def chunks(self, coords: list[tuple[int, ...]]) -> list[npt.NDArray[Any]]:
         return [self.chunk(c) for c in coords]

@@ -1,0 +1,191 @@
+"""Benchmark: seeding a realistic slice of an atlas, sdmatlas against gdal2tiles, and the
+planner's estimate against the real seed.
+
+    .venv/bin/python bench/seed.py [--species 100] [--zooms 5-9]
+
+* Data: the synthetic 10,000-species release of bench/tiles.py (512 x 512 px at 1 km):
+  ``--species`` layers drawn at random (their real mix of wide and narrow ranges) plus
+  the 7 indicators, WebMercatorQuad, zooms up to the release's native zoom (9 at 1 km).
+* sdmatlas: ``sdmatlas seed LAYERS --zoom Z --processes 2`` into an empty disk cache
+  (the planner first: empty and uniform tiles written without rendering).
+* gdal2tiles (Debian's gdal-bin): for each layer, ``gdal2tiles.py --processes=2
+  --exclude -r near --xyz`` on the layer exported as a COG and coloured with the same
+  palette by ``gdaldem color-relief`` beforehand (export and colouring not timed, which
+  favours gdal2tiles); layer after layer, its wall times summed.
+* Both leave out fully transparent tiles; tiles/s counts the tiles each writes.
+* The planner (``seed --plan``, timed) against the real seed: tiles, bytes, time.
+
+Results go to bench/results/seed-<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
+from cache import SEEDED, apt, env_for
+from tiles import BIN, KEY, WORK, catalog_url, ensure_release
+
+OUT = WORK / "seed"
+INDICATORS = ["richness", "richness_thresholded", "rarity_weighted_richness", "shannon",
+              "protected_count", "invasive_count", "endemic_count"]  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = common.parser(__doc__)
+    ap.add_argument("--species", type=int, default=100)
+    ap.add_argument("--zooms", default="5-9")
+    return ap
+
+
+def output_path(args: argparse.Namespace) -> Path:
+    return common.results_file(args.results, "seed")
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, **env, "COLUMNS": "200"}
+    cmd = [str(BIN / "sdmatlas"), *args]
+    return subprocess.run(cmd, env=full, capture_output=True, text=True, check=True)
+
+
+def ours(layers: list[str], zooms: str, db: str) -> dict[str, Any]:
+    cache_dir = OUT / "cache"
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    env = env_for(db, cache_dir, '["disk"]')
+    plan_file = OUT / "plan.json"
+    t = time.perf_counter()
+    _run(["seed", *layers, "--zoom", zooms, "--plan", "--plan-json", str(plan_file)], env)
+    plan_s = time.perf_counter() - t
+    plan = json.loads(plan_file.read_text())["total"]
+    t = time.perf_counter()
+    out = _run(["seed", *layers, "--zoom", zooms, "--processes", "2"], env)
+    wall = time.perf_counter() - t
+    m = SEEDED.search(" ".join(out.stderr.split()))
+    assert m, out.stderr
+    planned, rendered, written, _, empty = (int(v) for v in m.groups())
+    files = [p for p in cache_dir.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    stored = sum(p.stat().st_size - 2 for p in files)  # less the cache entry's 2-byte header
+    clear = sum(_transparent(p.read_bytes()[2:]) for p in files)
+    # tiles with something to see: gdal2tiles --exclude leaves out fully transparent tiles
+    # (a species at p = 0 on a whole tile fades to clear); the same count on both sides
+    made = len(files) - clear
+    return {
+        "planned": planned,
+        "rendered": rendered,
+        "written_from_plan": written,
+        "empty": empty,
+        "uniform": plan["uniform"],
+        "dense": plan["dense"],
+        "wall_s": round(wall, 2),
+        "tiles_per_s": round(made / wall, 1),
+        "bytes": stored,
+        "plan": {
+            **plan,
+            "planner_wall_s": round(plan_s, 2),
+            "estimated_wall_s": round(plan["seconds"] / 2, 2),
+        },
+    }
+
+
+def _transparent(png: bytes) -> bool:
+    import io
+
+    from PIL import Image
+
+    alpha = Image.open(io.BytesIO(png)).convert("RGBA").getextrema()[3]
+    return bool(alpha == (0, 0))
+
+
+def theirs(layers: list[str], zooms: str) -> dict[str, Any]:
+    from sdmatlas.publish.export import export_cog
+    from sdmatlas.serve.tiles import render
+    from sdmatlas.storage import open_release
+
+    rel = open_release(WORK / "tiles" / "releases" / KEY)
+    work = Path(tempfile.mkdtemp(prefix="g2t-", dir=OUT))
+    total_wall, tiles = 0.0, 0
+    for lid in layers:
+        kind, key = lid.split(":")[1:]
+        cog = work / f"{key}.tif"
+        export_cog(rel, f"{kind}/{key}", cog)
+        if kind == "species":
+            style = render.parse_style("viridis", None, (0.0, 1.0), render.SPECIES_FADE)
+            pal = render.code_palette(style)
+            entries = "".join(
+                f"{c} {r} {g} {b} {a}\n" for c, (r, g, b, a) in enumerate(pal.tolist())
+            )
+        else:  # the indicator's own range, 255 steps, as the API's palette
+            info = rel.manifest.indicators[key].stats
+            lo, hi = float(info.get("min") or 0.0), float(info.get("max") or 1.0)
+            style = render.parse_style("viridis", None, (lo, hi))
+            pal = render.index_palette(style)
+            entries = "".join(f"{lo + (hi - lo) * i / 254} {r} {g} {b} {a}\n"
+                              for i, (r, g, b, a) in enumerate(pal.tolist()[:255]))  # fmt: skip
+        (work / "colors.txt").write_text(entries + "nv 0 0 0 0\n")
+        rgba = work / f"{key}-rgba.tif"
+        subprocess.run(["gdaldem", "color-relief", "-alpha", "-exact_color_entry"
+                        if kind == "species" else "-nearest_color_entry", str(cog),
+                        str(work / "colors.txt"), str(rgba), "-of", "GTiff"], check=True,
+                       capture_output=True)  # fmt: skip
+        out_dir = work / f"{key}-tiles"
+        t = time.perf_counter()
+        subprocess.run(["gdal2tiles.py", "--processes=2", "--exclude", "-z", zooms, "-w", "none",
+                        "-r", "near", "--xyz", str(rgba), str(out_dir)], check=True,
+                       capture_output=True)  # fmt: skip
+        total_wall += time.perf_counter() - t
+        tiles += sum(1 for _ in out_dir.rglob("*.png"))
+        shutil.rmtree(out_dir)
+        cog.unlink()
+        rgba.unlink()
+    return {
+        "tiles": tiles,
+        "wall_s": round(total_wall, 2),
+        "tiles_per_s": round(tiles / total_wall, 1),
+    }
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    out = output_path(args)
+    apt({"gdal-bin": "gdal2tiles.py"})
+    shutil.rmtree(OUT, ignore_errors=True)
+    OUT.mkdir(parents=True)
+    rel = ensure_release()
+    db = catalog_url(rel)
+    ids = random.Random(20).sample(range(1, 10_001), args.species)
+    layers = [f"{KEY}:species:{i}" for i in sorted(ids)] + [
+        f"{KEY}:indicator:{n}" for n in INDICATORS
+    ]
+    a = ours(layers, args.zooms, db)
+    print("sdmatlas", json.dumps(a))
+    b = theirs(layers, args.zooms)
+    print("gdal2tiles", json.dumps(b))
+    results = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "layers": len(layers), "zooms": args.zooms, "sdmatlas": a, "gdal2tiles": b,
+        "sdmatlas_over_gdal2tiles": round(a["tiles_per_s"] / b["tiles_per_s"], 2),
+        "plan_over_real": {
+            "tiles": round(a["plan"]["tiles"] / a["planned"], 3),
+            "bytes": round(a["plan"]["bytes"] / max(1, a["bytes"]), 3),
+            "wall_s": round(a["plan"]["estimated_wall_s"] / a["wall_s"], 3),
+        },
+    }  # fmt: skip
+    print(json.dumps({k: results[k] for k in ("sdmatlas_over_gdal2tiles", "plan_over_real")}))
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
