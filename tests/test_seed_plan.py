@@ -155,11 +155,11 @@ def _log_line(path: str, status: int = 200, ts: str = "2026-11-20T10:00:00") -> 
     return f.format(rec)
 
 
-def _access_log(path: Path) -> Path:
+def _access_log(path: Path, a: str = f"{KEY}:species:2", b: str = f"{KEY}:species:7") -> Path:
     t = "/tiles/{}/WebMercatorQuad/{}/{}/{}.png"
-    lines = [_log_line(t.format(f"{KEY}:species:2", 7, 68, 42))] * 5
-    lines += [_log_line(t.format(f"{KEY}:species:7", 7, 68, 42))] * 3
-    lines += [_log_line(t.format(f"{KEY}:species:7", 8, 137, 85))] * 4
+    lines = [_log_line(t.format(a, 7, 68, 42))] * 5
+    lines += [_log_line(t.format(b, 7, 68, 42))] * 3
+    lines += [_log_line(t.format(b, 8, 137, 85))] * 4
     lines += [_log_line(t.format(f"{KEY}:species:9", 7, 68, 42), ts="2026-10-01T10:00:00")] * 9
     lines += [_log_line(t.format(f"{KEY}:species:4", 7, 68, 42), status=404)] * 9
     lines += [_log_line("/point"), "not json", _log_line(t.format("old-1:species:1", 7, 1, 1))]
@@ -194,10 +194,14 @@ def test_access_logs_rank_layers_and_tiles(tmp_path: Path) -> None:
         parse_time("last week")
 
 
-def test_popular_seeding_from_the_command_line(settings: Settings, tmp_path: Path) -> None:
+def test_popular_seeding_from_the_command_line(
+    settings: Settings, svc: Services, tmp_path: Path
+) -> None:
     env = {"SDMATLAS_DATABASE_URL": str(settings.database_url),
            "SDMATLAS_DATA_DIR": str(settings.data_dir), "PATH": str(BIN)}  # fmt: skip
-    log = _access_log(tmp_path / "access.log")
+    # two species with data (the others have no tile to seed)
+    a, b = [lid for lid in _layers()[:30] if svc.layers.resolve(lid).bbox is not None][:2]
+    log = _access_log(tmp_path / "access.log", a, b)
     sd = str(BIN / "sdmatlas")
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -207,8 +211,7 @@ def test_popular_seeding_from_the_command_line(settings: Settings, tmp_path: Pat
     r = run("--popular", "2", "--log", str(log), "--since", "2026-11-01", "--zoom", "6-7",
             "--plan", "--plan-json", str(out))  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert {row["layer"] for row in json.loads(out.read_text())["layers"]} == {
-        f"{KEY}:species:7", f"{KEY}:species:2"}  # fmt: skip
+    assert {row["layer"] for row in json.loads(out.read_text())["layers"]} == {a, b}
     r = run("--popular", "3", "--by", "tiles", "--log", str(log), "--plan", "--plan-json", str(out))
     assert r.returncode == 0, r.stderr
     assert json.loads(out.read_text())["total"]["tiles"] == 3  # old-1 (not catalogued) left out
