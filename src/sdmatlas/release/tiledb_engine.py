@@ -72,9 +72,16 @@ def _schema(meta: dict[str, Any]) -> tiledb.ArraySchema:
         fill=_fill(meta, dtype),
         filters=tiledb.FilterList([tiledb.ZstdFilter(level=ZSTD_LEVEL)]),
     )
+    # Zarr stores ``pixels`` [y, x, species] species-major inside each chunk (a transpose
+    # codec): neighbouring pixels of one species compress far better than neighbouring
+    # species of one pixel. TileDB's col-major cell order (first axis fastest) gives the
+    # same grouping: each species' 8 x 8 cells together.
+    codec = (meta.get("codecs") or [{}])[0]
+    chain = codec["configuration"]["codecs"] if codec.get("name") == "sharding_indexed" else [codec]
+    transposed = any(c.get("name") == "transpose" for c in chain)
     return tiledb.ArraySchema(
         domain=tiledb.Domain(*dims), sparse=False, attrs=[attr],
-        cell_order="row-major", tile_order="row-major",
+        cell_order="col-major" if transposed else "row-major", tile_order="row-major",
     )  # fmt: skip
 
 
