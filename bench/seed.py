@@ -1,11 +1,12 @@
 """Benchmark: seeding a realistic slice of an atlas, sdmatlas against gdal2tiles, and the
 planner's estimate against the real seed.
 
-    .venv/bin/python bench/seed.py [--species 100] [--zooms 5-9]
+    .venv/bin/python bench/seed.py [--species 100] [--zooms Z0-Z1]
 
 * Data: the synthetic 10,000-species release of bench/tiles.py (512 x 512 px at 1 km):
   ``--species`` layers drawn at random (their real mix of wide and narrow ranges) plus
-  the 7 indicators, WebMercatorQuad, zooms up to the release's native zoom (9 at 1 km).
+  the 7 indicators, WebMercatorQuad, by default each layer's own zoom range (up to the
+  release's native zoom: the first whose pixels are as fine as the release's).
 * sdmatlas: ``sdmatlas seed LAYERS --zoom Z --processes 2`` into an empty disk cache
   (the planner first: empty and uniform tiles written without rendering).
 * gdal2tiles (Debian's gdal-bin): for each layer, ``gdal2tiles.py --processes=2
@@ -46,7 +47,7 @@ INDICATORS = ["richness", "richness_thresholded", "rarity_weighted_richness", "s
 def build_parser() -> argparse.ArgumentParser:
     ap = common.parser(__doc__)
     ap.add_argument("--species", type=int, default=100)
-    ap.add_argument("--zooms", default="5-9")
+    ap.add_argument("--zooms", default=None, help="default: the layers' own range")
     return ap
 
 
@@ -60,17 +61,20 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
     return subprocess.run(cmd, env=full, capture_output=True, text=True, check=True)
 
 
-def ours(layers: list[str], zooms: str, db: str) -> dict[str, Any]:
+def ours(layers: list[str], zooms: str | None, db: str) -> dict[str, Any]:
     cache_dir = OUT / "cache"
     shutil.rmtree(cache_dir, ignore_errors=True)
     env = env_for(db, cache_dir, '["disk"]')
     plan_file = OUT / "plan.json"
+    zoom = ["--zoom", zooms] if zooms else []
     t = time.perf_counter()
-    _run(["seed", *layers, "--zoom", zooms, "--plan", "--plan-json", str(plan_file)], env)
+    _run(["seed", *layers, *zoom, "--plan", "--plan-json", str(plan_file)], env)
     plan_s = time.perf_counter() - t
-    plan = json.loads(plan_file.read_text())["total"]
+    doc = json.loads(plan_file.read_text())
+    plan = doc["total"]
+    zs = [row["zoom"] for row in doc["layers"]]
     t = time.perf_counter()
-    out = _run(["seed", *layers, "--zoom", zooms, "--processes", "2"], env)
+    out = _run(["seed", *layers, *zoom, "--processes", "2"], env)
     wall = time.perf_counter() - t
     m = SEEDED.search(" ".join(out.stderr.split()))
     assert m, out.stderr
@@ -88,9 +92,12 @@ def ours(layers: list[str], zooms: str, db: str) -> dict[str, Any]:
         "empty": empty,
         "uniform": plan["uniform"],
         "dense": plan["dense"],
+        "transparent": clear,
+        "visible": made,
         "wall_s": round(wall, 2),
         "tiles_per_s": round(made / wall, 1),
         "bytes": stored,
+        "zooms": f"{min(zs)}-{max(zs)}",
         "plan": {
             **plan,
             "planner_wall_s": round(plan_s, 2),
@@ -170,11 +177,11 @@ def main() -> None:
     ]
     a = ours(layers, args.zooms, db)
     print("sdmatlas", json.dumps(a))
-    b = theirs(layers, args.zooms)
+    b = theirs(layers, args.zooms or a["zooms"])
     print("gdal2tiles", json.dumps(b))
     results = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "layers": len(layers), "zooms": args.zooms, "sdmatlas": a, "gdal2tiles": b,
+        "layers": len(layers), "zooms": args.zooms or a["zooms"], "sdmatlas": a, "gdal2tiles": b,
         "sdmatlas_over_gdal2tiles": round(a["tiles_per_s"] / b["tiles_per_s"], 2),
         "plan_over_real": {
             "tiles": round(a["plan"]["tiles"] / a["planned"], 3),
