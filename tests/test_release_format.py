@@ -120,14 +120,23 @@ def test_the_manifest_is_typed(published: Release, cube: Path) -> None:
         published.level(published.n_levels, "probability")
 
 
-def _rewrite_manifest(tmp_path: Path, cube: Path, change: dict[str, object]) -> Path:
+def _rewrite_manifest(
+    tmp_path: Path, cube: Path, change: dict[str, object], drop: tuple[str, ...] = ()
+) -> Path:
     import zarr
 
     info = species_info_from_csv(None, open_cube(cube).species_ids)
     loc = Path(publish(cube, tmp_path / "r", "x-1", info, PublishOptions(min_level_size=16)))
     g = zarr.open_group(loc, mode="r+")
-    g.attrs[layout.MANIFEST_ATTR] = {**g.attrs[layout.MANIFEST_ATTR], **change}  # type: ignore[dict-item]
+    old = dict(g.attrs[layout.MANIFEST_ATTR])  # type: ignore[arg-type]
+    g.attrs[layout.MANIFEST_ATTR] = {k: v for k, v in {**old, **change}.items() if k not in drop}
     return loc
+
+
+def test_version_2_releases_from_before_task_publishing_open(tmp_path: Path, cube: Path) -> None:
+    """Their manifests have no ``publish`` record (bench/tiles.py's release is one)."""
+    loc = _rewrite_manifest(tmp_path, cube, {}, drop=("publish",))
+    assert open_release(loc).manifest.publish == {}
 
 
 def test_unknown_versions_and_keys_are_refused(tmp_path: Path, cube: Path) -> None:

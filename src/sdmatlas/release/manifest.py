@@ -62,8 +62,9 @@ class Manifest(_Model):
     species: SpeciesEntry
     source: dict[str, Any]
     """What it was predicted from: model (card, name, version), inputs, territory."""
-    publish: dict[str, Any]
-    """How it was published: the task tile and the run records."""
+    publish: dict[str, Any] = Field(default_factory=dict)
+    """How it was published: the task tile and the run records (absent from version-2
+    releases published before publishing ran as tasks)."""
 
     def species_info(self) -> tuple[SpeciesInfo, list[str], list[str]]:
         """The species flags and range sizes, and the genus and family of each."""
