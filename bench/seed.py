@@ -79,7 +79,10 @@ def ours(layers: list[str], zooms: str | None, db: str) -> dict[str, Any]:
     m = SEEDED.search(" ".join(out.stderr.split()))
     assert m, out.stderr
     planned, rendered, written, _, empty = (int(v) for v in m.groups())
-    files = [p for p in cache_dir.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    files = [  # tile entries; not the render locks in .locks/
+        p for p in cache_dir.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(cache_dir).parts)
+    ]  # fmt: skip
     stored = sum(p.stat().st_size - 2 for p in files)  # less the cache entry's 2-byte header
     clear = sum(_transparent(p.read_bytes()[2:]) for p in files)
     # tiles with something to see: gdal2tiles --exclude leaves out fully transparent tiles
