@@ -10,8 +10,8 @@ planner's estimate against the real seed.
 * sdmatlas: ``sdmatlas seed LAYERS --zoom Z --processes 2`` into an empty disk cache
   (the planner first: empty and uniform tiles written without rendering).
 * gdal2tiles (Debian's gdal-bin): for each layer, ``gdal2tiles.py --processes=2
-  --exclude -r near --xyz`` on the layer exported as a COG and coloured with the same
-  palette by ``gdaldem color-relief`` beforehand (export and colouring not timed, which
+  --exclude -r near --xyz`` on the layer exported as a COG and coloured with the API's
+  own palette beforehand, as an RGBA GeoTIFF (export and colouring not timed, which
   favours gdal2tiles); layer after layer, its wall times summed.
 * Both leave out fully transparent tiles; tiles/s counts the tiles each writes.
 * The planner (``seed --plan``, timed) against the real seed: tiles, bytes, time.
@@ -118,9 +118,36 @@ def _transparent(png: bytes) -> bool:
     return bool(alpha == (0, 0))
 
 
+def _colour(cog: Path, out: Path, kind: str, key: str, rel: Any) -> None:
+    """The layer coloured as the API colours it (its default style, viridis), as an RGBA
+    GeoTIFF for gdal2tiles: the API's own palette applied with numpy (gdaldem
+    color-relief reads the band's scale, 1/254, and matched none of the codes)."""
+    import numpy as np
+    import rasterio
+
+    from sdmatlas.serve.tiles import render
+
+    with rasterio.open(cog) as src:
+        data, profile = src.read(1), src.profile
+    if kind == "species":
+        style = render.parse_style(None, None, (0.0, 1.0), render.SPECIES_FADE)
+        rgba = render.code_palette(style)[data]
+    else:
+        info = rel.manifest.indicators[key].stats
+        lo, hi = float(info.get("min") or 0.0), float(info.get("max") or 1.0)
+        style = render.parse_style(None, None, (lo, hi))
+        rgba = render.index_palette(style)[render.palette_indices(data.astype(np.float32), style)]
+    profile.update(driver="GTiff", count=4, dtype="uint8", nodata=None, photometric="RGB",
+                   compress="deflate", tiled=True, blockxsize=256, blockysize=256)  # fmt: skip
+    profile.pop("scales", None)
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(np.moveaxis(rgba, -1, 0))
+        ci = rasterio.enums.ColorInterp
+        dst.colorinterp = [ci.red, ci.green, ci.blue, ci.alpha]
+
+
 def theirs(layers: list[str], zooms: str) -> dict[str, Any]:
     from sdmatlas.publish.export import export_cog
-    from sdmatlas.serve.tiles import render
     from sdmatlas.storage import open_release
 
     rel = open_release(WORK / "tiles" / "releases" / KEY)
@@ -130,25 +157,8 @@ def theirs(layers: list[str], zooms: str) -> dict[str, Any]:
         kind, key = lid.split(":")[1:]
         cog = work / f"{key}.tif"
         export_cog(rel, f"{kind}/{key}", cog)
-        if kind == "species":
-            style = render.parse_style("viridis", None, (0.0, 1.0), render.SPECIES_FADE)
-            pal = render.code_palette(style)
-            entries = "".join(
-                f"{c} {r} {g} {b} {a}\n" for c, (r, g, b, a) in enumerate(pal.tolist())
-            )
-        else:  # the indicator's own range, 255 steps, as the API's palette
-            info = rel.manifest.indicators[key].stats
-            lo, hi = float(info.get("min") or 0.0), float(info.get("max") or 1.0)
-            style = render.parse_style("viridis", None, (lo, hi))
-            pal = render.index_palette(style)
-            entries = "".join(f"{lo + (hi - lo) * i / 254} {r} {g} {b} {a}\n"
-                              for i, (r, g, b, a) in enumerate(pal.tolist()[:255]))  # fmt: skip
-        (work / "colors.txt").write_text(entries + "nv 0 0 0 0\n")
         rgba = work / f"{key}-rgba.tif"
-        subprocess.run(["gdaldem", "color-relief", "-alpha", "-exact_color_entry"
-                        if kind == "species" else "-nearest_color_entry", str(cog),
-                        str(work / "colors.txt"), str(rgba), "-of", "GTiff"], check=True,
-                       capture_output=True)  # fmt: skip
+        _colour(cog, rgba, kind, key, rel)
         out_dir = work / f"{key}-tiles"
         t = time.perf_counter()
         subprocess.run(["gdal2tiles.py", "--processes=2", "--exclude", "-z", zooms, "-w", "none",
