@@ -121,7 +121,8 @@ def _transparent(png: bytes) -> bool:
 def _colour(cog: Path, out: Path, kind: str, key: str, rel: Any) -> None:
     """The layer coloured as the API colours it (its default style, viridis), as an RGBA
     GeoTIFF for gdal2tiles: the API's own palette applied with numpy (gdaldem
-    color-relief reads the band's scale, 1/254, and matched none of the codes)."""
+    color-relief with a code table gave alpha 0 on every pixel of a layer tried, probably
+    because it applies the band's 1/254 scale)."""
     import numpy as np
     import rasterio
 
