@@ -14,8 +14,8 @@ disk; seeding against gdal2tiles.
 * Seeding: PNG tiles of the same layer at zooms 5 to 13, viridis, 2 processes each:
   ``sdmatlas seed`` into an empty disk cache, against ``gdal2tiles.py
   --processes=2 --exclude`` (Debian's gdal-bin) on the layer exported as a COG and
-  coloured with the same palette beforehand by ``gdaldem color-relief`` (not timed,
-  which favours gdal2tiles). Both skip fully transparent tiles.
+  coloured with the API's own palette beforehand into an RGBA GeoTIFF (not timed, which
+  favours gdal2tiles; bench/seed.py's ``colour``). Both skip fully transparent tiles.
 
 Results go to bench/results/cache-<date>.json.
 """
@@ -153,26 +153,20 @@ http {{
 
 def seeding_vs_gdal2tiles(db: str, layer: str, sid: int) -> dict[str, Any]:
     from sdmatlas.publish.export import export_cog
-    from sdmatlas.serve.tiles import render
     from sdmatlas.storage import open_release
+    from seed import colour  # (here: bench/seed.py imports this module)
 
     cache_dir = OUT / "seed-cache"
     shutil.rmtree(cache_dir, ignore_errors=True)
     ours = seed(layer, ZOOMS, env_for(db, cache_dir, '["disk"]'))
     work = Path(tempfile.mkdtemp(prefix="g2t-", dir=OUT))
     cog = work / "layer.tif"
-    export_cog(open_release(WORK / "tiles" / "releases" / KEY), f"species/{sid}", cog)
-    # the same palette as sdmatlas's species default (viridis, fading in from p = 0):
-    # code -> RGBA, nodata (255) clear
-    pal = render.code_palette(render.parse_style("viridis", None, (0.0, 1.0), render.SPECIES_FADE))
-    (work / "colors.txt").write_text(
-        "".join(f"{c} {r} {g} {b} {a}\n" for c, (r, g, b, a) in enumerate(pal.tolist()))
-        + "nv 0 0 0 0\n"
-    )
+    rel = open_release(WORK / "tiles" / "releases" / KEY)
+    export_cog(rel, f"species/{sid}", cog)
+    # coloured with the API's own palette (the gdaldem color-relief recipe used before gave
+    # alpha 0 on every pixel: it did not match the codes), as bench/seed.py does
     rgba = work / "rgba.tif"
-    subprocess.run(["gdaldem", "color-relief", "-alpha", "-exact_color_entry", str(cog),
-                    str(work / "colors.txt"), str(rgba), "-of", "GTiff"], check=True,
-                   capture_output=True)  # fmt: skip
+    colour(cog, rgba, "species", str(sid), rel)
     out_dir = work / "tiles"
     t = time.perf_counter()
     subprocess.run(["gdal2tiles.py", "--processes=2", "--exclude", "-z", ZOOMS, "-w", "none",

@@ -118,7 +118,7 @@ def _transparent(png: bytes) -> bool:
     return bool(alpha == (0, 0))
 
 
-def _colour(cog: Path, out: Path, kind: str, key: str, rel: Any) -> None:
+def colour(cog: Path, out: Path, kind: str, key: str, rel: Any) -> None:
     """The layer coloured as the API colours it (its default style, viridis), as an RGBA
     GeoTIFF for gdal2tiles: the API's own palette applied with numpy (gdaldem
     color-relief with a code table gave alpha 0 on every pixel of a layer tried, probably
@@ -159,7 +159,7 @@ def theirs(layers: list[str], zooms: str) -> dict[str, Any]:
         cog = work / f"{key}.tif"
         export_cog(rel, f"{kind}/{key}", cog)
         rgba = work / f"{key}-rgba.tif"
-        _colour(cog, rgba, kind, key, rel)
+        colour(cog, rgba, kind, key, rel)
         out_dir = work / f"{key}-tiles"
         t = time.perf_counter()
         subprocess.run(["gdal2tiles.py", "--processes=2", "--exclude", "-z", zooms, "-w", "none",

@@ -213,7 +213,7 @@ class ShardChunkReader:
     def region(self, region: tuple[slice, ...]) -> npt.NDArray[Any]:
         """The values in ``region`` (slices with explicit bounds inside the array), read
         chunk by chunk."""
-        return _assemble(self, region)
+        return assemble(self, region)
 
     def _decode(self, raw: bytes, where: str) -> npt.NDArray[Any]:
         try:
@@ -365,7 +365,9 @@ class ChunkSource(Protocol):
 ChunkReader = ChunkSource
 
 
-def _assemble(reader: ShardChunkReader, region: tuple[slice, ...]) -> npt.NDArray[Any]:
+def assemble(reader: Any, region: tuple[slice, ...]) -> npt.NDArray[Any]:
+    """``region`` of the array of ``reader`` (anything with ``inner``, ``dtype`` and
+    ``chunk``), pasted together chunk by chunk."""
     out = np.empty([int(s.stop) - int(s.start) for s in region], dtype=reader.dtype)
     ranges = [
         range(s.start // n, -(-s.stop // n)) for s, n in zip(region, reader.inner, strict=True)
