@@ -38,6 +38,7 @@ class Release:
         names = (species.get("attributes") or {}).get(layout.NAMES_ATTR) or []
         self.species_ids = np.asarray(self.manifest.species.ids, dtype=np.int64)
         self.species_names = [str(n) for n in names] or [f"species {i}" for i in self.species_ids]
+        self._row_of = {int(sid): i for i, sid in enumerate(self.species_ids)}
         self._sources: dict[str, ChunkReader] = {}
         self._lock = threading.Lock()
 
@@ -59,10 +60,11 @@ class Release:
         return self.manifest.species_info()
 
     def species_row(self, species_id: int) -> int:
-        rows = np.flatnonzero(self.species_ids == species_id)
-        if not len(rows):
-            raise NotFoundError(f"species {species_id} is not in release {self.id}")
-        return int(rows[0])
+        """The species' row on the species axis (a dict look-up: on the tile path)."""
+        try:
+            return self._row_of[species_id]
+        except KeyError:
+            raise NotFoundError(f"species {species_id} is not in release {self.id}") from None
 
     # -- its arrays ------------------------------------------------------------------
 

@@ -147,8 +147,10 @@ def planned_tile(
     check_tile(get_tms(tms), z, x, y)
     style = render.parse_style(params.get("colormap"), None, ref.default_range, ref.fade)
     key = etag(ref.version, tms, z, x, y, fmt, style.key(), "").strip('"')
-    rel = svc.open(ref)
-    level = tile_window(tms, z, x, y, rel.grid, rel.n_levels).level
+    level = verdict.level
+    if level is None:  # a verdict made without its window
+        rel = svc.open(ref)
+        level = tile_window(tms, z, x, y, rel.grid, rel.n_levels).level
     if verdict.kind == EMPTY:
         return ref.release, key, Entry(render.empty_tile(fmt, ref.dtype), True, level)
     body = _constant(ref.kind, style, fmt, float(verdict.value or 0.0))

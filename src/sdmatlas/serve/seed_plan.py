@@ -195,6 +195,8 @@ class Verdict:
 
     kind: str
     value: float | None = None
+    level: int | None = None
+    """The pyramid level the tile reads (known from its window: not computed again)."""
 
 
 def classify(
@@ -203,9 +205,9 @@ def classify(
 ) -> tuple[list[Verdict], list[Verdict]]:  # fmt: skip
     """Verdicts for the given species rows and indicators of one tile."""
     if agg is None or int(agg.count.sum()) == 0:
-        e = Verdict(EMPTY)
+        e = Verdict(EMPTY, level=win.level)
         return [e] * len(species_rows), [e] * len(indicators)
-    dense = Verdict(DENSE)
+    dense = Verdict(DENSE, level=win.level)
     if not (win.inside(rel.grid) and agg.whole) or agg.vmax is None or agg.vsum is None:
         return [dense] * len(species_rows), [dense] * len(indicators)
     sp: list[Verdict] = []
@@ -214,7 +216,10 @@ def classify(
         mx = agg.vmax[:, rows].astype(np.int64)
         sm = agg.vsum[:, rows].astype(np.int64)
         same = (mx.min(axis=0) == mx.max(axis=0)) & (sm == mx * agg.count[:, None]).all(axis=0)
-        sp = [Verdict(UNIFORM, float(mx[0, i])) if same[i] else dense for i in range(len(rows))]
+        sp = [
+            Verdict(UNIFORM, float(mx[0, i]), win.level) if same[i] else dense
+            for i in range(len(rows))
+        ]
     order = rel.manifest.indicator_order
     ind: list[Verdict] = []
     assert agg.ind is not None  # read with vmax and vsum
@@ -223,7 +228,7 @@ def classify(
         cnt, lo, hi = agg.ind[:, i, 0], agg.ind[:, i, 2], agg.ind[:, i, 3]
         v = float(lo[0])
         ok = bool((cnt == agg.full).all() and (lo == hi).all() and (lo == v).all())
-        ind.append(Verdict(UNIFORM, v) if ok and (win.level == 0 or v == 0.0) else dense)
+        ind.append(Verdict(UNIFORM, v, win.level) if ok and (win.level == 0 or v == 0.0) else dense)
     return sp, ind
 
 

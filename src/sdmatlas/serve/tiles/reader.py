@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from sdmatlas.errors import NotFoundError
 from sdmatlas.grid import Grid
 from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo
 from sdmatlas.quantize import NODATA
@@ -76,7 +75,6 @@ class OpenRelease:
     n_levels: int
     species_ids: npt.NDArray[np.int64]
     species_names: list[str]
-    row_of: dict[int, int]
     info: SpeciesInfo
     genus: list[str]
     family: list[str]
@@ -85,10 +83,7 @@ class OpenRelease:
     block: int  # edge of the area-query block aggregates (pixels)
 
     def species_row(self, species_id: int) -> int:
-        try:
-            return self.row_of[species_id]
-        except KeyError:
-            raise NotFoundError(f"species {species_id} is not in release {self.key}") from None
+        return self.release.species_row(species_id)
 
 
 def open_for_serving(
@@ -106,7 +101,6 @@ def open_for_serving(
         n_levels=meta.levels,
         species_ids=ids,
         species_names=rel.species_names,
-        row_of={int(s): i for i, s in enumerate(ids)},
         info=info,
         genus=genus,
         family=family,
