@@ -40,6 +40,12 @@ db_app = typer.Typer(help="The catalog database: migrations and status.", no_arg
 app.add_typer(db_app, name="db")
 cache_app = typer.Typer(help="The tile cache: disk space.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
+keys_app = typer.Typer(help="API keys for write access (jobs).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+cov_app = typer.Typer(
+    help="Covariates known to the server (on-demand prediction).", no_args_is_help=True
+)
+app.add_typer(cov_app, name="covariates")
 console = Console(stderr=True)
 
 
@@ -384,6 +390,85 @@ def db_current() -> None:
             rev = catalog.revision()
             state = "up to date" if catalog.is_current() else "needs: sdmatlas db upgrade"
         typer.echo(f"{catalog.where} revision {rev or '(empty)'} ({state})")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="A name for the key (who or what uses it).")],
+    scope: Annotated[
+        list[str] | None, typer.Option(help="A scope (repeat): jobs:write, admin.")
+    ] = None,
+) -> None:
+    """Create an API key and print it on stdout, once: only its hash is stored."""
+    from sdmatlas.catalog.keys import create_key
+
+    with _catalog(Settings()) as catalog, _errors():
+        catalog.upgrade()
+        info, token = create_key(catalog, name, scope or ["jobs:write"])
+    console.print(f"key [bold]{info.name}[/] with scopes {list(info.scopes)} (shown once):")
+    typer.echo(token)
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name.")]) -> None:
+    """Revoke an API key: requests with it get 401 from now on."""
+    from sdmatlas.catalog.keys import revoke_key
+
+    with _catalog(Settings()) as catalog, _errors():
+        info = revoke_key(catalog, name)
+    console.print(f"key [bold]{info.name}[/] revoked at {info.revoked_at}")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """The API keys: name, public prefix, scopes, created, revoked."""
+    from sdmatlas.catalog.keys import list_keys
+
+    with _catalog(Settings()) as catalog, _errors():
+        for k in list_keys(catalog):
+            state = f"revoked {k.revoked_at:%Y-%m-%d}" if k.revoked_at else "active"
+            typer.echo(f"{k.name}\tsdm_{k.prefix}_…\t{','.join(k.scopes)}\t{state}")
+
+
+@cov_app.command("register")
+def covariates_register(
+    card: Annotated[Path, typer.Argument(help="The model card (YAML).")],
+    period: Annotated[str, typer.Option(help="The period they describe (ISO 8601).")],
+    territory: Annotated[
+        Path, typer.Option(help="Mask raster of the coverage; its grid is the jobs' grid.")
+    ],
+    covariates: Annotated[
+        Path | None, typer.Option(help="Directory of <name>.tif covariate rasters.")
+    ] = None,
+    covariate: Annotated[
+        list[str] | None, typer.Option(help="NAME=PATH of one covariate (repeatable).")
+    ] = None,
+) -> None:
+    """Check covariates against the model card and the coverage grid (as predict does) and
+    record them for the model and period: jobs and live point predictions use them."""
+    from sdmatlas.catalog.covariates import register_covariates
+
+    settings = Settings()
+    paths = _covariate_paths(covariates, covariate)
+    with _catalog(settings) as catalog, _errors():
+        catalog.upgrade()
+        reg = register_covariates(
+            catalog, card, period, paths, territory, chunk=settings.chunk_size
+        )
+    console.print(
+        f"covariates of [bold]{reg.model}[/] for {reg.period}: {sorted(reg.covariates)} on a "
+        f"{reg.grid.width} x {reg.grid.height} grid at {reg.grid.res:g} m"
+    )
+
+
+@cov_app.command("list")
+def covariates_list() -> None:
+    """The registered covariates: model, period, names."""
+    from sdmatlas.catalog.covariates import list_covariates
+
+    with _catalog(Settings()) as catalog, _errors():
+        for c in list_covariates(catalog):
+            typer.echo(f"{c.model}\t{c.period}\t{','.join(sorted(c.covariates))}")
 
 
 @app.command("import-species")
@@ -957,10 +1042,12 @@ def serve_cmd(
 def _demo_catalog(settings: Settings, species_csv: Path, release: Path) -> None:
     """Catalog the demo: its territories (real countries, simulated protected areas),
     its virtual species with their flags in the demo region, and the release."""
+    from sdmatlas.catalog.covariates import register_covariates
     from sdmatlas.catalog.imports import import_species, import_territories
     from sdmatlas.catalog.queries import get_release
     from sdmatlas.catalog.register import register_release
     from sdmatlas.demo import TERRITORIES
+    from sdmatlas.demo.build import DemoPaths
     from sdmatlas.errors import NotFoundError
     from sdmatlas.storage import open_release
 
@@ -975,9 +1062,15 @@ def _demo_catalog(settings: Settings, species_csv: Path, release: Path) -> None:
         except NotFoundError:
             register_release(catalog, open_release(release), str(release.resolve()), DEMO_PERIOD)
             state = "registered"
+        demo = DemoPaths(species_csv.parent)
+        register_covariates(
+            catalog, DEMO_CARD, DEMO_PERIOD, demo.covariate_paths(), demo.territory,
+            chunk=settings.chunk_size,
+        )  # fmt: skip
         console.print(
             f"catalog [bold]{catalog.where}[/]: territories {terr}; species {sp}; "
-            f"release {release.name} {state}"
+            f"release {release.name} {state}; covariates of {DEMO_CARD.stem} registered for "
+            "on-demand jobs and live point predictions"
         )
 
 

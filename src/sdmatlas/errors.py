@@ -85,6 +85,22 @@ class BusyError(SdmAtlasError):
     """Too many heavy requests at once: the client should retry later (429)."""
 
 
+class QuotaExceededError(BusyError):
+    """A limit on running jobs or on request rate is reached (429); the message names it."""
+
+
+class AuthenticationError(SdmAtlasError):
+    """No API key, or one that is unknown, malformed or revoked (401)."""
+
+
+class PermissionDeniedError(SdmAtlasError):
+    """A valid API key without the scope the request needs (403)."""
+
+
+class JobCancelledError(SdmAtlasError):
+    """A prediction job was cancelled while it ran (its data is removed)."""
+
+
 class DeadlineExceededError(SdmAtlasError):
     """A request ran past the per-request deadline; it may succeed when retried."""
 

@@ -236,6 +236,70 @@ class Settings(BaseSettings):
         default="auto", description="Where models run: 'auto' takes a GPU when one is present."
     )
 
+    jobs_dir: Path | None = Field(
+        default=None,
+        description="Where on-demand jobs write their cubes and releases; unset, <data_dir>/jobs.",
+    )
+    jobs_runner: bool = Field(
+        default=True,
+        description="Run on-demand jobs in each API process (a thread that claims jobs from "
+        "the catalog); false leaves them to other processes.",
+    )
+    jobs_workers: int = Field(
+        default=0,
+        ge=0,
+        le=512,
+        description="Dask LocalCluster workers of a job's chunk tasks; 0 runs them in the "
+        "runner's process.",
+    )
+    jobs_scheduler: str | None = Field(
+        default=None,
+        description="A running Dask scheduler for jobs' chunk tasks (overrides jobs_workers).",
+    )
+    jobs_max_area_km2: float = Field(
+        default=2_500.0, gt=0, le=1e8, description="Limit: area of one job (413 beyond)."
+    )
+    jobs_max_active: int = Field(
+        default=8, ge=1, le=10_000, description="Limit: jobs queued or running in total (429)."
+    )
+    jobs_max_active_per_key: int = Field(
+        default=2, ge=1, le=10_000, description="Limit: jobs queued or running per key (429)."
+    )
+    jobs_requests_per_minute: int = Field(
+        default=30,
+        ge=1,
+        le=100_000,
+        description="Limit: job requests (POST and DELETE) per API key and minute, per API "
+        "process (429 with Retry-After).",
+    )
+    jobs_ttl_hours: float = Field(
+        default=24.0, gt=0, le=24 * 365, description="How long a job's release is kept."
+    )
+    jobs_stale_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=86_400,
+        description="A running job whose heartbeat is older than this was interrupted (its "
+        "process died): another runner resumes it.",
+    )
+    jobs_max_attempts: int = Field(
+        default=3, ge=1, le=100, description="Claims of one job before it is failed."
+    )
+    jobs_poll_seconds: float = Field(
+        default=1.0, gt=0, le=3600, description="How often an idle runner looks for jobs."
+    )
+    live_cache_mb: float = Field(
+        default=32.0,
+        ge=0,
+        le=100_000,
+        description="Live point predictions kept per API process (MB; one answer is one byte "
+        "per species), by model digest, covariates and pixel.",
+    )
+
+    @property
+    def jobs_path(self) -> Path:
+        return self.jobs_dir or self.data_dir / "jobs"
+
     @property
     def tile_cache_path(self) -> Path:
         return self.tile_cache_dir or self.data_dir / "tile-cache"

@@ -80,6 +80,34 @@ class GeometryMask(MaskSource):
         return np.asarray(burned.astype(bool))
 
 
+@dataclass(frozen=True)
+class WindowOf(MaskSource):
+    """The mask of ``source`` on ``parent`` (a larger grid), seen from a window of it that
+    starts at ``(row0, col0)``: an on-demand job's territory within the model's coverage."""
+
+    source: MaskSource
+    parent: Grid
+    row0: int
+    col0: int
+
+    def read(self, grid: Grid, rows: slice, cols: slice) -> npt.NDArray[np.bool_]:
+        r, c = self.row0, self.col0
+        return self.source.read(
+            self.parent, slice(rows.start + r, rows.stop + r), slice(cols.start + c, cols.stop + c)
+        )
+
+
+@dataclass(frozen=True)
+class BothMasks(MaskSource):
+    """Pixels inside both masks."""
+
+    a: MaskSource
+    b: MaskSource
+
+    def read(self, grid: Grid, rows: slice, cols: slice) -> npt.NDArray[np.bool_]:
+        return self.a.read(grid, rows, cols) & self.b.read(grid, rows, cols)
+
+
 class Territory:
     """A grid and the pixels to predict on it.
 

@@ -327,6 +327,8 @@ class ReleaseInfo:
     model: str
     model_version: str
     published_at: datetime | None
+    expires_at: datetime | None = None
+    """set on an on-demand job's release"""
 
 
 def _release_info(r: Release) -> ReleaseInfo:
@@ -339,6 +341,7 @@ def _release_info(r: Release) -> ReleaseInfo:
         r.model.name,
         r.model.version,
         r.published_at,
+        r.expires_at,
     )
 
 
@@ -354,7 +357,7 @@ def list_releases(
 ) -> list[ReleaseInfo]:
     """Published releases (and retired ones if asked), newest first."""
     statuses = [ReleaseStatus.published] + ([ReleaseStatus.retired] if include_retired else [])
-    stmt = select(Release).where(Release.status.in_(statuses))
+    stmt = select(Release).where(Release.status.in_(statuses), Release.expires_at.is_(None))
     if period is not None:
         stmt = stmt.where(Release.period == period)
     stmt = stmt.order_by(Release.published_at.desc(), Release.id.desc())
@@ -363,7 +366,9 @@ def list_releases(
 
 def latest_release(session: Session, period: str | None = None) -> ReleaseInfo:
     """The most recently published release (of ``period`` if given)."""
-    stmt = select(Release).where(Release.status == ReleaseStatus.published)
+    stmt = select(Release).where(
+        Release.status == ReleaseStatus.published, Release.expires_at.is_(None)
+    )
     if period is not None:
         stmt = stmt.where(Release.period == period)
     r = session.scalar(stmt.order_by(Release.published_at.desc(), Release.id.desc()).limit(1))
@@ -429,6 +434,8 @@ def find_layers(
         stmt = stmt.where(Release.period == period)
     if release is not None:
         stmt = stmt.where(Release.key == release)
+    else:  # a job's release is found by its id only
+        stmt = stmt.where(Release.expires_at.is_(None))
     stmt = stmt.order_by(Release.published_at.desc(), Release.id.desc(), Layer.id)
     if territory is None:
         rows = session.execute(stmt.limit(limit).offset(offset)).all()

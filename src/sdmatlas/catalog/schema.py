@@ -167,6 +167,9 @@ class Release(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # an on-demand job's release: served by id until then, left out of listings and of
+    # "the latest release", removed with its data by the job runner after it
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     model: Mapped[Model] = relationship()
 
@@ -230,3 +233,81 @@ class TerritoryReport(Base):
     body: Mapped[bytes] = mapped_column(LargeBinary)  # the JSON report, as served
     seconds: Mapped[float] = mapped_column(Float)  # what computing it took
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ModelCovariates(Base):
+    """Where a model's covariate rasters live for one period, checked at registration
+    against the model card and a reference grid (what on-demand prediction runs on)."""
+
+    __tablename__ = "model_covariates"
+    __table_args__ = (UniqueConstraint("model_name", "model_version", "period"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(200))
+    model_version: Mapped[str] = mapped_column(String(64))
+    model_digest: Mapped[str] = mapped_column(String(128))
+    card_path: Mapped[str] = mapped_column(String(1000))
+    period: Mapped[str] = mapped_column(String(32))
+    covariates: Mapped[dict[str, Any]] = mapped_column(JSON)  # {name: location}
+    checksums: Mapped[dict[str, Any]] = mapped_column(JSON)  # {name: sha256}
+    grid: Mapped[dict[str, Any]] = mapped_column(JSON)  # the reference grid (Grid)
+    territory: Mapped[str] = mapped_column(String(1000))  # mask raster of the coverage
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ApiKey(Base):
+    """An API key for write access: only its SHA-256 is stored (keys are 256-bit random,
+    so a fast hash is safe), looked up by its public prefix."""
+
+    __tablename__ = "api_key"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class JobStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    done = "done"
+    failed = "failed"
+    cancelled = "cancelled"
+    expired = "expired"
+
+
+class Job(Base):
+    """An on-demand prediction job: its request, its state, and its result release."""
+
+    __tablename__ = "job"
+    __table_args__ = (
+        Index("ix_job_request", "request_key", "status"),
+        Index("ix_job_status", "status", "heartbeat_at"),
+        Index("ix_job_key", "api_key_id", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    request_key: Mapped[str] = mapped_column(String(64))
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_key.id", ondelete="SET NULL"))
+    covariates_id: Mapped[int] = mapped_column(
+        ForeignKey("model_covariates.id", ondelete="CASCADE")
+    )
+    status: Mapped[JobStatus] = mapped_column(_enum(JobStatus))
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)  # model, period, area (as given)
+    window: Mapped[dict[str, Any]] = mapped_column(JSON)  # the job's grid, area in its CRS
+    area_km2: Mapped[float] = mapped_column(Float)
+    chunks_total: Mapped[int] = mapped_column(Integer, default=0)
+    chunks_done: Mapped[int] = mapped_column(Integer, default=0)
+    timings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(String(2000))
+    release_key: Mapped[str | None] = mapped_column(String(100))
+    runner: Mapped[str | None] = mapped_column(String(200))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

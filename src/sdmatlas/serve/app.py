@@ -20,6 +20,7 @@ from sdmatlas.catalog.db import Catalog
 from sdmatlas.serve import errors, process
 from sdmatlas.serve.api import catalog as catalog_routes
 from sdmatlas.serve.api import fastpath
+from sdmatlas.serve.api import jobs as job_routes
 from sdmatlas.serve.api import queries as query_routes
 from sdmatlas.serve.api import tiles as tile_routes
 from sdmatlas.serve.api import viewer as viewer_routes
@@ -43,9 +44,18 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     process.tune()  # one BLAS thread, the metrics directory: however the app is started
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         size_executor(settings.executor_threads)  # the one concurrency budget
+        runner = None
+        if settings.jobs_runner:  # on-demand jobs run in a thread of each API process
+            from sdmatlas.jobs.runner import JobRunner
+
+            runner = JobRunner(settings, app.state.catalog)
+            runner.start()
+        app.state.job_runner = runner
         yield
+        if runner is not None:
+            runner.stop()
 
     app = FastAPI(
         title="sdmatlas",
@@ -67,7 +77,7 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "HEAD", "OPTIONS"],
+            allow_methods=["GET", "POST", "DELETE", "HEAD", "OPTIONS"],
             allow_headers=["*"],
             expose_headers=[
                 "ETag",
@@ -101,6 +111,7 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     app.include_router(catalog_routes.router)
     app.include_router(tile_routes.router)
     app.include_router(query_routes.router)
+    app.include_router(job_routes.router)
     app.include_router(tms_routes.router)
     app.include_router(wmts_routes.router)
     app.include_router(wms_routes.router)

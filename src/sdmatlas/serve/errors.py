@@ -55,6 +55,8 @@ TABLE: dict[type[BaseException], ErrorCode] = {
     e.NotFoundError: ErrorCode(404, "LayerNotDefined", "InvalidParameterValue"),
     e.ConflictError: ErrorCode(409, None, "NoApplicableCode"),
     e.BusyError: ErrorCode(429, None, "NoApplicableCode"),
+    e.AuthenticationError: ErrorCode(401, None, "NoApplicableCode"),
+    e.PermissionDeniedError: ErrorCode(403, None, "NoApplicableCode"),
     e.DatabaseUnavailableError: ErrorCode(503, None, "NoApplicableCode"),
     e.StorageUnavailableError: ErrorCode(503, None, "NoApplicableCode"),
     e.DeadlineExceededError: ErrorCode(503, None, "NoApplicableCode"),
@@ -81,6 +83,10 @@ def message_of(exc: BaseException) -> str:
 
 
 def headers_of(exc: BaseException) -> dict[str, str]:
+    if isinstance(exc, e.AuthenticationError):  # RFC 6750: say which scheme is wanted
+        return {"WWW-Authenticate": 'Bearer realm="sdmatlas"'}
+    if isinstance(exc, e.PermissionDeniedError):
+        return {"WWW-Authenticate": 'Bearer realm="sdmatlas", error="insufficient_scope"'}
     return {"Retry-After": str(RETRY_AFTER)} if code_of(exc).retry else {}
 
 

@@ -16,8 +16,10 @@ import numpy.typing as npt
 
 from sdmatlas.catalog.db import Catalog
 from sdmatlas.errors import NotFoundError
+from sdmatlas.predict.live import LivePredictor
 from sdmatlas.serve.cache import DiskCache, TileCache, build_cache
 from sdmatlas.serve.offload import HeavySlots
+from sdmatlas.serve.ratelimit import RateLimiter
 from sdmatlas.serve.tiles.layers import (
     GROUP_INDICATORS,
     GroupSpec,
@@ -44,6 +46,8 @@ class Services:
     tiles: TileCache
     heavy: HeavySlots
     exports: DiskCache
+    live: LivePredictor
+    job_rate: RateLimiter
     _groups: OrderedDict[tuple[str, str, str], npt.NDArray[np.intp]] = field(
         default_factory=OrderedDict
     )
@@ -64,6 +68,8 @@ class Services:
             exports=DiskCache(
                 settings.data_dir / "export-cache", settings.export_cache_mb * 2**20, math.inf
             ),
+            live=LivePredictor(settings.device, int(settings.live_cache_mb * 2**20)),
+            job_rate=RateLimiter(settings.jobs_requests_per_minute),
         )
 
     def open(self, ref: LayerRef) -> OpenRelease:
