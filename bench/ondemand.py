@@ -50,7 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap = common.parser(__doc__)
     ap.add_argument("--points", type=int, default=200, help="live point predictions")
     ap.add_argument("--jobs", type=int, default=3, help="area jobs (at distinct places)")
-    ap.add_argument("--km", type=float, default=20.0, help="edge of a job's square (km)")
+    ap.add_argument(
+        "--km",
+        default="20,50",
+        help="edges of the jobs' squares (km, comma-separated); the first is the goal's",
+    )
     return ap
 
 
@@ -130,6 +134,7 @@ def catalog_env(root: Path, demo_root: Path) -> tuple[dict[str, str], str]:
         "SDMATLAS_TILE_CACHE": "[]",
         "SDMATLAS_JOBS_POLL_SECONDS": "0.05",
         "SDMATLAS_LOG_FORMAT": "text",
+        "SDMATLAS_JOBS_MAX_AREA_KM2": "10000",
     }
     return env, token
 
@@ -250,25 +255,37 @@ def main() -> None:
             results["live_over_precomputed_p50"] = round(pct(cold, 50) / pct(point, 50), 2)
             print(json.dumps({k: v for k, v in results.items() if "point" in k}), flush=True)
             places = land_points(Path(b["demo"]), 400, seed=11)
-            jobs = []
-            for lon, lat in places:  # squares wholly over land-ish places, one per place
-                if len(jobs) == args.jobs:
-                    break
-                try:
-                    jobs.append(run_job(client, token, square(lon, lat, args.km)))
-                except httpx.HTTPStatusError as exc:  # a square over the sea: next place
-                    if exc.response.status_code != 400:
-                        raise
-                    continue
-                print(json.dumps(jobs[-1]), flush=True)
+            by_size: dict[str, list[dict[str, Any]]] = {}
+            for km in [float(k) for k in args.km.split(",")]:
+                jobs = by_size[f"{km:g}km"] = []
+                for lon, lat in places:  # one square per place, at distinct places
+                    if len(jobs) == args.jobs:
+                        break
+                    try:
+                        jobs.append(run_job(client, token, square(lon, lat, km)))
+                    except httpx.HTTPStatusError as exc:  # a square over the sea: next
+                        if exc.response.status_code != 400:
+                            raise
+                        continue
+                    print(json.dumps(jobs[-1]), flush=True)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(20)
-    per = statistics.median(j["us_per_pixel_species"] for j in jobs)
-    results["jobs"] = jobs
-    results["job_median_us_per_pixel_species"] = per
-    results["job_over_batch_per_pixel_species"] = round(per / b["us_per_pixel_species"], 2)
-    results["job_median_post_to_tile_s"] = statistics.median(j["post_to_tile_s"] for j in jobs)
+    results["jobs"] = by_size
+    results["job_summary"] = {
+        size: {
+            "median_pixels": statistics.median(j["pixels"] for j in jobs),
+            "median_post_to_tile_s": statistics.median(j["post_to_tile_s"] for j in jobs),
+            "median_us_per_pixel_species": (per := statistics.median(
+                j["us_per_pixel_species"] for j in jobs)),
+            "over_batch_per_pixel_species": round(per / b["us_per_pixel_species"], 2),
+            "median_server_timings_s": {
+                k: statistics.median(j["server_timings"][k] for j in jobs)
+                for k in ("queued_s", "predict_s", "publish_s", "register_s")
+            },
+        }
+        for size, jobs in by_size.items()
+    }  # fmt: skip
     out_file.write_text(json.dumps(results, indent=2))
     print(json.dumps({k: v for k, v in results.items() if k != "jobs"}, indent=2))
     print(f"results: {out_file}")

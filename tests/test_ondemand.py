@@ -161,7 +161,7 @@ def test_job_release_equals_the_batch_window_byte_for_byte(
     rel = open_release(info.storage_uri)
     g, ref = rel.grid, env.world.grid
     r0, c0 = round((ref.y0 - g.y0) / ref.res), round((g.x0 - ref.x0) / ref.res)
-    assert r0 % ref.chunk == 0 and c0 % ref.chunk == 0, "the window is chunk-aligned"
+    assert r0 % g.chunk == 0 and c0 % g.chunk == 0 and ref.chunk % g.chunk == 0
     mine = rel.read(layout.level_array(0, layout.PROBABILITY))
     batch = open_cube(cube).read()[:, r0 : r0 + g.height, c0 : c0 + g.width]
     have = mine[0] != NODATA

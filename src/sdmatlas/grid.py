@@ -8,6 +8,7 @@ grid. Pixel ``(row, col)`` covers ``[x0 + col*res, x0 + (col+1)*res)`` by
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,6 +47,13 @@ class ChunkWindow:
     @property
     def shape(self) -> tuple[int, int]:
         return (self.row1 - self.row0, self.col1 - self.col0)
+
+
+@functools.lru_cache(maxsize=64)
+def transformer(src: str, dst: str) -> Transformer:
+    """An always-xy transformer, made once per pair of CRS per process: making one costs
+    10-50 ms, and grids are rebuilt often (from the catalog, per request)."""
+    return Transformer.from_crs(src, dst, always_xy=True)
 
 
 class Grid(BaseModel):
@@ -149,11 +157,11 @@ class Grid(BaseModel):
 
     @cached_property
     def _to_lonlat(self) -> Transformer:
-        return Transformer.from_crs(self.crs, "EPSG:4326", always_xy=True)
+        return transformer(self.crs, "EPSG:4326")
 
     @cached_property
     def _from_lonlat(self) -> Transformer:
-        return Transformer.from_crs("EPSG:4326", self.crs, always_xy=True)
+        return transformer("EPSG:4326", self.crs)
 
     def xy(
         self, rows: npt.ArrayLike, cols: npt.ArrayLike

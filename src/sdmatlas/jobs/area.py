@@ -1,10 +1,11 @@
 """A job's area: from what a client sends (a bbox, a GeoJSON polygon or a territory code)
 to a territory on a window of the model's reference grid.
 
-The window is aligned on the reference grid's chunks, so a job runs the very chunk
-tasks a batch prediction over the whole grid would, restricted to the chunks the area
-touches, and its pixels are the pixels of the area (centre inside) that the coverage
-mask holds. Pure functions but for the catalog look-up of a territory code.
+The window is aligned on job chunks nested in the reference grid's chunks (64 pixels
+when they divide them), so a job runs ``predict``'s chunk tasks over the chunks the area
+touches, on the same pixels with the same covariates as a batch prediction of the whole
+grid (a test checks the codes byte for byte), and its pixels are the pixels of the area
+(centre inside) that the coverage mask holds. Pure functions.
 """
 
 from __future__ import annotations
@@ -14,17 +15,28 @@ from dataclasses import dataclass
 from typing import Any
 
 import shapely
-from pyproj import Geod, Transformer
+from pyproj import Geod
 from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from sdmatlas import polygons
 from sdmatlas.catalog.covariates import CovariateSet
 from sdmatlas.errors import BudgetExceededError, InvalidInputError, TerritoryError
-from sdmatlas.grid import Grid
+from sdmatlas.grid import Grid, transformer
 from sdmatlas.territory import BothMasks, GeometryMask, RasterMask, Territory, WindowOf
 
 _GEOD = Geod(ellps="WGS84")
+JOB_CHUNK = 64
+"""Chunk edge of a job's cube when the reference grid's chunks are a multiple of it: a job
+costs in proportion to its area, not to the 256-pixel chunks of a continental grid
+(a 20 x 20 km square at 500 m is 40 x 40 pixels; its 256 x 256 chunk would be 41 times
+more to publish)."""
+
+
+def job_chunk(reference_chunk: int) -> int:
+    """The chunk edge of a job's cube: 64, nested in the reference grid's chunks, or the
+    reference chunk itself when 64 does not divide it."""
+    return JOB_CHUNK if reference_chunk % JOB_CHUNK == 0 else reference_chunk
 
 
 @dataclass(frozen=True)
@@ -111,7 +123,7 @@ def job_area(geom_lonlat: BaseGeometry, cov: CovariateSet, max_km2: float) -> Jo
             "(setting jobs_max_area_km2)"
         )
     ref = cov.grid
-    t = Transformer.from_crs(4326, ref.crs, always_xy=True)
+    t = transformer("EPSG:4326", ref.crs)
     projected = shapely.transform(geom_lonlat, lambda xy: _stack(t.transform(xy[:, 0], xy[:, 1])))
     left, bottom, right, top = ref.bounds
     clipped = projected.intersection(box(left, bottom, right, top))
@@ -122,12 +134,12 @@ def job_area(geom_lonlat: BaseGeometry, cov: CovariateSet, max_km2: float) -> Jo
             f"(lon {lon0:.3f}..{lon1:.3f}, lat {lat0:.3f}..{lat1:.3f})"
         )
     minx, miny, maxx, maxy = clipped.bounds
-    res, ch = ref.res, ref.chunk
+    res, ch = ref.res, job_chunk(ref.chunk)
     col0 = max(0, math.floor((minx - ref.x0) / res))
     col1 = min(ref.width, math.ceil((maxx - ref.x0) / res))
     row0 = max(0, math.floor((ref.y0 - maxy) / res))
     row1 = min(ref.height, math.ceil((ref.y0 - miny) / res))
-    # whole chunks of the reference grid: the job's tasks are the batch's tasks
+    # whole job chunks, each inside one chunk of the reference grid
     row0, col0 = row0 // ch * ch, col0 // ch * ch
     row1, col1 = min(ref.height, -(-row1 // ch) * ch), min(ref.width, -(-col1 // ch) * ch)
     grid = Grid(
@@ -149,5 +161,5 @@ def _stack(xy: tuple[Any, Any]) -> Any:
 
 
 def _lonlat_bounds(grid: Grid) -> tuple[float, float, float, float]:
-    t = Transformer.from_crs(grid.crs, 4326, always_xy=True)
+    t = transformer(grid.crs, "EPSG:4326")
     return t.transform_bounds(*grid.bounds)

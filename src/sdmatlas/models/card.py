@@ -164,7 +164,10 @@ def load_card(path: Path) -> ModelCard:
         raise NotFoundError(f"model card {path} does not exist")
     try:
         text = path.read_text()
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        # libyaml's loader when PyYAML has it: a 10,000-species card parses in a
+        # fraction of the pure-Python loader's time (on-demand jobs load it per job)
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        data = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=loader)
     except (OSError, ValueError, yaml.YAMLError) as exc:
         raise ModelCardError(f"model card {path} is not readable YAML/JSON: {exc}") from exc
     if not isinstance(data, dict):

@@ -36,6 +36,7 @@ from pyproj import CRS
 from zarr.codecs import ZstdCodec
 
 from sdmatlas import quantize
+from sdmatlas.chunk_writer import ChunkWriter
 from sdmatlas.errors import IncompleteReleaseError, NotFoundError, ReleaseExistsError
 from sdmatlas.grid import ChunkWindow, Grid
 from sdmatlas.zarr_access import sdmatlas_attrs
@@ -127,9 +128,10 @@ class Cube:
         return zarr.open_array(self.path / PROBABILITY, mode=mode)
 
     def write_region(self, window: ChunkWindow, codes: npt.NDArray[np.uint8]) -> None:
-        """Write all species of one spatial chunk (aligned: no other task touches it)."""
-        arr = self.array("r+")
-        arr[:, window.row0 : window.row1, window.col0 : window.col1] = codes
+        """Write all species of one spatial chunk (aligned: no other task touches it), one
+        whole shard file at a time (:mod:`sdmatlas.chunk_writer`; zarr-python's own write
+        took 87 ms for a 64 x 64 x 200 chunk, most of an on-demand job's write time)."""
+        ChunkWriter.of(self.array("r+")).write((0, window.row0, window.col0), codes)
 
     def read(self, require_complete: bool = True) -> npt.NDArray[np.uint8]:
         """The whole cube as uint8 codes (small cubes and tests only)."""

@@ -180,7 +180,9 @@ def predict_point(
     if not (math.isfinite(lon) and math.isfinite(lat)):
         raise InvalidInputError("lon and lat must be finite numbers")
     timer = Timer()
-    cov: CovariateSet = find_covariates(svc.catalog, model, period)
+    cov: CovariateSet = svc.memo(  # one catalog query per layer_cache_seconds
+        ("covariates", model, period), lambda: find_covariates(svc.catalog, model, period)
+    )
     with timer.span("predict"):
         res = svc.live.predict(cov, lon, lat)
     body: dict[str, Any] = {
