@@ -505,3 +505,63 @@ def test_covariate_values_missing_at_a_point_are_not_a_fault(env: Env) -> None:
     lon, lat = env.world.grid.lonlat(np.array([sea[0]]), np.array([sea[1]]))
     res = LivePredictor("cpu").predict(cov, float(lon[0]), float(lat[0]))
     assert not res.inside and (res.codes == NODATA).all()
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def test_command_line_keys_covariates_and_a_separate_runner(
+    tmp_path: Path, coast: World, demo_card: Path
+) -> None:
+    """`keys create/list/revoke`, `covariates register/list`, and `jobs run` taking a job
+    that an API process without a runner queued."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    from conftest import sdmatlas_server
+
+    exe = str(Path(sys.executable).parent / "sdmatlas")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SDMATLAS_")} | {
+        "SDMATLAS_DATA_DIR": str(tmp_path),
+        "SDMATLAS_CHUNK_SIZE": str(coast.grid.chunk),
+        "SDMATLAS_JOBS_POLL_SECONDS": "0.05",
+    }
+
+    def cli(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=120)
+        assert (r.returncode == 0) == ok, r.stderr
+        return r
+
+    token = cli("keys", "create", "ci", "--scope", "jobs:write").stdout.strip()
+    assert token.startswith("sdm_") and len(token) == 56
+    assert "a key named 'ci' exists" in cli("keys", "create", "ci", ok=False).stderr
+    bad_scope = cli("keys", "create", "x", "--scope", "root", ok=False)
+    assert "not known" in bad_scope.stderr and bad_scope.returncode == 2
+    folder = str(coast.covariates["elevation"].parent)
+    cli("covariates", "register", str(demo_card), "--period", PERIOD,
+        "--territory", str(coast.territory_path), "--covariates", folder)  # fmt: skip
+    assert "demo-sdm@1.0.0\t2020\televation,landcover" in cli("covariates", "list").stdout
+    with sdmatlas_server({**{k: v for k, v in env.items() if k.startswith("SDMATLAS_")},
+                          "SDMATLAS_JOBS_RUNNER": "false"}) as base:  # fmt: skip
+        e = Env(Settings(data_dir=tmp_path), None, token, coast)  # type: ignore[arg-type]
+        r = httpx.post(f"{base}/jobs", headers=e.headers(), timeout=30, json={
+            "model": "demo-sdm", "period": PERIOD,
+            "area": {"bbox": e.lonlat_box(40, 60, 60, 80)}})  # fmt: skip
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+        time.sleep(0.5)
+        assert httpx.get(f"{base}/jobs/{job_id}").json()["status"] == "queued"
+        runner = subprocess.Popen([exe, "jobs", "run"], env=env, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while (job := httpx.get(f"{base}/jobs/{job_id}").json())["status"] != "done":
+                assert time.monotonic() < deadline and job["status"] != "failed", job
+                time.sleep(0.1)
+        finally:
+            runner.send_signal(signal.SIGTERM)
+            assert runner.wait(30) == 0
+        assert httpx.get(f"{base}/releases/{job['release']}").status_code == 200
+    cli("keys", "revoke", "ci")
+    assert "revoked" in cli("keys", "list").stdout

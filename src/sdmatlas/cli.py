@@ -46,6 +46,8 @@ cov_app = typer.Typer(
     help="Covariates known to the server (on-demand prediction).", no_args_is_help=True
 )
 app.add_typer(cov_app, name="covariates")
+jobs_app = typer.Typer(help="On-demand prediction jobs.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
 console = Console(stderr=True)
 
 
@@ -469,6 +471,31 @@ def covariates_list() -> None:
     with _catalog(Settings()) as catalog, _errors():
         for c in list_covariates(catalog):
             typer.echo(f"{c.model}\t{c.period}\t{','.join(sorted(c.covariates))}")
+
+
+@jobs_app.command("run")
+def jobs_run() -> None:
+    """Run on-demand jobs in this process until stopped (Ctrl-C, SIGTERM): for API
+    processes started with SDMATLAS_JOBS_RUNNER=false, or a machine of its own."""
+    import signal
+    import threading
+
+    from sdmatlas.jobs.runner import JobRunner
+
+    settings = Settings()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with _catalog(settings) as catalog, _errors():
+        catalog.upgrade()
+        runner = JobRunner(settings, catalog)
+        runner.start()
+        console.print(f"job runner {runner.name} on {catalog.where}; Ctrl-C stops it")
+        try:
+            while not stop.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            pass
+        runner.stop()
 
 
 @app.command("import-species")
