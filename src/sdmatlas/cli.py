@@ -1096,7 +1096,7 @@ def _demo_catalog(settings: Settings, species_csv: Path, release: Path) -> None:
         )  # fmt: skip
         console.print(
             f"catalog [bold]{catalog.where}[/]: territories {terr}; species {sp}; "
-            f"release {release.name} {state}; covariates of {DEMO_CARD.stem} registered for "
+            f"release {release.name} {state}; the demo model's covariates registered for "
             "on-demand jobs and live point predictions"
         )
 
