@@ -7,7 +7,6 @@ import json
 import math
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -20,8 +19,8 @@ from sdmatlas.errors import InvalidInputError, TerritoryError
 from sdmatlas.jobs import store
 from sdmatlas.jobs.area import client_geometry, job_area
 from sdmatlas.predict.pipeline import plan_tasks
-from sdmatlas.quantize import NODATA
 from sdmatlas.serve.api.deps import services
+from sdmatlas.serve.api.queries import ranked_species
 from sdmatlas.serve.auth import require
 from sdmatlas.serve.offload import offload
 from sdmatlas.serve.services import Services
@@ -199,18 +198,9 @@ def predict_point(
         "cached": res.cached,
     }
     if res.inside:
-        p = res.probabilities
-        keep = np.flatnonzero((res.codes != NODATA) & (p >= min_probability - 1e-9))
-        order = keep[np.lexsort((res.species_ids[keep], -p[keep]))]
-        body["total"] = len(order)
-        body["species"] = [
-            {
-                "id": int(res.species_ids[i]),
-                "name": res.species_names[i],
-                "probability": round(float(p[i]), 4),
-            }
-            for i in order[offset : offset + limit]
-        ]
+        body["total"], body["species"] = ranked_species(
+            res.species_ids, res.species_names, res.codes, min_probability, offset, limit
+        )
     return Response(
         json.dumps(body),
         media_type="application/json",

@@ -9,6 +9,7 @@ import math
 from typing import Annotated, Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 import shapely
 from fastapi import APIRouter, Query, Request, Response
 from shapely.geometry.base import BaseGeometry
@@ -17,7 +18,7 @@ from sdmatlas import polygons
 from sdmatlas.catalog import queries as catalog_queries
 from sdmatlas.errors import InvalidInputError
 from sdmatlas.publish import queries
-from sdmatlas.quantize import NODATA
+from sdmatlas.quantize import NODATA, dequantize
 from sdmatlas.serve import reports
 from sdmatlas.serve.api.deps import services
 from sdmatlas.serve.offload import offload
@@ -95,21 +96,32 @@ def point(
     }
     if res.inside:
         with timer.span("rank"):
-            p = res.probabilities
-            keep = np.flatnonzero((res.codes != NODATA) & (p >= min_probability - 1e-9))
-            order = keep[np.lexsort((res.species_ids[keep], -p[keep]))]
-            page = order[offset : offset + limit]
-            body["total"] = len(order)
-            body["species"] = [
-                {
-                    "id": int(res.species_ids[i]),
-                    "name": rel.species_names[i],
-                    "probability": round(float(p[i]), 4),
-                }
-                for i in page
-            ]
+            body["total"], body["species"] = ranked_species(
+                res.species_ids, rel.species_names, res.codes, min_probability, offset, limit
+            )
             body["indicators"] = _indicator_values(svc, rel, res.row, res.col)
     return _json(body, timer)
+
+
+def ranked_species(
+    ids: npt.NDArray[np.int64],
+    names: list[str],
+    codes: npt.NDArray[np.uint8],
+    min_probability: float,
+    offset: int,
+    limit: int,
+) -> tuple[int, list[dict[str, Any]]]:
+    """Species at a pixel by probability (highest first, then id), at least
+    ``min_probability``, paged: the total and one page of ``{id, name, probability}``
+    (``/point`` and ``/predict/point`` answer the same way)."""
+    p = dequantize(codes)
+    keep = np.flatnonzero((codes != NODATA) & (p >= min_probability - 1e-9))
+    order = keep[np.lexsort((ids[keep], -p[keep]))]
+    page = [
+        {"id": int(ids[i]), "name": names[i], "probability": round(float(p[i]), 4)}
+        for i in order[offset : offset + limit]
+    ]
+    return len(order), page
 
 
 def _json(body: Any, timer: Timer) -> Response:
