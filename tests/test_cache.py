@@ -408,6 +408,7 @@ def test_seed_over_a_territory_and_bad_arguments(
         (["--tms", "Nope"], "TileMatrixSet"),
         (["--territory", "XX"], "XX"),
         (["--format", "npy"], "png or webp"),
+        (["--zoom", "5-20"], "beyond layer"),
     ]:
         bad = subprocess.run([sd, "seed", LAYER, *args], env=env, capture_output=True,
                              text=True, timeout=120)  # fmt: skip
@@ -478,6 +479,58 @@ def test_pmtiles_archives_hold_what_the_api_serves(
         assert bad.returncode == 2 and words in " ".join(bad.stderr.split()), (args, bad.stderr)
         assert "Traceback" not in bad.stderr
     assert list(out.glob(".*.tmp")) == []  # nothing half-written left behind
+
+
+def test_mbtiles_archives_hold_what_the_api_serves_and_gdal_reads_them(
+    catalog_settings: Settings, tmp_path: Path
+) -> None:
+    """``seed --to mbtiles DIR``: an MBTiles 1.3 file per layer whose ``tiles`` view holds
+    the API's bytes (TMS rows), identical tiles stored once, the metadata of the layer;
+    GDAL's MBTiles driver (through rasterio) opens it with the right bounds and zoom."""
+    import sqlite3
+
+    import rasterio
+    import rasterio.warp
+
+    from sdmatlas.serve.archive import archive_path
+
+    env = {k: v for k, v in _seed_env(catalog_settings, tmp_path / "tiles").items()
+           if k != "SDMATLAS_TILE_CACHE"}  # fmt: skip
+    out = tmp_path / "mb"
+    cmd = [str(BIN / "sdmatlas"), "seed", LAYER, "--zoom", "8-10", "--to", "mbtiles", str(out)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    plain = app(catalog_settings)
+    info = plain.get(f"/layers/{LAYER}").json()
+    path = archive_path(out, LAYER, "mbtiles")
+    with sqlite3.connect(path) as db:
+        meta = dict(db.execute("SELECT name, value FROM metadata"))
+        rows = db.execute("SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles")
+        tiles = {(z, x, (1 << z) - 1 - r): bytes(d) for z, x, r, d in rows}
+        n_images = db.execute("SELECT count(*) FROM images").fetchone()[0]
+    assert meta["format"] == "png" and (meta["minzoom"], meta["maxzoom"]) == ("8", "10")
+    assert meta["version"] == info["version"] and meta["name"] == info["title"]
+    w, s_, e, n = info["bbox"]
+    assert [float(v) for v in meta["bounds"].split(",")] == pytest.approx([w, s_, e, n])
+    tms = morecantile.tms.get("WebMercatorQuad")
+    stored = 0
+    for t in tms.tiles(w, s_, e, n, [8, 9, 10]):
+        api = plain.get(f"/tiles/{LAYER}/WebMercatorQuad/{t.z}/{t.x}/{t.y}.png")
+        if api.headers.get("X-Tile-Empty") == "true":
+            assert (t.z, t.x, t.y) not in tiles
+        else:
+            assert tiles[(t.z, t.x, t.y)] == api.content, t
+            stored += 1
+    assert stored == len(tiles) > 3 and n_images <= stored
+    with rasterio.open(path) as ds:  # GDAL's MBTiles driver: the highest zoom, in 3857
+        assert ds.driver == "MBTiles" and ds.crs.to_epsg() == 3857
+        assert ds.res[0] == pytest.approx(tms.matrix(10).cellSize, rel=1e-6)
+        left, bottom, right, top = rasterio.warp.transform_bounds(ds.crs, 4326, *ds.bounds)
+        # GDAL crops to the metadata bounds, snapped to its pixels (10 m at zoom 10)
+        assert [left, bottom, right, top] == pytest.approx([w, s_, e, n], abs=2e-4)
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "already of this layer version" in again.stderr
+    assert list(out.glob(".*.tmp")) == []
 
 
 def test_a_killed_archive_seed_and_a_new_layer_version(

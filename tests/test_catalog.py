@@ -613,7 +613,7 @@ def test_command_line(
         return " ".join(result.output.split())
 
     assert "revision (empty)" in ok("db", "current")
-    assert "at revision 0003" in ok("db", "upgrade")
+    assert "at revision 0004" in ok("db", "upgrade")
     assert "(up to date)" in ok("db", "current")
     assert "10 added" in ok("import-territories", str(TERRITORIES))
     assert "12 added" in ok("import-species", str(SPECIES_CSV), "--territory", "HR")

@@ -62,10 +62,12 @@ class Env:
         return [lon0, lat0, lon1, lat1]
 
 
-def make_env(root: Path, world: World, demo_card: Path, **settings: Any) -> Env:
+def make_env(
+    root: Path, world: World, demo_card: Path, database_url: str | None = None, **settings: Any
+) -> Env:
     s = Settings(
         data_dir=root,
-        database_url=f"sqlite:///{root / 'catalog.sqlite'}",
+        database_url=database_url or f"sqlite:///{root / 'catalog.sqlite'}",
         jobs_poll_seconds=0.05,
         tile_cache=[],
         **settings,
@@ -198,6 +200,47 @@ def test_job_release_equals_the_batch_window_byte_for_byte(
     # the same request again: the same job, not a new computation
     again = post_job(client, env, area)
     assert again.status_code == 200 and again.json()["id"] == job["id"] and again.json()["reused"]
+
+
+@pytest.mark.slow
+def test_a_job_on_postgis(
+    tmp_path: Path, coast: World, demo_card: Path, cube: Path, postgres: Any
+) -> None:
+    """The same life on a real PostgreSQL + PostGIS catalog: claim, progress, register
+    with expiry, deduplication, deleting a finished job, keys."""
+    from conftest import new_database
+
+    env = make_env(tmp_path, coast, demo_card, database_url=new_database(postgres))
+    try:
+        with TestClient(create_app(env.settings, env.catalog)) as client:
+            area = {"bbox": env.lonlat_box(40, 60, 70, 90)}
+            job = post_job(client, env, area).json()
+            done = wait_job(client, job["id"], {"done", "failed"})
+            assert done["status"] == "done", done
+            rk = done["release"]
+            assert done["expires_at"].endswith("+00:00")
+            assert client.get(f"/releases/{rk}").status_code == 200
+            with env.catalog.session() as s:
+                from sdmatlas.catalog.queries import get_release
+
+                rel = open_release(get_release(s, rk).storage_uri)
+            g, ref = rel.grid, coast.grid
+            r0, c0 = round((ref.y0 - g.y0) / ref.res), round((g.x0 - ref.x0) / ref.res)
+            mine = rel.read(layout.level_array(0, layout.PROBABILITY))
+            batch = open_cube(cube).read()[:, r0 : r0 + g.height, c0 : c0 + g.width]
+            have = mine[0] != NODATA
+            np.testing.assert_array_equal(mine[:, have], batch[:, have])
+            assert post_job(client, env, area).json()["id"] == job["id"]
+            assert client.post("/jobs", json={}).status_code == 401
+            d = client.delete(f"/jobs/{job['id']}", headers=env.headers())
+            assert d.status_code == 202
+            deadline = time.monotonic() + 30
+            while client.get(f"/releases/{rk}").status_code != 404:
+                assert time.monotonic() < deadline, "the deleted job's release stayed"
+                time.sleep(0.05)
+            assert not (env.settings.jobs_path / job["id"]).exists()
+    finally:
+        env.catalog.dispose()
 
 
 def test_cancel_mid_run_removes_everything(

@@ -109,6 +109,52 @@ def test_seeded_tiles_equal_requested_tiles(settings: Settings, tmp_path: Path) 
         c.dispose()
 
 
+def test_seeding_on_dask_equals_requested_tiles_and_resumes(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """``seed`` on a Dask LocalCluster (one worker process): every tile lands in the disk
+    cache byte for byte as rendered on request; a second run finds them all cached."""
+    from sdmatlas.executor import ExecutorOptions
+    from sdmatlas.serve.seed import seed
+
+    cached = settings.model_copy(update={"tile_cache": ["disk"], "data_dir": tmp_path})
+    c = Catalog.from_settings(cached)
+    try:
+        seeder, plain = Services.build(cached, c), Services.build(settings, c)
+        jobs = list(plan(seeder, _layers()[::3], ["WebMercatorQuad"], (5, 9), None))
+        verdicts = build_plan(seeder, jobs, "png", None).verdicts
+        seen: list[int] = []
+        on_dask = ExecutorOptions(workers=1)
+        first = seed(cached, jobs, "png", {"colormap": None}, 1, seen.append, verdicts, on_dask)
+        assert sum(seen) == len(jobs) == first.rendered + first.uniform + first.cached
+        planned = sum(v.kind != DENSE for v in verdicts.values())
+        assert first.cached == 0 and first.rendered and first.uniform == planned > 0
+        again = seed(cached, jobs, "png", {"colormap": None}, 1, None, verdicts, on_dask)
+        assert again.cached == len(jobs) and again.rendered == again.uniform == 0
+        for job in jobs:
+            layer, tms, z, x, y = job
+            v = seeder.layers.resolve(layer).version
+            got = make_tile(seeder, TileRequest.of(layer, tms, z, x, y, "png", {"v": v}))
+            assert got is not None and got.source.startswith("hit"), job
+            assert got.body == _render(plain, job, "png"), job
+    finally:
+        c.dispose()
+
+
+def test_zooms_beyond_the_layers_range_are_refused(svc: Services) -> None:
+    from sdmatlas.errors import InvalidInputError
+    from sdmatlas.serve.seed import MAX_OVERZOOM
+    from sdmatlas.serve.tiles.core import zoom_range
+
+    layer = f"{KEY}:species:1"
+    _, hi = zoom_range(svc, svc.layers.resolve(layer), "WebMercatorQuad")
+    assert list(plan(svc, [layer], ["WebMercatorQuad"], (hi, hi + MAX_OVERZOOM), None))
+    with pytest.raises(InvalidInputError, match=f"native {hi}"):
+        list(plan(svc, [layer], ["WebMercatorQuad"], (hi, hi + MAX_OVERZOOM + 1), None))
+    with pytest.raises(InvalidInputError, match="beyond layer"):
+        list(plan(svc, [layer], ["EuropeanETRS89_LAEAQuad"], (0, 30), None))
+
+
 def test_the_plan_command(settings: Settings, tmp_path: Path) -> None:
     env = {"SDMATLAS_DATABASE_URL": str(settings.database_url),
            "SDMATLAS_DATA_DIR": str(settings.data_dir), "PATH": str(BIN)}  # fmt: skip

@@ -581,6 +581,76 @@ def export_cmd(
     console.print(f"wrote {path}")
 
 
+@app.command("calibrate")
+def calibrate_cmd(
+    release: Annotated[str, typer.Argument(help="A release directory or location.")],
+    surveys: Annotated[
+        Path,
+        typer.Option(help="Presence/absence surveys (CSV: site_id, x, y or lon, lat, sp1...)."),
+    ],
+    alpha: Annotated[
+        float,
+        typer.Option(
+            help="Target miscoverage: a present species is in the set with "
+            "probability >= 1 - alpha."
+        ),
+    ] = 0.1,
+    split: Annotated[
+        str | None, typer.Option(help="Use only sites with this value in the split column.")
+    ] = None,
+    holdout: Annotated[
+        float, typer.Option(help="Share of the sites held out to report the coverage.")
+    ] = 0.25,
+    test: Annotated[
+        Path | None, typer.Option(help="Independent surveys to report the coverage on.")
+    ] = None,
+    species: Annotated[
+        Path | None,
+        typer.Option(help="Species CSV with iucn and status flags: coverage per status group."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the held-out draw.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Write the report (JSON) here.")] = None,
+) -> None:
+    """Calibrate a release's species-set threshold by split conformal prediction on
+    surveys, and report the coverage and set size it gives."""
+    from sdmatlas.calibration import calibrate
+    from sdmatlas.publish.species_csv import species_info_from_csv
+    from sdmatlas.storage import open_release
+
+    with _errors():
+        rel = open_release(_location(release), Settings().storage_options)
+        info = species_info_from_csv(species, rel.species_ids.tolist()) if species else None
+        report = calibrate(rel, surveys, alpha, split=split, holdout=holdout, seed=seed,
+                           test=test, info=info)  # fmt: skip
+    text = json.dumps(report, indent=2)
+    if out is not None:
+        out.write_text(text)
+    typer.echo(text)
+
+
+@demo_app.command("surveys")
+def demo_surveys(
+    out: Annotated[Path, typer.Option(help="The CSV to write.")],
+    sites: Annotated[int, typer.Option(min=1, help="Number of survey sites.")] = 8000,
+    seed: Annotated[int, typer.Option(help="Seed of the draw (the demo's own is 43).")] = 7,
+) -> None:
+    """Fresh presence/absence surveys of the demo's virtual species, drawn from their true
+    probabilities (test data for a model or a calibration)."""
+    from sdmatlas.demo.build import DemoPaths, load_species, sample_surveys, write_surveys
+    from sdmatlas.territory import load_territory
+
+    root = Settings().data_dir / "demo"
+    with _errors():
+        paths = DemoPaths(root)
+        if not paths.exists():
+            raise InvalidInputError(f"no demo inputs in {root}: run sdmatlas demo build first")
+        species = load_species(paths)
+        terr = load_territory(paths.territory)
+        rows, cols, presence, _ = sample_surveys(species, terr, sites, seed, test_fraction=0.0)
+        write_surveys(out, terr.grid, species, rows, cols, presence, presence[:, 0] < 0)
+    console.print(f"{len(rows)} survey sites written to {out}")
+
+
 @app.command("stac")
 def stac_cmd(
     release: Annotated[Path, typer.Argument(help="A release directory.")],
@@ -740,13 +810,20 @@ def seed_cmd(
     bbox: Annotated[str | None, typer.Option(help="lon/lat west,south,east,north.")] = None,
     territory: Annotated[str | None, typer.Option(help="A territory code of the catalog.")] = None,
     processes: Annotated[int, typer.Option(min=1, max=256, help="Worker processes.")] = 2,
+    dask: Annotated[
+        bool, typer.Option(help="Seed on a Dask LocalCluster of --processes workers.")
+    ] = False,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Seed on a running Dask scheduler (tcp://host:8786); into the cache."),
+    ] = None,
     colormap: Annotated[str | None, typer.Option(help="Colormap of the seeded tiles.")] = None,
     format: Annotated[str, typer.Option(help="png or webp.")] = "png",
     to: Annotated[
         tuple[str, str],
         typer.Option(
-            help="Where tiles go: 'cache -' (the disk or Redis tile cache) or 'pmtiles DIR' "
-            "(one static PMTiles archive per layer, WebMercatorQuad).",
+            help="Where tiles go: 'cache -' (the disk or Redis tile cache), 'pmtiles DIR' "
+            "or 'mbtiles DIR' (one static archive per layer, WebMercatorQuad).",
             metavar="TARGET DIR",
         ),
     ] = ("cache", "-"),
@@ -789,6 +866,7 @@ def seed_cmd(
     from shapely.geometry import box
     from shapely.geometry.base import BaseGeometry
 
+    from sdmatlas.executor import ExecutorOptions
     from sdmatlas.serve.seed import parse_zooms, plan, release_layers, seed, territory_outline
     from sdmatlas.serve.seed_plan import build_plan
     from sdmatlas.serve.services import Services
@@ -825,29 +903,36 @@ def seed_cmd(
             raise InvalidInputError("seed png or webp tiles")
         render.parse_style(colormap, None, (0.0, 1.0))
         target, folder = to
-        if target not in ("cache", "pmtiles"):
-            raise InvalidInputError(f"--to {target!r}: use cache or pmtiles DIR")
-        if popular_tiles is not None and target == "pmtiles":
+        if target not in ("cache", "pmtiles", "mbtiles"):
+            raise InvalidInputError(f"--to {target!r}: use cache, pmtiles DIR or mbtiles DIR")
+        if (dask or scheduler) and target != "cache":
+            raise InvalidInputError(
+                "--dask and --scheduler seed the cache; archives use --processes"
+            )
+        if popular_tiles is not None and target != "cache":
             raise InvalidInputError("--by tiles seeds the cache; archives take --by layers")
         if plan_only:
-            names = ["WebMercatorQuad"] if target == "pmtiles" else tms
+            names = ["WebMercatorQuad"] if target != "cache" else tms
             jobs = popular_tiles or list(
                 plan(svc, ids, names, parse_zooms(zoom) if zoom else None, area)
             )
             _print_plan(build_plan(svc, jobs, format, colormap), plan_json)
             return
-        if target == "pmtiles":
+        if target != "cache":
             _seed_archives(svc, settings, ids, Path(folder), zoom, area, format, colormap,
-                           processes)  # fmt: skip
+                           processes, target)  # fmt: skip
             return
         jobs = popular_tiles or list(plan(svc, ids, tms, parse_zooms(zoom) if zoom else None, area))
         verdicts = build_plan(svc, jobs, format, colormap).verdicts
+        on_dask = (
+            ExecutorOptions(workers=processes, scheduler=scheduler) if dask or scheduler else None
+        )
         columns = [*Progress.get_default_columns()[:-1], MofNCompleteColumn(),
                    TimeElapsedColumn(), TimeRemainingColumn()]  # fmt: skip
         with Progress(*columns, console=console, transient=False) as bar:
             task = bar.add_task(f"seeding {len(ids)} layer(s)", total=len(jobs))
             report = seed(settings, jobs, format, {"colormap": colormap}, processes,
-                          lambda n: bar.advance(task, n), verdicts)  # fmt: skip
+                          lambda n: bar.advance(task, n), verdicts, on_dask)  # fmt: skip
     console.print(
         f"seeded {report.planned} tiles: {report.rendered} rendered, {report.uniform} empty "
         f"or uniform written from the plan, {report.cached} already "
@@ -925,9 +1010,10 @@ def _print_plan(p: Any, out: Path | None) -> None:
 
 def _seed_archives(
     svc: Any, settings: Settings, ids: list[str], folder: Path, zoom: str | None, area: Any,
-    format: str, colormap: str | None, processes: int,
+    format: str, colormap: str | None, processes: int, kind: str = "pmtiles",
 ) -> None:  # fmt: skip
-    """``seed --to pmtiles DIR``: one archive per layer, each checked before any work."""
+    """``seed --to pmtiles|mbtiles DIR``: one archive per layer, each checked before any
+    work."""
     from rich.progress import MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from sdmatlas.serve.archive import ARCHIVE_TMS, check_folder, write_layer
@@ -946,7 +1032,7 @@ def _seed_archives(
             verdicts = build_plan(svc, plans[ref.id], format, colormap).verdicts
             r = write_layer(svc, settings, ref, plans[ref.id], folder, format,
                             {"colormap": colormap}, processes,
-                            lambda n: bar.advance(task, n), verdicts)  # fmt: skip
+                            lambda n: bar.advance(task, n), verdicts, kind)  # fmt: skip
             what = {"written": f"{r.tiles} tiles ({r.unique} distinct), {r.empty} empty left out",
                     "current": "already of this layer version",
                     "no data": "no tile with data: no archive"}[r.status]  # fmt: skip

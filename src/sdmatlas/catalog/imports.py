@@ -33,6 +33,7 @@ from sdmatlas.catalog.schema import (
     TerritoryLevel,
 )
 from sdmatlas.errors import InvalidInputError, NotFoundError, TerritoryError
+from sdmatlas.status import parse_iucn
 
 FLAGS = ("protected", "invasive", "endemic")
 _TRUE = {"1", "true", "yes", "y", "t"}
@@ -67,7 +68,7 @@ class SpeciesRow:
     family: str | None
     gbif_key: int | None
     vernacular: tuple[tuple[str, str], ...]  # (lang, name)
-    flags: dict[str, bool] | None
+    flags: dict[str, Any] | None  # protected, invasive, endemic (bool), iucn (str | None)
 
 
 def _flag(value: str | None, where: str, name: str) -> bool:
@@ -117,7 +118,8 @@ def _vernacular(value: str | None, where: str) -> tuple[tuple[str, str], ...]:
 def read_species_csv(path: Path) -> list[SpeciesRow]:
     """Rows of a species CSV. Columns: ``species_id``, ``scientific_name`` (required);
     ``genus``, ``family``, ``gbif_key``, ``vernacular`` (``lang:name; ...``),
-    ``protected``, ``invasive``, ``endemic`` (optional)."""
+    ``protected``, ``invasive``, ``endemic``, ``iucn`` (an IUCN Red List category)
+    (optional)."""
     if not path.exists():
         raise NotFoundError(f"species file {path} does not exist")
     rows: list[SpeciesRow] = []
@@ -128,7 +130,7 @@ def read_species_csv(path: Path) -> list[SpeciesRow]:
         for needed in ("species_id", "scientific_name"):
             if needed not in cols:
                 raise InvalidInputError(f"{path} needs a {needed} column")
-        has_flags = bool(cols & set(FLAGS))
+        has_flags = bool(cols & {*FLAGS, "iucn"})
         for line, row in enumerate(reader, start=2):
             where = f"{path.name}, line {line}"
             sid = _int(row["species_id"], where, "species_id", required=True)
@@ -147,7 +149,12 @@ def read_species_csv(path: Path) -> list[SpeciesRow]:
                     family=_text(row.get("family"), where, "family", 100),
                     gbif_key=_int(row.get("gbif_key"), where, "gbif_key", required=False),
                     vernacular=_vernacular(row.get("vernacular"), where),
-                    flags={f: _flag(row.get(f), where, f) for f in FLAGS} if has_flags else None,
+                    flags={
+                        **{f: _flag(row.get(f), where, f) for f in FLAGS},
+                        "iucn": parse_iucn(row.get("iucn"), where),
+                    }
+                    if has_flags
+                    else None,
                 )
             )
     return rows

@@ -138,6 +138,7 @@ class SpeciesStatus(Base):
     protected: Mapped[bool] = mapped_column(Boolean, default=False)
     invasive: Mapped[bool] = mapped_column(Boolean, default=False)
     endemic: Mapped[bool] = mapped_column(Boolean, default=False)
+    iucn: Mapped[str | None] = mapped_column(String(2))  # IUCN Red List category
 
 
 class Model(Base):

@@ -195,8 +195,28 @@ def simulate_species(
     return out
 
 
+#: The simulated IUCN category mix of the demo's virtual species (a plausible one for a
+#: European flora: most Least Concern, a fifth threatened); endemics and protected
+#: species are three times as likely to be threatened, invasive ones are never.
+IUCN_MIX = {"LC": 0.58, "NT": 0.18, "VU": 0.13, "EN": 0.08, "CR": 0.03}
+
+
+def simulated_iucn(sp: VirtualSpecies) -> str:
+    """A species' simulated IUCN category, drawn from its own random stream (so adding
+    it changed no other simulated value)."""
+    if sp.invasive:
+        return "LC"
+    rng = np.random.default_rng(1_000_003 + sp.id)
+    cats = list(IUCN_MIX)
+    w = np.array([IUCN_MIX[c] for c in cats])
+    if sp.endemic or sp.protected:
+        w[2:] *= 3.0
+    return str(rng.choice(cats, p=w / w.sum()))
+
+
 def write_species_csv(species: list[VirtualSpecies], path: Path) -> None:
-    """The species list with taxonomy, status flags and the true response parameters."""
+    """The species list with taxonomy, status flags, the simulated IUCN category and the
+    true response parameters."""
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(
@@ -208,6 +228,7 @@ def write_species_csv(species: list[VirtualSpecies], path: Path) -> None:
                 "protected",
                 "invasive",
                 "endemic",
+                "iucn",
                 "niche",
             ]
         )
@@ -235,6 +256,7 @@ def write_species_csv(species: list[VirtualSpecies], path: Path) -> None:
                     int(sp.protected),
                     int(sp.invasive),
                     int(sp.endemic),
+                    simulated_iucn(sp),
                     json.dumps(niche, sort_keys=True),
                 ]
             )

@@ -184,8 +184,7 @@ class JobRunner:
         store.finish(self.catalog, job.id, JobStatus.failed, error=message[:2000])
 
     def _remove_data(self, job: Job) -> None:
-        store.drop_release(self.catalog, release_key(job.id))
-        shutil.rmtree(job_dir(self.settings, job.id), ignore_errors=True)
+        remove_data(self.catalog, self.settings, job.id)
 
     def _remove(self, job: Job, expired: bool = False) -> None:
         self._remove_data(job)
@@ -246,6 +245,12 @@ class _Heartbeat:
     def check(self) -> None:
         if self.cancelled:
             raise JobCancelledError(f"job {self.job_id} was cancelled")
+
+
+def remove_data(catalog: Catalog, settings: Settings, job_id: str) -> None:
+    """A job's release (catalog rows, then files) and its cube."""
+    store.drop_release(catalog, release_key(job_id))
+    shutil.rmtree(job_dir(settings, job_id), ignore_errors=True)
 
 
 def _registration(catalog: Catalog, covariates_id: int) -> CovariateSet:

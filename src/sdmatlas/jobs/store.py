@@ -120,9 +120,12 @@ def get(catalog: Catalog, job_id: str) -> Job:
         return job
 
 
-def request_cancel(catalog: Catalog, job_id: str, key_id: int | None, admin: bool) -> Job:
-    """Mark a job cancelled (its runner, or the sweep, removes its data). Only the key
-    that made it, or an admin key, may."""
+def request_cancel(
+    catalog: Catalog, job_id: str, key_id: int | None, admin: bool
+) -> tuple[Job, JobStatus]:
+    """Mark a job cancelled; returns it and its status before. A running job's data is
+    removed by its runner (or, if that runner died, by the sweep); the caller removes a
+    queued or finished job's at once. Only the key that made it, or an admin key, may."""
     with catalog.session() as s:
         job = s.get(Job, job_id, with_for_update=True)
         if job is None:
@@ -131,10 +134,13 @@ def request_cancel(catalog: Catalog, job_id: str, key_id: int | None, admin: boo
             raise PermissionDeniedError(
                 "only the key that created a job (or an admin key) may cancel it"
             )
-        if job.status in (JobStatus.queued, JobStatus.running, JobStatus.done):
+        before = JobStatus(job.status)
+        if before in (JobStatus.queued, JobStatus.running, JobStatus.done):
             job.status = JobStatus.cancelled
             job.finished_at = job.finished_at or now()
-        return job
+        if before != JobStatus.running:
+            job.runner = None  # nobody runs it: its data (if any) goes now
+        return job, before
 
 
 def claim(catalog: Catalog, runner: str, stale_after_s: float) -> Job | None:

@@ -56,6 +56,8 @@ class SpeciesInfo:
     threshold: float = 0.5
     genus: npt.NDArray[np.object_] = field(default_factory=lambda: np.zeros(0, dtype=object))
     family: npt.NDArray[np.object_] = field(default_factory=lambda: np.zeros(0, dtype=object))
+    iucn: npt.NDArray[np.object_] = field(default_factory=lambda: np.zeros(0, dtype=object))
+    """IUCN category per species ("" unknown); empty when none is known."""
 
     def select(self, rows: npt.NDArray[np.intp]) -> SpeciesInfo:
         return SpeciesInfo(
@@ -67,6 +69,7 @@ class SpeciesInfo:
             threshold=self.threshold,
             genus=self.genus[rows] if len(self.genus) else self.genus,
             family=self.family[rows] if len(self.family) else self.family,
+            iucn=self.iucn[rows] if len(self.iucn) else self.iucn,
         )
 
 

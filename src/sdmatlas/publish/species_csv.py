@@ -1,8 +1,9 @@
 """Species status flags from a CSV (until the catalog holds them).
 
 Columns: ``species_id``, any of ``protected``, ``invasive``, ``endemic``
-(1/0, true/false, yes/no), and optionally ``genus`` and ``family`` (for
-group indicators). Missing columns or species mean "not flagged", "unknown".
+(1/0, true/false, yes/no), optionally ``iucn`` (an IUCN Red List category), and
+optionally ``genus`` and ``family`` (for group indicators). Missing columns or
+species mean "not flagged", "unknown".
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 
 from sdmatlas.errors import InvalidInputError, NotFoundError
 from sdmatlas.publish.indicators import SpeciesInfo
+from sdmatlas.status import parse_iucn
 
 FLAGS = ("protected", "invasive", "endemic")
 _TRUE = {"1", "true", "yes", "y", "t"}
@@ -24,7 +26,7 @@ def species_info_from_csv(path: Path | None, species_ids: list[int]) -> SpeciesI
     """Flags for ``species_ids`` (in that order) read from ``path``; no file: no flags."""
     n = len(species_ids)
     flags = {f: np.zeros(n, dtype=bool) for f in FLAGS}
-    genus, family = [""] * n, [""] * n
+    genus, family, iucn = [""] * n, [""] * n, [""] * n
     if path is not None:
         if not Path(path).exists():
             raise NotFoundError(f"species file {path} does not exist")
@@ -43,6 +45,7 @@ def species_info_from_csv(path: Path | None, species_ids: list[int]) -> SpeciesI
                 if sid not in index:
                     continue
                 genus[index[sid]] = (row.get("genus") or "").strip()
+                iucn[index[sid]] = parse_iucn(row.get("iucn"), f"{path}, line {line}") or ""
                 family[index[sid]] = (row.get("family") or "").strip()
                 for f in FLAGS:
                     value = (row.get(f) or "").strip().lower()
@@ -58,4 +61,5 @@ def species_info_from_csv(path: Path | None, species_ids: list[int]) -> SpeciesI
         endemic=flags["endemic"],
         genus=np.asarray(genus, dtype=object),
         family=np.asarray(family, dtype=object),
+        iucn=np.asarray(iucn, dtype=object),
     )

@@ -1,4 +1,6 @@
-"""Static tile archives: one PMTiles v3 file per layer (``sdmatlas seed --to pmtiles DIR``).
+"""Static tile archives: one PMTiles v3 file per layer (``sdmatlas seed --to pmtiles DIR``),
+or one MBTiles 1.3 file (``--to mbtiles DIR``) for the clients and servers that read those
+(GDAL, QGIS, mbtileserver, TileServer GL).
 
 A PMTiles archive holds a layer's WebMercatorQuad tiles in one file that any static
 host or bucket serves with HTTP range requests: no tile server, a CDN in front. The
@@ -16,12 +18,22 @@ The ``pmtiles`` writer stages the tile bodies in the system's temporary director
 (``TMPDIR``) until it writes the archive. The metadata carries the layer's version:
 running the seed again skips an archive of the current version and rewrites one of an
 older version.
+
+MBTiles is SQLite: tiles are stored deduplicated in the usual ``map`` + ``images`` tables
+with a ``tiles`` view (as ``mb-util`` and TileMill write them), rows in TMS order (y from
+the bottom), the metadata in ``metadata`` (name, format, bounds, center, minzoom,
+maxzoom, attribution, type, version). It is written with Python's ``sqlite3`` into the
+temporary file and renamed, like a PMTiles archive.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import multiprocessing
 import os
+import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -57,9 +69,12 @@ class ArchiveReport:
     unique: int = 0  # distinct tile bodies stored
 
 
-def archive_path(folder: Path, layer: str) -> Path:
-    """``<folder>/<layer id, dots for colons>.pmtiles`` (the WMS name: safe in URLs)."""
-    return folder / f"{layer.replace(':', '.')}.pmtiles"
+KINDS = ("pmtiles", "mbtiles")
+
+
+def archive_path(folder: Path, layer: str, kind: str = "pmtiles") -> Path:
+    """``<folder>/<layer id, dots for colons>.<kind>`` (the WMS name: safe in URLs)."""
+    return folder / f"{layer.replace(':', '.')}.{kind}"
 
 
 def check_folder(folder: Path) -> None:
@@ -74,6 +89,15 @@ def check_folder(folder: Path) -> None:
 
 def archive_version(path: Path) -> str | None:
     """The layer version recorded in an archive (None: no archive, or not readable)."""
+    if path.suffix == ".mbtiles":
+        if not path.exists():
+            return None
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                row = db.execute("SELECT value FROM metadata WHERE name = 'version'").fetchone()
+        except sqlite3.Error:
+            return None
+        return str(row[0]) if row else None
     try:
         with open(path, "rb") as f:
             meta = Reader(MmapSource(f)).metadata()
@@ -124,9 +148,11 @@ def write_layer(
     processes: int,
     progress: Callable[[int], None] | None = None,
     verdicts: dict[seeding.Job, Verdict] | None = None,
+    kind: str = "pmtiles",
 ) -> ArchiveReport:
-    """The layer's archive in ``folder`` from its planned WebMercatorQuad tiles."""
-    path = archive_path(folder, ref.id)
+    """The layer's archive (``kind``: pmtiles or mbtiles) in ``folder`` from its planned
+    WebMercatorQuad tiles."""
+    path = archive_path(folder, ref.id, kind)
     if archive_version(path) == ref.version:
         if progress is not None:
             progress(len(jobs))
@@ -138,18 +164,17 @@ def write_layer(
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as f:
-            writer = Writer(f)
+        with os.fdopen(fd, "wb") as f, _sink(kind, f, tmp) as sink:
             for (_, _, z, x, y), body in _rendered(settings, jobs, fmt, params, processes,
                                                    progress, verdicts):  # fmt: skip
                 if body is None:
                     report.empty += 1
                     continue
-                writer.write_tile(zxy_to_tileid(z, x, y), body)
+                sink.add(z, x, y, body)
                 report.tiles += 1
             if report.tiles:
-                report.unique = len(writer.hash_to_offset)
-                writer.finalize(_header(ref, fmt, jobs), _metadata(ref, fmt, params, jobs))
+                report.unique = sink.unique
+                sink.finish(_header(ref, fmt, jobs), _metadata(ref, fmt, params, jobs))
         if not report.tiles:
             tmp.unlink()
             return report
@@ -159,6 +184,90 @@ def write_layer(
         raise
     report.path, report.status = path, "written"
     return report
+
+
+class _PMTilesSink:
+    def __init__(self, f: Any) -> None:
+        self.writer = Writer(f)
+
+    def add(self, z: int, x: int, y: int, body: bytes) -> None:
+        self.writer.write_tile(zxy_to_tileid(z, x, y), body)
+
+    @property
+    def unique(self) -> int:
+        return len(self.writer.hash_to_offset)
+
+    def finish(self, header: dict[str, Any], metadata: dict[str, Any]) -> None:
+        self.writer.finalize(header, metadata)
+
+    def close(self) -> None:
+        pass
+
+
+class _MBTilesSink:
+    """Tiles into an MBTiles 1.3 SQLite file, stored once per distinct body."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path)
+        self.db.executescript(
+            """
+            PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;
+            CREATE TABLE metadata (name TEXT PRIMARY KEY, value TEXT);
+            CREATE TABLE images (tile_id TEXT PRIMARY KEY, tile_data BLOB);
+            CREATE TABLE map (zoom_level INTEGER, tile_column INTEGER, tile_row INTEGER,
+                              tile_id TEXT, PRIMARY KEY (zoom_level, tile_column, tile_row));
+            CREATE VIEW tiles AS SELECT map.zoom_level AS zoom_level,
+                map.tile_column AS tile_column, map.tile_row AS tile_row,
+                images.tile_data AS tile_data
+                FROM map JOIN images ON images.tile_id = map.tile_id;
+            """
+        )
+        self.seen: set[str] = set()
+
+    def add(self, z: int, x: int, y: int, body: bytes) -> None:
+        tid = hashlib.sha256(body).hexdigest()
+        if tid not in self.seen:
+            self.db.execute("INSERT INTO images VALUES (?, ?)", (tid, body))
+            self.seen.add(tid)
+        # MBTiles rows count from the bottom (TMS), XYZ rows from the top
+        self.db.execute("INSERT INTO map VALUES (?, ?, ?, ?)", (z, x, (1 << z) - 1 - y, tid))
+
+    @property
+    def unique(self) -> int:
+        return len(self.seen)
+
+    def finish(self, header: dict[str, Any], metadata: dict[str, Any]) -> None:
+        w, s, e, n = (header[k] / 1e7 for k in ("min_lon_e7", "min_lat_e7", "max_lon_e7",
+                                                 "max_lat_e7"))  # fmt: skip
+        rows = {
+            "name": metadata["name"],
+            "format": metadata["format"],
+            "bounds": f"{w},{s},{e},{n}",
+            "center": f"{(w + e) / 2},{(s + n) / 2},{header['center_zoom']}",
+            "minzoom": str(metadata["minzoom"]),
+            "maxzoom": str(metadata["maxzoom"]),
+            "attribution": metadata["attribution"],
+            "description": metadata["description"],
+            "type": metadata["type"],
+            "version": metadata["version"],
+            "json": json.dumps({k: metadata[k] for k in ("layer", "release", "colormap")}),
+        }
+        self.db.executemany("INSERT INTO metadata VALUES (?, ?)", rows.items())
+        self.db.commit()
+
+    def close(self) -> None:
+        self.db.close()
+
+
+@contextlib.contextmanager
+def _sink(kind: str, f: Any, path: Path) -> Iterator[_PMTilesSink | _MBTilesSink]:
+    if kind not in KINDS:
+        raise InvalidInputError(f"archive kind {kind!r}: use one of {KINDS}")
+    sink: _PMTilesSink | _MBTilesSink = _PMTilesSink(f) if kind == "pmtiles" else _MBTilesSink(path)
+    try:
+        yield sink
+    finally:
+        sink.close()
 
 
 def _rendered(

@@ -24,18 +24,23 @@ from shapely.geometry.base import BaseGeometry
 
 from sdmatlas.catalog import queries
 from sdmatlas.errors import InvalidInputError
+from sdmatlas.executor import ExecutorOptions
 from sdmatlas.serve.cache import Entry
 from sdmatlas.serve.seed_plan import DENSE, EMPTY, Verdict, constant_tile, tile_window
 from sdmatlas.serve.services import Services
 from sdmatlas.serve.tiles import render
 from sdmatlas.serve.tiles.core import TileRequest, make_tile, zoom_range
-from sdmatlas.serve.tiles.layers import layer_id
+from sdmatlas.serve.tiles.layers import LayerRef, layer_id
 from sdmatlas.serve.tiles.tiling import check_tile, get_tms
 from sdmatlas.serve.tiles.versions import etag
 from sdmatlas.settings import Settings
 
 Job = tuple[str, str, int, int, int]  # layer, tms, z, x, y
 BATCH = 64
+MAX_OVERZOOM = 4
+"""Zoom levels a seed may go above a layer's native zoom (TileJSON's maxzoom): at 4 a
+data pixel already covers 16 x 16 tile pixels; further up, seeding multiplies tiles
+(x4 per level) that clients draw as well by overzooming."""
 
 
 @dataclass
@@ -106,11 +111,27 @@ def plan(
         for name in tms_names:
             tms = get_tms(name)
             lo, hi = zooms if zooms is not None else zoom_range(svc, ref, name)
+            if zooms is not None:
+                check_zooms(svc, ref, name, zooms)
             w, s, e, n = where.bounds
             for t in tms.tiles(w, s, e, n, list(range(lo, hi + 1))):
                 if area is not None and not where.intersects(box(*tms.bounds(t))):
                     continue
                 yield lid, name, t.z, t.x, t.y
+
+
+def check_zooms(svc: Services, ref: LayerRef, tms_name: str, zooms: tuple[int, int]) -> None:
+    """Refuse zooms outside the TileMatrixSet or more than :data:`MAX_OVERZOOM` above the
+    layer's native zoom, naming the layer's range."""
+    tms = get_tms(tms_name)
+    lo, hi = zoom_range(svc, ref, tms_name)
+    top = min(tms.maxzoom, hi + MAX_OVERZOOM)
+    if zooms[0] < tms.minzoom or zooms[1] > top:
+        raise InvalidInputError(
+            f"zoom {zooms[0]}-{zooms[1]} is beyond layer {ref.id}'s zooms in {tms_name}: "
+            f"{lo}-{hi} (native {hi}); seed at most up to {top} ({MAX_OVERZOOM} above native: "
+            "clients overzoom the native tiles)"
+        )
 
 
 # -- worker processes ----------------------------------------------------------------------------
@@ -133,6 +154,27 @@ def _run(
     svc = _worker["svc"]
     assert isinstance(svc, Services)
     return seed_batch(svc, jobs, fmt, params, verdicts)
+
+
+@dataclass(frozen=True)
+class SeedContext:
+    """What every seeding task on Dask shares (sent once per worker)."""
+
+    settings: Settings
+    fmt: str
+    params: dict[str, str | None]
+
+
+def seed_task(
+    ctx: SeedContext, batch: tuple[list[Job], list[Verdict | None]]
+) -> tuple[int, int, int, int]:
+    """One batch of tiles on a Dask worker: the worker builds its services (catalog
+    connection, caches, readers) on its first task and keeps them for the next ones."""
+    key = ctx.settings.model_dump_json()
+    if _worker.get("settings") != key:
+        _init(ctx.settings)
+        _worker["settings"] = key
+    return _run(batch[0], ctx.fmt, ctx.params, batch[1])
 
 
 def planned_tile(
@@ -204,8 +246,10 @@ def seed(
     processes: int,
     progress: Callable[[int], None] | None = None,
     verdicts: dict[Job, Verdict] | None = None,
+    executor: ExecutorOptions | None = None,
 ) -> SeedReport:
-    """Seed ``jobs`` with ``processes`` workers into the settings' persistent caches."""
+    """Seed ``jobs`` with ``processes`` worker processes (or on Dask: ``executor``) into
+    the settings' persistent caches."""
     if not any(b in ("disk", "redis") for b in settings.tile_cache):
         raise InvalidInputError(
             "seeding needs a disk or redis tile cache (SDMATLAS_TILE_CACHE); memory caches "
@@ -221,6 +265,19 @@ def seed(
     # part of a tile), so seeding a release's 10,000 species builds each map once
     jobs = sorted(jobs, key=lambda j: (j[1], j[2], j[3], j[4], j[0]))
     batches = [jobs[i : i + BATCH] for i in range(0, len(jobs), BATCH)]
+    if executor is not None:  # on Dask: a LocalCluster or a running scheduler
+        from sdmatlas.executor import open_executor
+
+        def done(r: tuple[int, int, int, int]) -> None:
+            report.add(r)
+            if progress is not None:
+                progress(r[0] + r[1] + r[3])  # rendered, already cached, from the plan
+
+        items = [(b, [(verdicts or {}).get(j) for j in b]) for b in batches]
+        with open_executor(executor) as ex:
+            ex.map(seed_task, SeedContext(settings, fmt, params), items, done)
+        report.seconds = time.perf_counter() - t0
+        return report
     ctx = multiprocessing.get_context("spawn")  # no forked copies of sockets or locks
     with ProcessPoolExecutor(max(1, processes), ctx, _init, (settings,)) as pool:
         futures = {

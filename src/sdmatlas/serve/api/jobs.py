@@ -18,6 +18,7 @@ from sdmatlas.catalog.schema import JobStatus
 from sdmatlas.errors import InvalidInputError, TerritoryError
 from sdmatlas.jobs import store
 from sdmatlas.jobs.area import client_geometry, job_area
+from sdmatlas.jobs.runner import remove_data
 from sdmatlas.predict.pipeline import plan_tasks
 from sdmatlas.serve.api.deps import services
 from sdmatlas.serve.api.queries import ranked_species
@@ -153,9 +154,16 @@ async def delete_job(
     removed by the runner that runs it (at its next chunk) or by the next sweep.
     Only the key that created the job, or an admin key, may."""
     svc = services(request)
-    job = await offload(store.request_cancel, svc.catalog, job_id, key.id, "admin" in key.scopes)
+    job = await offload(_cancel, svc, job_id, key)
     status = 202 if JobStatus(job.status) == JobStatus.cancelled else 200
     return _json(store.view(job, _base(svc)), status)
+
+
+def _cancel(svc: Services, job_id: str, key: KeyInfo) -> Any:
+    job, before = store.request_cancel(svc.catalog, job_id, key.id, "admin" in key.scopes)
+    if before in (JobStatus.queued, JobStatus.done):  # no runner works on it: remove now
+        remove_data(svc.catalog, svc.settings, job.id)
+    return job
 
 
 @router.get(
