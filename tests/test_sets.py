@@ -270,3 +270,84 @@ def test_the_demo_species_get_a_plausible_simulated_iucn_mix() -> None:
     assert threatened < sum(endemic[c] for c in ("VU", "EN", "CR"))
     assert {simulated_iucn(sp(i, invasive=True)) for i in range(50)} == {"LC"}
     assert simulated_iucn(sp(7)) == simulated_iucn(sp(7))  # its own stream: reproducible
+
+
+# -- set-based indicators in publish -------------------------------------------------------------
+
+
+def _set_reference(codes_px: np.ndarray, info_iucn: np.ndarray, flags: dict[str, np.ndarray],
+                   rule: SetRule) -> dict[str, np.ndarray]:  # fmt: skip
+    """Every set-based indicator at N pixels from the pixel-major codes ``[N, S]``, by the
+    words of their definitions, through ``species_sets`` (itself checked against plain
+    Python above)."""
+    sets = species_sets(codes_px, rule, flags["invasive"])
+    m, w = sets.member, sets.weight
+    size = m.sum(axis=1)
+    out: dict[str, np.ndarray] = {"set_size": size.astype(float)}
+    for cat in ("LC", "NT", "VU", "EN", "CR"):
+        k = (m & (info_iucn == cat)[None, :]).sum(axis=1)
+        out[f"set_share_{cat.lower()}"] = np.where(size > 0, k / np.maximum(size, 1), 0.0)
+    thr = np.isin(info_iucn, ["VU", "EN", "CR"])
+    out["set_threatened_mass"] = (w * thr[None, :]).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["set_shannon"] = -np.where(w > 0, w * np.log(np.where(w > 0, w, 1)), 0).sum(axis=1)
+    for f, rows in flags.items():
+        out[f"set_{f}_count"] = (m & rows[None, :]).sum(axis=1).astype(float)
+    return out
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        SetRule(threshold=76 * SCALE),  # lambda on a code: ties at lambda
+        SetRule(threshold=0.2, top_k=5, floor=0.3, native_only=True),
+        SetRule(threshold=0.97),  # most sets empty
+    ],
+    ids=["ties", "capped", "mostly-empty"],
+)
+def test_set_indicators_equal_the_reference(cube: Path, tmp_path: Path, rule: SetRule) -> None:
+    from sdmatlas.predict.cube import open_cube
+    from sdmatlas.publish.indicators import SET_INDICATORS, SpeciesInfo
+    from sdmatlas.publish.release import PublishOptions, publish
+    from sdmatlas.release import layout
+
+    c = open_cube(cube)
+    ids = np.asarray(c.species_ids, np.int64)
+    n = len(ids)
+    iucn = np.array([["LC", "NT", "VU", "EN", "CR", "", "DD"][i % 7] for i in range(n)], object)
+    flags = {"protected": np.arange(n) % 5 == 0, "invasive": np.arange(n) % 7 == 1,
+             "endemic": np.arange(n) % 11 == 2}  # fmt: skip
+    info = SpeciesInfo(ids=ids, iucn=iucn, **flags)
+    publish(cube, tmp_path, "s", info, PublishOptions(species_set=rule, min_level_size=16))
+    rel = open_release(str(tmp_path / "s"))
+    assert rel.manifest.species_set == rule and rel.manifest.format_version == 3
+    assert rel.manifest.species.iucn == [str(v) for v in iucn]
+    codes = c.read()  # [S, H, W]
+    land = np.argwhere(codes[0] != NODATA)
+    rng = np.random.default_rng(11)
+    pick = land[rng.choice(len(land), min(400, len(land)), replace=False)]
+    px = codes[:, pick[:, 0], pick[:, 1]].T  # [N, S]
+    ref = _set_reference(px, iucn, flags, rule)
+    empty = ref["set_size"] == 0
+    assert (~empty).any()
+    if rule.threshold > 0.9:
+        assert empty.mean() > 0.2  # the empty case really is exercised
+    for ind in SET_INDICATORS:
+        got = rel.read(layout.level_array(0, ind.name))[pick[:, 0], pick[:, 1]]
+        np.testing.assert_allclose(got, ref[ind.name], rtol=1e-5, atol=1e-5, err_msg=ind.name)
+        sea = rel.read(layout.level_array(0, ind.name))[codes[0] == NODATA]
+        assert np.isnan(sea).all()  # outside the territory: no value, as every indicator
+    if rule.top_k is not None:
+        assert ref["set_size"].max() <= rule.top_k
+
+
+def test_a_calibration_report_is_a_publish_rule(tmp_path: Path) -> None:
+    from sdmatlas.sets import read_set_rule
+
+    report = tmp_path / "calibration.json"
+    report.write_text('{"alpha": 0.1, "rule": {"threshold": 0.21, "alpha": 0.1}}')
+    assert read_set_rule(report) == SetRule(threshold=0.21, alpha=0.1)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"threshold": 1.5, "color": "red"}')
+    with pytest.raises(InvalidInputError, match=r"threshold.*color|color.*threshold"):
+        read_set_rule(bad)

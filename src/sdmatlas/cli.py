@@ -253,6 +253,14 @@ def publish_cmd(
         bool, typer.Option(help="Finish an interrupted publish of this release.")
     ] = False,
     cluster: Annotated[str | None, typer.Option(help=CLUSTER_HELP)] = None,
+    species_set: Annotated[
+        Path | None,
+        typer.Option(
+            help="The species-set rule of the set indicators: a report of sdmatlas "
+            "calibrate, or a rule (JSON: threshold, top_k, floor, native_only); default: "
+            "p >= --threshold."
+        ),
+    ] = None,
 ) -> None:
     """Publish a cube as a release (levels, cross-species index, indicators) and register
     it in the catalog. Runs as chunk tasks on the same executor as predict."""
@@ -261,6 +269,7 @@ def publish_cmd(
     from sdmatlas.predict.cube import open_cube
     from sdmatlas.publish.release import PublishOptions, publish
     from sdmatlas.publish.species_csv import species_info_from_csv
+    from sdmatlas.sets import read_set_rule
     from sdmatlas.storage import release_store
 
     settings = Settings()
@@ -284,6 +293,7 @@ def publish_cmd(
         profile = _cluster_profile(cluster, settings)
         ids = open_cube(cube).species_ids
         info = species_info_from_csv(species, ids)
+        rule = read_set_rule(species_set) if species_set else None
         executor = ExecutorOptions(
             workers=settings.workers if workers is None else workers,
             threads_per_worker=1,
@@ -296,7 +306,9 @@ def publish_cmd(
             release_store(releases, settings.storage_options),
             release_id,
             info,
-            PublishOptions(threshold=threshold, tile=tile, executor=executor, resume=resume),
+            PublishOptions(
+                threshold=threshold, tile=tile, executor=executor, resume=resume, species_set=rule
+            ),
         )
     console.print(f"release [bold]{release_id}[/] published at {path}")
     if register:

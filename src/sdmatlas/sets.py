@@ -17,14 +17,16 @@ functions; the survey reading is in :mod:`sdmatlas.calibration`.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sdmatlas.errors import InvalidInputError
+from sdmatlas.errors import InvalidInputError, NotFoundError
 from sdmatlas.quantize import NODATA, SCALE
 
 
@@ -47,6 +49,26 @@ class SetRule(BaseModel):
     def threshold_code(self) -> int:
         """The smallest uint8 code whose probability is >= the threshold."""
         return min(254, max(0, math.ceil(self.threshold / SCALE - 1e-9)))
+
+
+def read_set_rule(path: Path) -> SetRule:
+    """A rule from a JSON file: a report of ``sdmatlas calibrate`` (its ``rule``) or a
+    rule itself."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise NotFoundError(f"species-set rule file {path} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"{path} is not JSON: {exc}") from None
+    if isinstance(doc, dict) and isinstance(doc.get("rule"), dict):
+        doc = doc["rule"]
+    try:
+        return SetRule.model_validate(doc)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(rule)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidInputError(f"{path} is not a species-set rule: {problems}") from None
 
 
 def check_alpha(alpha: float) -> float:

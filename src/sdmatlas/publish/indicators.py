@@ -22,10 +22,26 @@ Formulas (``t`` is the release's presence threshold):
   ``sum_s p_s = 0``).
 - ``protected_count``, ``invasive_count``, ``endemic_count``: the number of
   species with that status flag and ``p_s >= t``.
+
+Set-based indicators, over the pixel's species set ``S`` (:mod:`sdmatlas.sets`: ``p_s >=
+lambda``, the release's set rule, or its threshold when it has none; at most ``top_k``,
+none below ``floor``, no invasive species when ``native_only``), with ``w_s = p_s /
+sum_S p`` the renormalised probabilities; an empty set gives 0 everywhere:
+
+- ``set_size``: ``|S|``.
+- ``set_share_<lc|nt|vu|en|cr>``: the share of ``S`` in that IUCN category.
+- ``set_threatened_mass``: ``sum_{s in S, VU/EN/CR} w_s``.
+- ``set_shannon``: ``-sum_S w_s ln w_s``.
+- ``set_protected_count``, ``set_invasive_count``, ``set_endemic_count``: flagged
+  species in ``S``.
+
+They are computed together in one pass over the codes (a task asks for them one by
+one: the pass is kept per thread for the same codes and species).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -35,6 +51,8 @@ import numpy.typing as npt
 
 from sdmatlas.errors import NotFoundError
 from sdmatlas.quantize import NODATA, SCALE
+from sdmatlas.sets import SetRule
+from sdmatlas.status import ASSESSED, THREATENED
 
 F32 = npt.NDArray[np.float32]
 Q = npt.NDArray[np.uint8]
@@ -58,6 +76,8 @@ class SpeciesInfo:
     family: npt.NDArray[np.object_] = field(default_factory=lambda: np.zeros(0, dtype=object))
     iucn: npt.NDArray[np.object_] = field(default_factory=lambda: np.zeros(0, dtype=object))
     """IUCN category per species ("" unknown); empty when none is known."""
+    species_set: SetRule | None = None
+    """The release's species-set rule; None: ``p >= threshold``."""
 
     def select(self, rows: npt.NDArray[np.intp]) -> SpeciesInfo:
         return SpeciesInfo(
@@ -70,7 +90,12 @@ class SpeciesInfo:
             genus=self.genus[rows] if len(self.genus) else self.genus,
             family=self.family[rows] if len(self.family) else self.family,
             iucn=self.iucn[rows] if len(self.iucn) else self.iucn,
+            species_set=self.species_set,
         )
+
+    @property
+    def set_rule(self) -> SetRule:
+        return self.species_set or SetRule(threshold=self.threshold)
 
 
 def threshold_code(t: float) -> int:
@@ -145,6 +170,120 @@ def _flag_count(flag: str) -> Callable[[Q, SpeciesInfo], npt.NDArray[np.generic]
     return count
 
 
+_SET_BLOCK = 1 << 24  # codes per block of rows: bounds the set pass's temporaries
+_P32 = _P.astype(np.float32)
+_PLNP32 = _PLNP.astype(np.float32)
+_memo = threading.local()
+
+
+def set_stats(q: Q, info: SpeciesInfo) -> dict[str, npt.NDArray[np.float64]]:
+    """Every set-based indicator of ``q[S, ...]`` at once (remembered per thread for the
+    same ``q`` and ``info`` objects: a publish task asks for them one after the other)."""
+    hit = getattr(_memo, "last", None)
+    if hit is not None and hit[0] is q and hit[1] is info:
+        out: dict[str, npt.NDArray[np.float64]] = hit[2]
+        return out
+    out = _set_stats(q, info)
+    _memo.last = (q, info, out)
+    return out
+
+
+def _set_stats(q: Q, info: SpeciesInfo) -> dict[str, npt.NDArray[np.float64]]:
+    rule = info.set_rule
+    tc = rule.threshold_code
+    if rule.floor is not None:
+        tc = max(tc, int(np.ceil(rule.floor / SCALE - 1e-9)))
+    n = q.shape[0]
+    iucn = np.asarray(info.iucn if len(info.iucn) else np.full(n, "", object))
+    cats = {c: iucn == c for c in ASSESSED}
+    threatened = np.isin(iucn, THREATENED)
+    flags = {f: np.asarray(getattr(info, f), dtype=bool) for f in ("protected", "invasive",
+                                                                    "endemic")}  # fmt: skip
+    excluded = flags["invasive"] if rule.native_only else np.zeros(n, bool)
+    flat = q.reshape(n, -1)
+    npx = flat.shape[1]
+    acc = {k: np.zeros(npx, np.float64) for k in ("size", "psum", "thr", "plnp",
+                                                   *cats, *flags)}  # fmt: skip
+    step = max(1, _SET_BLOCK // max(1, n))
+    for a in range(0, npx, step):
+        c = flat[:, a : a + step]
+        m = (c >= tc) & (c != NODATA)
+        m[excluded] = False
+        if rule.top_k is not None and rule.top_k < n:
+            m = _top_k(c, m, rule.top_k)
+        sl = slice(a, a + step)
+        acc["size"][sl] = m.sum(axis=0)
+        pm = np.where(m, _P32[c], np.float32(0))
+        acc["psum"][sl] = pm.sum(axis=0, dtype=np.float64)
+        acc["thr"][sl] = pm[threatened].sum(axis=0, dtype=np.float64)
+        acc["plnp"][sl] = np.where(m, _PLNP32[c], np.float32(0)).sum(axis=0, dtype=np.float64)
+        for k, rows in (*cats.items(), *flags.items()):
+            acc[k][sl] = m[rows].sum(axis=0)
+    size, psum = acc["size"], acc["psum"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = {c: np.where(size > 0, acc[c] / size, 0.0) for c in cats}
+        mass = np.where(psum > 0, acc["thr"] / psum, 0.0)
+        shannon = np.where(psum > 0, np.log(psum) - acc["plnp"] / psum, 0.0)
+    shape = q.shape[1:]
+    out = {
+        "set_size": size,
+        **{f"set_share_{c.lower()}": share[c] for c in cats},
+        "set_threatened_mass": mass,
+        "set_shannon": np.maximum(shannon, 0.0),
+        **{f"set_{f}_count": acc[f] for f in flags},
+    }
+    return {k: v.reshape(shape) for k, v in out.items()}
+
+
+def _top_k(c: Q, m: npt.NDArray[np.bool_], k: int) -> npt.NDArray[np.bool_]:
+    """Members restricted to the k likeliest per pixel (column), ties at the k-th code
+    broken by species order (the lower index first), as :func:`sdmatlas.sets.species_sets`."""
+    key = np.where(m, c.astype(np.int16), np.int16(-1))
+    kth = np.partition(key, key.shape[0] - k, axis=0)[key.shape[0] - k]  # k-th largest
+    above = m & (key > kth)
+    tied = m & (key == kth)
+    room = k - above.sum(axis=0)
+    out: npt.NDArray[np.bool_] = above | (tied & (np.cumsum(tied, axis=0) <= room))
+    return out
+
+
+def _set_indicator(name: str) -> Callable[[Q, SpeciesInfo], npt.NDArray[np.generic]]:
+    def value(q: Q, info: SpeciesInfo) -> npt.NDArray[np.generic]:
+        return set_stats(q, info)[name]
+
+    return value
+
+
+SET_INDICATORS = (
+    Indicator("set_size", "Species in the set", "species", _set_indicator("set_size")),
+    *(
+        Indicator(
+            f"set_share_{c.lower()}",
+            f"Share of the set in IUCN category {c}",
+            "1",
+            _set_indicator(f"set_share_{c.lower()}"),
+        )
+        for c in ASSESSED
+    ),
+    Indicator(
+        "set_threatened_mass",
+        "Probability mass of threatened species (VU, EN, CR) in the set",
+        "1",
+        _set_indicator("set_threatened_mass"),
+    ),
+    Indicator("set_shannon", "Shannon diversity of the set", "nats", _set_indicator("set_shannon")),
+    *(
+        Indicator(
+            f"set_{f}_count",
+            f"{f.capitalize()} species in the set",
+            "species",
+            _set_indicator(f"set_{f}_count"),
+        )
+        for f in ("protected", "invasive", "endemic")
+    ),
+)
+
+
 INDICATORS: Mapping[str, Indicator] = MappingProxyType(
     {
         i.name: i
@@ -167,6 +306,7 @@ INDICATORS: Mapping[str, Indicator] = MappingProxyType(
             Indicator(
                 "endemic_count", "Endemic species present", "species", _flag_count("endemic")
             ),
+            *SET_INDICATORS,
         )
     }
 )

@@ -65,6 +65,7 @@ from sdmatlas.quantize import ENCODING, NODATA
 from sdmatlas.release import layout
 from sdmatlas.release.layout import FORMAT_VERSION
 from sdmatlas.release.manifest import IndicatorEntry, Manifest, SpeciesEntry
+from sdmatlas.sets import SetRule
 from sdmatlas.storage import (
     FsspecReleaseStore,
     LocalReleaseStore,
@@ -93,6 +94,9 @@ class PublishOptions:
     """Where the tasks run; the library default is this process, the CLI's a LocalCluster."""
     resume: bool = False
     """Finish the unfinished publish of this release (same cube, species and options)."""
+    species_set: SetRule | None = None
+    """The species-set rule of the set-based indicators (``sdmatlas calibrate`` makes one);
+    None: ``p >= threshold``."""
 
 
 def _zstd() -> ZstdCodec:
@@ -145,7 +149,8 @@ def _species_digest(species: SpeciesInfo) -> str:
     h = hashlib.sha256()
     for a in (species.ids, species.protected, species.invasive, species.endemic):
         h.update(np.ascontiguousarray(a).tobytes())
-    h.update(json.dumps([list(map(str, species.genus)), list(map(str, species.family))]).encode())
+    names = [list(map(str, a)) for a in (species.genus, species.family, species.iucn)]
+    h.update(json.dumps(names).encode())
     return h.hexdigest()
 
 
@@ -195,6 +200,7 @@ def publish(
         "cube_content": _cube_digest(cube),
         "species": _species_digest(species),
         "threshold": options.threshold,
+        "species_set": options.species_set.model_dump() if options.species_set else None,
         "min_level_size": options.min_level_size,
         "tile": tile,
     }
@@ -379,7 +385,9 @@ def _run(
     started = now()
     s, h, w = len(species.ids), grid.height, grid.width
     n_levels = level_count(h, w, options.min_level_size)
-    species = replace(species, threshold=options.threshold)  # the release's threshold rules
+    # the release's threshold and set rule, whatever the species information said
+    rule = options.species_set or SetRule(threshold=options.threshold)
+    species = replace(species, threshold=options.threshold, species_set=rule)
     job = PublishJob(
         release=release,
         storage_options=storage_options,
@@ -577,6 +585,7 @@ def _run(
             range_km2=[round(float(r), 4) for r in range_km2],
             genus=[str(g) for g in species.genus] if len(species.genus) else None,
             family=[str(f) for f in species.family] if len(species.family) else None,
+            iucn=[str(c) for c in species.iucn] if len(species.iucn) else None,
         ),
         source={
             "model": cube_meta.get("model", {}),
@@ -584,6 +593,7 @@ def _run(
             "territory": cube_meta.get("territory"),
         },
         publish={"tile": tile, "runs": ws.runs()},
+        species_set=species.species_set,
     )
     root.attrs[layout.MANIFEST_ATTR] = manifest.model_dump(mode="json")
 

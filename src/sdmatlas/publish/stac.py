@@ -25,7 +25,6 @@ from shapely.geometry import box, mapping
 
 from sdmatlas.errors import InvalidInputError
 from sdmatlas.publish.export import export_cog
-from sdmatlas.publish.indicators import INDICATORS
 from sdmatlas.quantize import NODATA, SCALE
 from sdmatlas.release.manifest import Manifest
 from sdmatlas.storage import open_release
@@ -33,7 +32,8 @@ from sdmatlas.storage import open_release
 
 def _layers(meta: Manifest, names: dict[int, str]) -> list[tuple[str, str]]:
     species = [(f"species/{i}", names.get(i, f"species {i}")) for i in meta.species.ids]
-    return species + [(f"indicator/{n}", i.title) for n, i in INDICATORS.items()]
+    # the release's own indicators (a version-2 release has fewer than this sdmatlas knows)
+    return species + [(f"indicator/{n}", meta.indicators[n].title) for n in meta.indicator_order]
 
 
 def write_stac(release_path: Path, out_dir: Path, cogs: bool = True) -> pystac.Collection:
@@ -80,7 +80,7 @@ def write_stac(release_path: Path, out_dir: Path, cogs: bool = True) -> pystac.C
             nodata=float(NODATA) if is_species else NoDataStrings.NAN,
             scale=SCALE if is_species else None,
             offset=0.0 if is_species else None,
-            unit="probability" if is_species else INDICATORS[layer.split("/")[1]].units,
+            unit="probability" if is_species else meta.indicators[layer.split("/")[1]].units,
             spatial_resolution=grid.res,
         )
         if cogs:

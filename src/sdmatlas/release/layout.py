@@ -21,9 +21,12 @@ code base for layout strings elsewhere).
 
 from __future__ import annotations
 
-FORMAT_VERSION = 2
-"""Release format this sdmatlas writes and reads (the manifest's ``format_version``)."""
-KNOWN_VERSIONS = frozenset({FORMAT_VERSION})
+FORMAT_VERSION = 3
+"""Release format this sdmatlas writes (the manifest's ``format_version``). Version 3
+added the species-set rule and the species' IUCN categories to the manifest, and the
+set-based indicators; version-2 releases are read as they are (their manifest lists the
+indicators they have)."""
+KNOWN_VERSIONS = frozenset({2, FORMAT_VERSION})
 
 MANIFEST_ATTR = "sdmatlas"
 """The root group attribute that holds the manifest."""

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sdmatlas.errors import CorruptDataError, IncompleteReleaseError, NotFoundError
 from sdmatlas.grid import Grid
 from sdmatlas.publish.indicators import SpeciesInfo
-from sdmatlas.release.layout import FORMAT_VERSION, KNOWN_VERSIONS
+from sdmatlas.release.layout import KNOWN_VERSIONS
+from sdmatlas.sets import SetRule
 
 
 class _Model(BaseModel):
@@ -40,6 +41,8 @@ class SpeciesEntry(_Model):
     range_km2: list[float]
     genus: list[str] | None = None
     family: list[str] | None = None
+    iucn: list[str] | None = None
+    """IUCN categories ("" unknown); absent from version-2 releases."""
 
 
 class Manifest(_Model):
@@ -65,6 +68,8 @@ class Manifest(_Model):
     publish: dict[str, Any] = Field(default_factory=dict)
     """How it was published: the task tile and the run records (absent from version-2
     releases published before publishing ran as tasks)."""
+    species_set: SetRule | None = None
+    """The species-set rule of the set-based indicators (version 3)."""
 
     def species_info(self) -> tuple[SpeciesInfo, list[str], list[str]]:
         """The species flags and range sizes, and the genus and family of each."""
@@ -76,6 +81,8 @@ class Manifest(_Model):
             endemic=np.asarray(sp.endemic, dtype=bool),
             range_km2=np.asarray(sp.range_km2, dtype=np.float64),
             threshold=self.threshold,
+            iucn=np.asarray(sp.iucn if sp.iucn is not None else [], dtype=object),
+            species_set=self.species_set,
         )
         n = len(sp.ids)
         return info, list(sp.genus or [""] * n), list(sp.family or [""] * n)
@@ -101,9 +108,9 @@ def parse_manifest(attrs: Any, where: str) -> Manifest:
     version = attrs.get("format_version")
     if version not in KNOWN_VERSIONS:
         raise IncompleteReleaseError(
-            f"release {where} is in format version {version}; this sdmatlas reads version "
-            f"{FORMAT_VERSION} only: publish it again from its cube with this sdmatlas, "
-            "or serve it with the sdmatlas that wrote it"
+            f"release {where} is in format version {version}; this sdmatlas reads versions "
+            f"{', '.join(str(v) for v in sorted(KNOWN_VERSIONS))}: publish it again from its "
+            "cube with this sdmatlas, or serve it with the sdmatlas that wrote it"
         )
     try:
         return Manifest.model_validate(attrs)

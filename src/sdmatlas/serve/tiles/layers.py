@@ -29,13 +29,16 @@ from sdmatlas.catalog import queries
 from sdmatlas.catalog.db import Catalog
 from sdmatlas.errors import InvalidInputError, NotFoundError
 from sdmatlas.publish.groups import STATUSES, select_group
-from sdmatlas.publish.indicators import INDICATORS
+from sdmatlas.publish.indicators import INDICATORS, SET_INDICATORS
 from sdmatlas.serve.tiles.reader import OpenRelease
 from sdmatlas.serve.tiles.render import SPECIES_FADE
 
 LayerKindName = Literal["species", "indicator", "group"]
 _ID = re.compile(r"^([a-z0-9][a-z0-9._-]{0,99}):(species|indicator|group):([A-Za-z0-9_]{1,64})$")
 GROUP_INDICATORS = ("richness", "richness_thresholded")
+"""Group indicators the OGC services list for every group (two per group: a list that
+stays readable); :data:`GROUP_COMPUTABLE` are all that a group layer id may name."""
+GROUP_COMPUTABLE = (*GROUP_INDICATORS, *(i.name for i in SET_INDICATORS))
 MAX_GROUP_SPECIES = 500
 #: species ids are 32-bit in the catalog; larger numbers name no layer (404, not a 500)
 MAX_SPECIES_ID = 2**31 - 1
@@ -122,10 +125,10 @@ class LayerResolver:
             if rel.status != "published":
                 raise NotFoundError(f"release {release!r} is {rel.status}, not published")
             if kind == "group":
-                if name not in GROUP_INDICATORS:
+                if name not in GROUP_COMPUTABLE:
                     raise NotFoundError(
                         f"group indicator {name!r} is not served; use one of "
-                        f"{', '.join(GROUP_INDICATORS)}"
+                        f"{', '.join(GROUP_COMPUTABLE)}"
                     )
                 ind = INDICATORS[name]
                 published = rel.published_at.isoformat() if rel.published_at else ""
