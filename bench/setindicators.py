@@ -42,9 +42,8 @@ n = len(ids)
 rng = np.random.default_rng(0)
 kw = dict(ids=ids, protected=rng.random(n) < 0.1, invasive=rng.random(n) < 0.05,
           endemic=rng.random(n) < 0.08)
-names = {f.name for f in dataclasses.fields(SpeciesInfo)}
 options = {}
-if "iucn" in names:
+if "species_set" in {f.name for f in dataclasses.fields(PublishOptions)}:  # this tree
     kw["iucn"] = rng.choice(np.array(["LC", "NT", "VU", "EN", "CR"], dtype=object), n,
                             p=[0.58, 0.18, 0.13, 0.08, 0.03])
     from sdmatlas.sets import SetRule
@@ -83,7 +82,9 @@ def run(src: Path, cube: Path, top_k: int) -> float:
     try:
         env = {**os.environ, "PYTHONPATH": str(src)}
         r = subprocess.run([sys.executable, "-c", SCRIPT, str(cube), str(out), str(top_k)],
-                           env=env, capture_output=True, text=True, check=True)  # fmt: skip
+                           env=env, capture_output=True, text=True)  # fmt: skip
+        if r.returncode:
+            raise SystemExit(f"publish with {src} failed:\n{r.stderr[-3000:]}")
         return float(r.stdout.strip().splitlines()[-1])
     finally:
         shutil.rmtree(out, ignore_errors=True)
