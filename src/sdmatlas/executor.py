@@ -115,10 +115,17 @@ class Executor:
                 except TimeoutError:  # distributed.wait raises when nothing finished
                     workerless_since = self._watch(workerless_since)
                     continue
-                workerless_since = None
                 for fut in finished:
+                    try:  # re-raises a task's own exception
+                        result = fut.result(timeout=WATCH_SECONDS)
+                    except TimeoutError:
+                        # finished, but its result went with its worker before it was
+                        # gathered: Dask computes it again when a worker comes; until then
+                        # the run may be left with no worker at all (watched here)
+                        workerless_since = self._watch(workerless_since)
+                        continue
+                    workerless_since = None
                     running.discard(fut)
-                    result = fut.result()  # re-raises a task's own exception
                     fut.release()
                     if pending:
                         fn, shared, item = pending.pop()
