@@ -172,6 +172,15 @@ def find_covariates(catalog: Catalog, model: str, period: str | None = None) -> 
         return _set(rows[0])
 
 
+def get_covariates(catalog: Catalog, covariates_id: int) -> CovariateSet:
+    """A registration by its id (a job's)."""
+    with catalog.session() as s:
+        row = s.get(ModelCovariates, covariates_id)
+        if row is None:
+            raise NotFoundError(f"the covariate registration {covariates_id} was removed")
+        return _set(row)
+
+
 def list_covariates(catalog: Catalog) -> list[CovariateSet]:
     with catalog.session() as s:
         rows = s.scalars(select(ModelCovariates).order_by(ModelCovariates.id))

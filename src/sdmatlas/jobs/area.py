@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import shapely
 from pyproj import Geod
 from shapely.geometry import box, mapping, shape
@@ -155,8 +156,6 @@ def job_area(geom_lonlat: BaseGeometry, cov: CovariateSet, max_km2: float) -> Jo
 
 
 def _stack(xy: tuple[Any, Any]) -> Any:
-    import numpy as np
-
     return np.column_stack(xy)
 
 

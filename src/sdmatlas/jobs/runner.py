@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sdmatlas.catalog.covariates import CovariateSet, list_covariates
+from sdmatlas.catalog.covariates import get_covariates
 from sdmatlas.catalog.db import Catalog
 from sdmatlas.catalog.schema import Job, JobStatus
 from sdmatlas.errors import JobCancelledError, ReleaseExistsError, SdmAtlasError
@@ -116,7 +116,7 @@ class JobRunner:
         from sdmatlas.storage import LocalReleaseStore, open_release
 
         s = self.settings
-        cov = _registration(self.catalog, job.covariates_id)
+        cov = get_covariates(self.catalog, job.covariates_id)
         area = JobArea.from_json(job.window)
         territory = area.territory(cov, name=f"job-{job.id}")
         root = job_dir(s, job.id)
@@ -125,9 +125,6 @@ class JobRunner:
         queued_s = (store.now() - store.aware(job.created_at)).total_seconds()
         t0 = time.perf_counter()
         executor = ExecutorOptions(workers=s.jobs_workers, scheduler=s.jobs_scheduler)
-
-        def progress(done: int, total: int) -> None:
-            beat.progress(done, total)
 
         summary = predict(
             cov.card_path,
@@ -141,7 +138,7 @@ class JobRunner:
                 device=s.device,
                 resume=True,
             ),
-            progress=progress,
+            progress=beat.progress,
         )
         t1 = time.perf_counter()
         beat.check()
@@ -251,13 +248,6 @@ def remove_data(catalog: Catalog, settings: Settings, job_id: str) -> None:
     """A job's release (catalog rows, then files) and its cube."""
     store.drop_release(catalog, release_key(job_id))
     shutil.rmtree(job_dir(settings, job_id), ignore_errors=True)
-
-
-def _registration(catalog: Catalog, covariates_id: int) -> CovariateSet:
-    for c in list_covariates(catalog):
-        if c.id == covariates_id:
-            return c
-    raise SdmAtlasError("the job's covariate registration was removed")
 
 
 def summary_ids(cube: Path) -> list[int]:

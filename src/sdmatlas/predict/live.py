@@ -11,7 +11,6 @@ covariates' checksums and the pixel.
 from __future__ import annotations
 
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -37,12 +36,18 @@ class LivePoint:
     species_names: list[str]
     codes: npt.NDArray[np.uint8]
     cached: bool
-    read_s: float = 0.0
-    model_s: float = 0.0
 
-    @property
-    def probabilities(self) -> npt.NDArray[np.float32]:
-        return quantize.dequantize(self.codes)
+
+@dataclass(frozen=True)
+class _Model:
+    """What every live prediction of one registration reuses (made once per process)."""
+
+    card: ModelCard
+    adapter: ModelAdapter
+    stack: CovariateStack
+    ids: npt.NDArray[np.int64]
+    names: list[str]
+    key: str  # model digest and covariate checksums: the answers' cache key prefix
 
 
 class LivePredictor:
@@ -52,16 +57,17 @@ class LivePredictor:
         self.device: Device = device
         self.cache_bytes = cache_bytes
         self._cached = 0
-        self._models: dict[tuple[int, str, str], tuple[ModelCard, ModelAdapter, CovariateStack]]
-        self._models = {}
+        self._models: dict[tuple[int, str], _Model] = {}
         self._answers: OrderedDict[tuple[str, int, int], npt.NDArray[np.uint8]] = OrderedDict()
         self._lock = threading.Lock()
         self._local = threading.local()
 
-    def _model(self, cov: CovariateSet) -> tuple[ModelCard, ModelAdapter, CovariateStack]:
-        key = (cov.id, cov.model_digest, request_digest(cov.checksums))
+    def _model(self, cov: CovariateSet) -> _Model:
+        # re-registering the same model and period with other files gives other
+        # checksums, so another entry: a stale model is never reused
+        key = f"{cov.model_digest}:{request_digest(cov.checksums)}"
         with self._lock:
-            hit = self._models.get(key)
+            hit = self._models.get((cov.id, key))
         if hit is not None:
             return hit
         card = cov.card()
@@ -78,9 +84,16 @@ class LivePredictor:
                 f"a covariate of model {cov.model} for {cov.period} is missing on the "
                 "server (see its log)"
             ) from exc
-        made = (card, load_adapter(card, device=self.device, threads=1), stack)
+        made = _Model(
+            card,
+            load_adapter(card, device=self.device, threads=1),
+            stack,
+            np.asarray(card.species_ids, np.int64),
+            [sp.name for sp in card.species],
+            key,
+        )
         with self._lock:
-            return self._models.setdefault(key, made)
+            return self._models.setdefault((cov.id, key), made)
 
     def _inside_coverage(self, cov: CovariateSet, row: int, col: int) -> bool:
         import rasterio
@@ -96,26 +109,24 @@ class LivePredictor:
         return bool(value.filled(0)[0, 0] != 0)
 
     def predict(self, cov: CovariateSet, lon: float, lat: float) -> LivePoint:
-        card, adapter, stack = self._model(cov)
-        grid = cov.grid
+        m = self._model(cov)
+        card, grid = m.card, cov.grid
         r, c = (int(v) for v in grid.rowcol_from_lonlat(lon, lat))
-        ids = np.asarray(card.species_ids, np.int64)
-        names = [s.name for s in card.species]
-        nodata = np.full(len(ids), quantize.NODATA, np.uint8)
-        if not grid.contains(r, c) or not self._inside_coverage(cov, r, c):
-            return LivePoint(False, r, c, ids, names, nodata, cached=False)
-        key = (f"{cov.model_digest}:{request_digest(cov.checksums)}", r, c)
-        with self._lock:
+        key = (m.key, r, c)
+        with self._lock:  # only pixels inside the coverage are cached
             hit = self._answers.get(key)
             if hit is not None:
                 self._answers.move_to_end(key)
         if hit is not None:
-            return LivePoint(True, r, c, ids, names, hit, cached=True)
-        t0 = time.perf_counter()
+            return LivePoint(True, r, c, m.ids, m.names, hit, cached=True)
+        nodata = np.full(len(m.ids), quantize.NODATA, np.uint8)
+        outside = LivePoint(False, r, c, m.ids, m.names, nodata, cached=False)
+        if not grid.contains(r, c) or not self._inside_coverage(cov, r, c):
+            return outside
         h = card.halo
         try:
             windows = {
-                spec.name: stack.read(spec.name, grid, r - h, r + h + 1, c - h, c + h + 1)
+                spec.name: m.stack.read(spec.name, grid, r - h, r + h + 1, c - h, c + h + 1)
                 for spec in card.inputs
             }
         except OSError as exc:
@@ -126,15 +137,13 @@ class LivePredictor:
         try:
             check_values(card, centre, np.ones((1, 1), bool), where=" at this point")
         except CovariateError:
-            return LivePoint(False, r, c, ids, names, nodata, cached=False)
+            return outside
         x = patches(encode(card, windows), np.array([0]), np.array([0]), card.patch_size)
-        t1 = time.perf_counter()
-        codes = quantize.quantize(adapter.predict(x))[0]
-        t2 = time.perf_counter()
+        codes = quantize.quantize(m.adapter.predict(x))[0]
         with self._lock:
             if key not in self._answers:
                 self._answers[key] = codes
                 self._cached += codes.nbytes
             while self._answers and self._cached > self.cache_bytes:
                 self._cached -= self._answers.popitem(last=False)[1].nbytes
-        return LivePoint(True, r, c, ids, names, codes, False, t1 - t0, t2 - t1)
+        return LivePoint(True, r, c, m.ids, m.names, codes, cached=False)
