@@ -33,6 +33,7 @@ from sdmatlas.errors import (
     TerritoryError,
 )
 from sdmatlas.predict.cube import open_cube
+from sdmatlas.publish.categorical import CLASS_LAYERS
 from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo
 from sdmatlas.publish.release import PublishOptions, publish
 from sdmatlas.quantize import NODATA
@@ -118,6 +119,38 @@ def test_migrations_from_empty_to_head_and_back(empty_catalog: Catalog) -> None:
     assert c.revision() is None
     c.upgrade()
     assert c.is_current()
+
+
+def test_the_class_layer_kind_migrates_with_the_spatial_index(
+    empty_catalog: Catalog, published: Path
+) -> None:
+    """0005 rebuilds SQLite's layer table (a CHECK constraint cannot be altered there):
+    layers registered before it keep their rows and their R-tree triggers work after it
+    (a territory search finds layers registered before and after); downgrading removes
+    the class layers and nothing else."""
+    c = empty_catalog
+    c.upgrade("0004")
+    import_territories(c, TERRITORIES)
+    import_species(c, SPECIES_CSV, territory="HR")
+    c.upgrade()
+    register_release(c, open_release(published), str(published), "2020")
+    with c.session() as s:
+        found = queries.find_layers(s, territory="HR", limit=1000)
+        kinds = {x.kind for x in found}
+        assert kinds == {"species", "indicator", "classes"}
+        in_hr = len(found)
+        total = s.execute(sa.text("SELECT count(*) FROM layer")).scalar()
+    c.downgrade("0004")
+    with c.session() as s:
+        kinds = {r[0] for r in s.execute(sa.text("SELECT DISTINCT kind FROM layer"))}
+        assert kinds == {"species", "indicator"}
+        n = s.execute(sa.text("SELECT count(*) FROM layer")).scalar()
+        assert n == total - len(CLASS_LAYERS)
+    c.upgrade()
+    with c.session() as s:  # the triggers again: an update keeps the R-tree in step
+        s.execute(sa.text("UPDATE layer SET minx = minx"))
+        found = queries.find_layers(s, territory="HR", limit=1000)
+        assert len(found) == in_hr - len(CLASS_LAYERS)
 
 
 def test_postgis_indexes_are_there(postgres: LocalPostgres, tmp_path: Path) -> None:
@@ -365,7 +398,13 @@ def test_register_release_and_find_its_layers(
         rel = queries.latest_release(s, "2020")
         assert (rel.key, rel.status, rel.model) == ("coast-1", "published", "demo-sdm")
         layers = queries.find_layers(s, release="coast-1", limit=1000)
-        assert len(layers) == n_species + len(INDICATORS)
+        assert len(layers) == n_species + len(INDICATORS) + len(CLASS_LAYERS)
+        (worst,) = queries.find_layers(s, kind="classes")
+        assert (worst.indicator, worst.name) == ("set_worst_status", "classes/set_worst_status")
+        # its class counts: every territory pixel has a class or an empty set
+        territory = int((codes[0] != NODATA).sum())
+        assert 0 < sum(worst.histogram["counts"]) <= territory
+        assert worst.histogram["classes"] == ["LC", "NT", "VU", "EN", "CR", "NA"]
         # species stats equal the cube's, footprint = where p >= 0.4
         sid = open_cube(cube).species_ids[5]
         (layer,) = queries.find_layers(s, species_id=sid)
@@ -613,7 +652,7 @@ def test_command_line(
         return " ".join(result.output.split())
 
     assert "revision (empty)" in ok("db", "current")
-    assert "at revision 0004" in ok("db", "upgrade")
+    assert "at revision 0005" in ok("db", "upgrade")
     assert "(up to date)" in ok("db", "current")
     assert "10 added" in ok("import-territories", str(TERRITORIES))
     assert "12 added" in ok("import-species", str(SPECIES_CSV), "--territory", "HR")

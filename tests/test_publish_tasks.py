@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,9 @@ from sdmatlas.chunks import local_reader
 from sdmatlas.errors import InvalidInputError, ReleaseExistsError
 from sdmatlas.executor import ExecutorOptions
 from sdmatlas.predict.cube import Cube, open_cube
+from sdmatlas.publish.categorical import CLASS_LAYERS
 from sdmatlas.publish.indicators import SpeciesInfo
+from sdmatlas.publish.levels import downsample_weights
 from sdmatlas.publish.release import PublishOptions, publish
 from sdmatlas.publish.species_csv import species_info_from_csv
 from sdmatlas.publish.workspace import PublishLock, leftovers, workspace_for
@@ -184,6 +187,39 @@ def arrays(group: zarr.Group, prefix: str = "") -> dict[str, zarr.Array[Any]]:
     return out
 
 
+def _check_class_layers(
+    new: zarr.Group, ref: zarr.Group, entries: dict[str, Any], info: SpeciesInfo
+) -> None:
+    """Each class layer of the task publish against references built from the reference
+    release: level 0 from its codes, each coarser level by the plain mode rule of
+    tests/test_classes.py from the level below and the territory counts, the block class
+    counts by counting level 0's pixels, and the manifest's counts."""
+    from test_classes import mode_reference
+
+    codes = np.asarray(ref["levels/0/probability"][...])
+    terr = np.asarray(ref["territory"][...]).astype(np.int64)
+    offset = 0
+    for name, layer in CLASS_LAYERS.items():
+        level0 = layer(codes, info, codes[0] != 255)
+        np.testing.assert_array_equal(new[f"levels/0/{name}"][...], level0)
+        weights, prev = terr, level0
+        for k in range(1, len([g for g in new["levels"].group_keys()])):
+            got = np.asarray(new[f"levels/{k}/{name}"][...])
+            np.testing.assert_array_equal(got, mode_reference(prev, weights), err_msg=f"{k}")
+            weights, prev = downsample_weights(weights), got
+        n = len(layer.scheme.classes)
+        for edge in (8, 64, 512):
+            counts = np.asarray(new[f"blocks/{edge}/classes"][...])[..., offset : offset + n]
+            for i, cls in enumerate(layer.scheme.classes):
+                hit = np.pad(level0 == cls.value, [(0, (-d) % edge) for d in level0.shape])
+                h, w = hit.shape
+                per_block = hit.reshape(h // edge, edge, w // edge, edge).sum(axis=(1, 3))
+                np.testing.assert_array_equal(counts[..., i], per_block)
+        expected = [int((level0 == c.value).sum()) for c in layer.scheme.classes]
+        assert entries[name]["counts"] == expected and sum(expected) > 0
+        offset += n
+
+
 @pytest.mark.parametrize("which", ["demo", "multi-shard", "empty-tiles"])
 def test_the_task_publish_equals_the_single_process_publish(
     tmp_path: Path, which: str, cube: Path, multi_shard: Cube
@@ -205,17 +241,20 @@ def test_the_task_publish_equals_the_single_process_publish(
     opts = PublishOptions(threshold=0.4, min_level_size=20, tile=tile)
     new = zarr.open_group(publish(c.path, tmp_path / "rel", "r", info, opts), mode="r")
     a, b = arrays(new), arrays(ref)
-    assert sorted(a) == sorted(b)
-    for name in a:
+    # the class layers (format 4) are not in the reference: checked below against theirs
+    classes = {n for n in a if n.rsplit("/", 1)[-1] in (*CLASS_LAYERS, "classes")}
+    assert sorted(set(a) - classes) == sorted(b)
+    for name in b:
         x, y = np.asarray(a[name][...]), np.asarray(b[name][...])
         assert x.dtype == y.dtype and x.shape == y.shape, name
         assert x.tobytes() == y.tobytes(), name
     runs = ("published", "seconds", "publish")
     ma = {k: v for k, v in new.attrs["sdmatlas"].items() if k not in runs}
     mb = {k: v for k, v in ref.attrs["sdmatlas"].items() if k not in runs}
-    # what format version 3 added to the manifest (the reference writes version 2)
-    assert ma.pop("format_version") == 3 and mb.pop("format_version") == 2
+    # what format versions 3 and 4 added to the manifest (the reference writes version 2)
+    assert ma.pop("format_version") == 4 and mb.pop("format_version") == 2
     assert ma.pop("species_set") == SetRule(threshold=0.4).model_dump()
+    _check_class_layers(new, ref, ma.pop("class_layers"), replace(info, threshold=0.4))
     assert ma["species"].pop("iucn") is None  # no category given
     assert ma == mb
     assert new.attrs["multiscales"] == ref.attrs["multiscales"]

@@ -114,7 +114,7 @@ def test_the_manifest_is_typed(published: Release, cube: Path) -> None:
     assert m.grid == open_cube(cube).grid
     assert list(published.species_ids) == open_cube(cube).species_ids
     assert m.indicator_order == list(m.indicators)
-    with pytest.raises(NotFoundError, match="no indicator 'nope'"):
+    with pytest.raises(NotFoundError, match="no indicator or class layer 'nope'"):
         published.level(0, "nope")
     with pytest.raises(NotFoundError, match="levels 0 to"):
         published.level(published.n_levels, "probability")

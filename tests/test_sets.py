@@ -293,6 +293,15 @@ def _set_reference(codes_px: np.ndarray, info_iucn: np.ndarray, flags: dict[str,
         out["set_shannon"] = -np.where(w > 0, w * np.log(np.where(w > 0, w, 1)), 0).sum(axis=1)
     for f, rows in flags.items():
         out[f"set_{f}_count"] = (m & rows[None, :]).sum(axis=1).astype(float)
+    # the worst status, one pixel at a time: the most threatened assessed category of a
+    # member; 5 ("none assessed") for a set of unassessed species; 255 for an empty set
+    order = ["LC", "NT", "VU", "EN", "CR"]
+    worst = []
+    for row in m:
+        cats = [str(c) for c in info_iucn[row]]
+        ranks = [order.index(c) for c in cats if c in order]
+        worst.append(max(ranks) if ranks else (5 if cats else 255))
+    out["set_worst_status"] = np.array(worst)
     return out
 
 
@@ -314,13 +323,16 @@ def test_set_indicators_equal_the_reference(cube: Path, tmp_path: Path, rule: Se
     c = open_cube(cube)
     ids = np.asarray(c.species_ids, np.int64)
     n = len(ids)
-    iucn = np.array([["LC", "NT", "VU", "EN", "CR", "", "DD"][i % 7] for i in range(n)], object)
+    # threatened categories rare (as they are), so that sets differ in their worst status
+    mix = {41: "CR", 23: "EN", 13: "VU", 7: "NT", 5: "DD", 3: ""}
+    iucn = np.array([next((c for k, c in mix.items() if i % k == 1), "LC") for i in range(n)],
+                    object)  # fmt: skip
     flags = {"protected": np.arange(n) % 5 == 0, "invasive": np.arange(n) % 7 == 1,
              "endemic": np.arange(n) % 11 == 2}  # fmt: skip
     info = SpeciesInfo(ids=ids, iucn=iucn, **flags)
     publish(cube, tmp_path, "s", info, PublishOptions(species_set=rule, min_level_size=16))
     rel = open_release(str(tmp_path / "s"))
-    assert rel.manifest.species_set == rule and rel.manifest.format_version == 3
+    assert rel.manifest.species_set == rule and rel.manifest.format_version == 4
     assert rel.manifest.species.iucn == [str(v) for v in iucn]
     codes = c.read()  # [S, H, W]
     land = np.argwhere(codes[0] != NODATA)
@@ -339,6 +351,15 @@ def test_set_indicators_equal_the_reference(cube: Path, tmp_path: Path, rule: Se
         assert np.isnan(sea).all()  # outside the territory: no value, as every indicator
     if rule.top_k is not None:
         assert ref["set_size"].max() <= rule.top_k
+    # the worst-status class layer (uint8, 255 for an empty set and off the territory)
+    worst = rel.read(layout.level_array(0, "set_worst_status"))
+    assert worst.dtype == np.uint8
+    np.testing.assert_array_equal(worst[pick[:, 0], pick[:, 1]], ref["set_worst_status"])
+    assert (worst[codes[0] == NODATA] == 255).all()
+    if rule.threshold > 0.9:
+        assert (ref["set_worst_status"] == 255).any()
+    else:  # sets differ in their worst status
+        assert len(set(ref["set_worst_status"].tolist())) >= 2
 
 
 def test_a_calibration_report_is_a_publish_rule(tmp_path: Path) -> None:

@@ -219,6 +219,32 @@ def register_release(
                     "version": layer_version(key, published, name),
                 }
             )
+        for name, entry in meta.class_layers.items():
+            counts = np.asarray(entry.counts, np.int64)
+            layer_name = f"classes/{name}"
+            rows.append(
+                {
+                    "release_id": row.id,
+                    "kind": LayerKind.classes,
+                    "name": layer_name,
+                    "species_id": None,
+                    "indicator": name,
+                    "title": entry.title,
+                    "units": "class",
+                    "min": None,
+                    "max": None,
+                    "mean": None,
+                    # the class counts as a histogram: one bin per class, edges the values
+                    "histogram": {
+                        "classes": [c.code for c in entry.scheme.classes],
+                        "counts": counts.tolist(),
+                    },
+                    "footprint": whole,
+                    **_bbox(whole),
+                    **_bbox(None, "presence_"),
+                    "version": layer_version(key, published, layer_name),
+                }
+            )
         session.execute(insert(Layer), rows)
         return row.id
 

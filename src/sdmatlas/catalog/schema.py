@@ -54,6 +54,8 @@ class LayerKind(enum.StrEnum):
     species = "species"
     indicator = "indicator"
     habitat = "habitat"
+    classes = "classes"
+    """A class layer (categorical: worst status, habitat types), migration 0005."""
 
 
 def _enum(cls: type[enum.Enum]) -> Enum:
@@ -176,7 +178,8 @@ class Release(Base):
 
 
 class Layer(Base):
-    """One map layer of a release: a species, an indicator, later a habitat."""
+    """One map layer of a release: a species, an indicator, a class layer (its name in
+    ``indicator``)."""
 
     __tablename__ = "layer"
     __table_args__ = (

@@ -167,13 +167,26 @@ def create(
     n_indicators: int,
     edges: tuple[int, ...] = EDGES,
     shard: int | None = None,
+    n_classes: int = 0,
 ) -> None:
     """Empty aggregate arrays of ``edges`` (by default every edge) in ``root``; with
     ``shard`` (pixels, a multiple of 64), the finest edge is stored in shards of that
-    many pixels a side (one publish task's tile)."""
+    many pixels a side (one publish task's tile). ``n_classes``: the columns of the class
+    counts (every class of every class layer; none: no such array)."""
     for edge in edges:
         bh, bw = block_shape(height, width, edge)
         sb = shard // edge if shard and edge == EDGES[0] else None
+        if n_classes:
+            root.create_array(
+                layout.aggregate(edge, layout.CLASS_COUNTS),
+                shape=(bh, bw, n_classes),
+                chunks=(CHUNK_BLOCKS, CHUNK_BLOCKS, n_classes),
+                shards=(sb, sb, n_classes) if sb else None,
+                dtype="uint32",
+                fill_value=0,
+                compressors=ZstdCodec(level=3),
+                dimension_names=("by", "bx", "class"),
+            )
         for name, dtype in (("sum", sum_dtype(edge)), ("max", np.dtype(np.uint8))):
             root.create_array(
                 layout.aggregate(edge, name),
@@ -237,6 +250,17 @@ def coarsen_chunk(
                 if n not in out:
                     out[n] = np.empty((rows, cols, *v.shape[2:]), v.dtype)
                 out[n][by, bx] = v[0, 0]
+    return out
+
+
+def coarsen_classes(counts: npt.NDArray[np.uint32], rows: int, cols: int) -> npt.NDArray[np.uint32]:
+    """``[rows, cols, class]`` class counts of the coarser edge from the finer ones below
+    (``counts[8 rows, 8 cols, class]``, a partial last row or column shorter): sums."""
+    c = _pad(np.asarray(counts, np.uint32), FANOUT, 0, (0, 1))
+    n = c.shape[2]
+    out: npt.NDArray[np.uint32] = c.reshape(
+        c.shape[0] // FANOUT, FANOUT, c.shape[1] // FANOUT, FANOUT, n
+    ).sum(axis=(1, 3), dtype=np.uint32)[:rows, :cols]
     return out
 
 

@@ -35,6 +35,9 @@ sum_S p`` the renormalised probabilities; an empty set gives 0 everywhere:
 - ``set_protected_count``, ``set_invasive_count``, ``set_endemic_count``: flagged
   species in ``S``.
 
+The worst status present in the set (the class layer ``set_worst_status``,
+:mod:`sdmatlas.publish.categorical`) comes from the same pass.
+
 They are computed together in one pass over the codes (a task asks for them one by
 one: the pass is kept per thread for the same codes and species).
 """
@@ -49,6 +52,7 @@ from types import MappingProxyType
 import numpy as np
 import numpy.typing as npt
 
+from sdmatlas.classes import NO_CLASS
 from sdmatlas.errors import NotFoundError
 from sdmatlas.quantize import NODATA, SCALE
 from sdmatlas.sets import SetRule
@@ -269,7 +273,11 @@ def _set_stats(q: Q, info: SpeciesInfo) -> dict[str, npt.NDArray[np.float64]]:
         share = {c: np.where(size > 0, acc[c] / size, 0.0) for c in ASSESSED}
         mass = np.where(psum > 0, acc["threatened"] * SCALE / psum, 0.0)
         shannon = np.where(psum > 0, np.log(psum) - acc["plnp"] / psum, 0.0)
+    worst = np.full(npx, float(len(ASSESSED)))  # a set with no assessed species
+    for rank, c in enumerate(ASSESSED):
+        worst = np.where(acc[c] > 0, float(rank), worst)
     out = {
+        "set_worst_status": np.where(size > 0, worst, float(NO_CLASS)),
         "set_size": size,
         **{f"set_share_{c.lower()}": share[c] for c in ASSESSED},
         "set_threatened_mass": mass,

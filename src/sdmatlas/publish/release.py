@@ -30,6 +30,7 @@ import numpy as np
 import zarr
 from zarr.codecs import TransposeCodec, ZstdCodec
 
+from sdmatlas.classes import NO_CLASS
 from sdmatlas.errors import (
     IncompleteReleaseError,
     InvalidInputError,
@@ -39,6 +40,7 @@ from sdmatlas.executor import ExecutorOptions, open_executor
 from sdmatlas.grid import ChunkWindow, Grid
 from sdmatlas.predict.cube import SHARD_SPECIES, Cube, now, open_cube, write_georef
 from sdmatlas.publish import aggregates
+from sdmatlas.publish.categorical import CLASS_LAYERS
 from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo, threshold_code
 from sdmatlas.publish.levels import level_count
 from sdmatlas.publish.stats import INDICATOR_BINS, FloatParts, SpeciesStats, merge_boxes
@@ -64,7 +66,7 @@ from sdmatlas.publish.workspace import (
 from sdmatlas.quantize import ENCODING, NODATA
 from sdmatlas.release import layout
 from sdmatlas.release.layout import FORMAT_VERSION
-from sdmatlas.release.manifest import IndicatorEntry, Manifest, SpeciesEntry
+from sdmatlas.release.manifest import ClassLayerEntry, IndicatorEntry, Manifest, SpeciesEntry
 from sdmatlas.sets import SetRule
 from sdmatlas.storage import (
     FsspecReleaseStore,
@@ -340,6 +342,23 @@ def _setup(
                     "units": ind.units,
                 },
             )
+        for name, layer in CLASS_LAYERS.items():
+            g.create_array(
+                name,
+                shape=(lg.height, lg.width),
+                chunks=(grid.chunk, grid.chunk),
+                dtype="uint8",
+                fill_value=NO_CLASS,
+                compressors=_zstd(),
+                dimension_names=("y", "x"),
+                attributes={
+                    "grid_mapping": "spatial_ref",
+                    "long_name": layer.title,
+                    "flag_values": [c.value for c in layer.scheme.classes],
+                    "flag_meanings": " ".join(c.code for c in layer.scheme.classes),
+                    "resampling": "mode of the valid children (sdmatlas.classes)",
+                },
+            )
     root.create_array(
         layout.PIXELS,
         shape=(h, w, s),
@@ -356,7 +375,8 @@ def _setup(
         compressors=_zstd(),
         dimension_names=("y", "x", "species"),
     )
-    aggregates.create(root, h, w, s, len(INDICATORS), shard=tile)
+    n_classes = sum(len(c.scheme.classes) for c in CLASS_LAYERS.values())
+    aggregates.create(root, h, w, s, len(INDICATORS), shard=tile, n_classes=n_classes)
     root.create_array(
         layout.TERRITORY,
         shape=(h, w),
@@ -594,6 +614,17 @@ def _run(
         },
         publish={"tile": tile, "runs": ws.runs()},
         species_set=species.species_set,
+        class_layers={
+            n: ClassLayerEntry(
+                title=c.title,
+                scheme=c.scheme,
+                counts=np.sum(
+                    [d["classes"][n] for d in base.values()] or [[0] * len(c.scheme.classes)],
+                    axis=0,
+                ).tolist(),
+            )
+            for n, c in CLASS_LAYERS.items()
+        },
     )
     root.attrs[layout.MANIFEST_ATTR] = manifest.model_dump(mode="json")
 

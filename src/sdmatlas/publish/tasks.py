@@ -11,9 +11,9 @@ each kind over all its tiles, on the prediction executor):
              and every indicator folded into the 8-pixel blocks.
 ``hist``     per tile: indicator histograms on the bin edges of the reduced minimum and
              maximum (the catalog's statistics).
-``level<k>`` per tile of level k: the 2 x 2 weighted means of its 2 tile x 2 tile region of
-             level k - 1 (species in groups of one shard), and its level-0 pixel counts
-             for level k + 1: the pyramid as a tree.
+``level<k>`` per tile of level k: the 2 x 2 weighted means (class layers: the weighted
+             mode) of its 2 tile x 2 tile region of level k - 1 (species in groups of one
+             shard), and its level-0 pixel counts for level k + 1: the pyramid as a tree.
 ``blocks<e>`` per chunk of the block aggregates of edge e, from the finer edge.
 
 Memory of a task: ``tile^2 x species`` bytes a few times over for ``base`` and
@@ -38,10 +38,12 @@ import zarr
 
 from sdmatlas.chunk_writer import ChunkWriter
 from sdmatlas.chunks import ChunkReader, ZarrChunkReader, local_reader
+from sdmatlas.classes import block_class_counts, class_counts, mode_downsample
 from sdmatlas.errors import CorruptDataError
 from sdmatlas.grid import ChunkWindow, Grid
 from sdmatlas.predict.cube import PROBABILITY, SHARD_SPECIES
 from sdmatlas.publish import aggregates
+from sdmatlas.publish.categorical import CLASS_LAYERS
 from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo
 from sdmatlas.publish.levels import downsample_codes, downsample_float, downsample_weights
 from sdmatlas.publish.stats import SpeciesStats
@@ -188,6 +190,17 @@ def base_task(job: PublishJob, win: ChunkWindow) -> TaskResult:
             values = ind(codes, job.species, valid)
             _writer(job, layout.level_array(0, name)).write((r0, c0), values)
             stats[name] = _chunk_stats(job, win, values)
+    classes: dict[str, list[int]] = {}
+    block_counts = []
+    for name, layer in CLASS_LAYERS.items():
+        cls = layer(codes, job.species, valid)
+        _writer(job, layout.level_array(0, name)).write((r0, c0), cls)
+        classes[name] = class_counts(cls, layer.scheme).tolist()
+        block_counts.append(block_class_counts(cls, layer.scheme, BLOCK))
+    if block_counts:
+        _writer(job, layout.aggregate(BLOCK, layout.CLASS_COUNTS)).write(
+            (b0, b1, 0), np.concatenate(block_counts, axis=2)
+        )
     sstats = SpeciesStats(job.n_species, job.threshold_code)
     sstats.add(codes, win)
     code_sums = np.where(codes == NODATA, 0, codes).sum(axis=(1, 2), dtype=np.int64)
@@ -201,7 +214,7 @@ def base_task(job: PublishJob, win: ChunkWindow) -> TaskResult:
             "code_sums": code_sums,
         },
     )
-    return _done(job, "base", win, t0, {"stats": stats})
+    return _done(job, "base", win, t0, {"stats": stats, "classes": classes})
 
 
 def rarity_task(job: PublishJob, item: tuple[ChunkWindow, bool]) -> TaskResult:
@@ -279,6 +292,11 @@ def level_task(job: PublishJob, item: tuple[int, ChunkWindow]) -> TaskResult:
         _writer(job, layout.level_array(k, name)).write(
             (win.row0, win.col0), downsample_float(values, weights)
         )
+    for name in CLASS_LAYERS:
+        values = _read(job, layout.level_array(k - 1, name), rows, cols)
+        _writer(job, layout.level_array(k, name)).write(
+            (win.row0, win.col0), mode_downsample(values, weights)
+        )
     job.workspace.save_weights(k, win.key, downsample_weights(weights))
     return _done(job, f"level{k}", win, t0, {})
 
@@ -300,6 +318,15 @@ def blocks_task(job: PublishJob, item: tuple[int, ChunkWindow]) -> TaskResult:
     for n in aggregates.NAMES:
         start = (win.row0, win.col0) + (0,) * (out[n].ndim - 2)
         _writer(job, layout.aggregate(coarse, n)).write(start, out[n])
+    if CLASS_LAYERS:
+        src = _reader(job, layout.aggregate(fine, layout.CLASS_COUNTS))
+        fy = slice(win.row0 * f, min(win.row1 * f, src.shape[0]))
+        fx = slice(win.col0 * f, min(win.col1 * f, src.shape[1]))
+        counts = src.region((fy, fx, slice(0, src.shape[2])))
+        rows, cols = win.row1 - win.row0, win.col1 - win.col0
+        _writer(job, layout.aggregate(coarse, layout.CLASS_COUNTS)).write(
+            (win.row0, win.col0, 0), aggregates.coarsen_classes(counts, rows, cols)
+        )
     return _done(job, f"blocks{coarse}", win, t0, {})
 
 

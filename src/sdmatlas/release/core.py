@@ -80,13 +80,15 @@ class Release:
             return self._sources[key]
 
     def level(self, level: int, var: str) -> ChunkReader:
-        """``probability`` ([species, y, x] codes) or an indicator ([y, x]) at ``level``."""
+        """``probability`` ([species, y, x] codes), an indicator (float32 [y, x]) or a
+        class layer (uint8 [y, x]) at ``level``."""
         if not 0 <= level < self.n_levels:
             raise NotFoundError(f"release {self.id} has levels 0 to {self.n_levels - 1}")
-        if var != layout.PROBABILITY and var not in self.manifest.indicators:
+        m = self.manifest
+        if var != layout.PROBABILITY and var not in m.indicators and var not in m.class_layers:
             raise NotFoundError(
-                f"release {self.id} has no indicator {var!r}; "
-                f"it has {', '.join(self.manifest.indicator_order)}"
+                f"release {self.id} has no indicator or class layer {var!r}; "
+                f"it has {', '.join([*m.indicator_order, *m.class_layers])}"
             )
         return self.source(layout.level_array(level, var))
 
@@ -98,7 +100,11 @@ class Release:
         return self.source(layout.TERRITORY)
 
     def aggregate(self, edge: int, name: str) -> ChunkReader:
-        if edge not in self.manifest.aggregates or name not in layout.AGGREGATES:
+        known = (
+            *layout.AGGREGATES,
+            *((layout.CLASS_COUNTS,) if self.manifest.class_layers else ()),
+        )
+        if edge not in self.manifest.aggregates or name not in known:
             raise NotFoundError(f"release {self.id} has no block aggregate {name} at {edge}")
         return self.source(layout.aggregate(edge, name))
 

@@ -6,11 +6,14 @@ same names)::
     zarr.json                    attrs: "sdmatlas" (the manifest), "multiscales"
     levels/<k>/probability       uint8 [species, y, x] at 2^k times the grid resolution
     levels/<k>/<indicator>       float32 [y, x], NaN outside the territory
+    levels/<k>/<class layer>     uint8 [y, x], 255 no class (format 4; mode pyramid)
     levels/<k>/x, y, spatial_ref georeferencing of the level
     pixels                       uint8 [y, x, species], chunks [8, 8, S]: one chunk read
                                  answers "every species at this point"
     blocks/<edge>/<name>         block aggregates at edges 8, 64 and 512
-                                 (sdmatlas.publish.aggregates)
+                                 (sdmatlas.publish.aggregates); blocks/<edge>/classes:
+                                 uint32 [by, bx, class] pixels of each class of each
+                                 class layer (format 4)
     territory                    uint8 [y, x]: 1 on territory pixels
     species                      int64 [species] ids, in cube order; attrs "names"
     stats/<name>                 per-species histogram, presence and extent boxes
@@ -21,12 +24,13 @@ code base for layout strings elsewhere).
 
 from __future__ import annotations
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 """Release format this sdmatlas writes (the manifest's ``format_version``). Version 3
 added the species-set rule and the species' IUCN categories to the manifest, and the
-set-based indicators; version-2 releases are read as they are (their manifest lists the
-indicators they have)."""
-KNOWN_VERSIONS = frozenset({2, FORMAT_VERSION})
+set-based indicators; version 4 the class layers (``class_layers`` in the manifest, their
+level arrays and ``blocks/<edge>/classes``). Older releases are read as they are (their
+manifest lists the layers they have)."""
+KNOWN_VERSIONS = frozenset({2, 3, FORMAT_VERSION})
 
 MANIFEST_ATTR = "sdmatlas"
 """The root group attribute that holds the manifest."""
@@ -40,6 +44,8 @@ TERRITORY = "territory"
 SPECIES = "species"
 STATS = ("histogram", "presence", "extent")
 AGGREGATES = ("sum", "max", "count", "indicators")
+CLASS_COUNTS = "classes"
+"""The block aggregate of class pixel counts (format 4)."""
 
 
 def level_group(level: int) -> str:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sdmatlas.classes import ClassScheme
 from sdmatlas.errors import CorruptDataError, IncompleteReleaseError, NotFoundError
 from sdmatlas.grid import Grid
 from sdmatlas.publish.indicators import SpeciesInfo
@@ -29,6 +30,15 @@ class IndicatorEntry(_Model):
     units: str
     stats: dict[str, Any] = Field(default_factory=dict)
     """min, max, mean, count and the value histogram over the territory."""
+
+
+class ClassLayerEntry(_Model):
+    """A class layer (format 4): its classes, and their pixels over the territory."""
+
+    title: str
+    scheme: ClassScheme
+    counts: list[int] = Field(default_factory=list)
+    """Level-0 pixels of each class, in the scheme's order."""
 
 
 class SpeciesEntry(_Model):
@@ -70,6 +80,19 @@ class Manifest(_Model):
     releases published before publishing ran as tasks)."""
     species_set: SetRule | None = None
     """The species-set rule of the set-based indicators (version 3)."""
+    class_layers: dict[str, ClassLayerEntry] = Field(default_factory=dict)
+    """The class layers, in the order of the ``classes`` block aggregate's columns
+    (version 4)."""
+
+    def class_columns(self, name: str) -> slice:
+        """The columns of class layer ``name`` in ``blocks/<edge>/classes``."""
+        start = 0
+        for n, entry in self.class_layers.items():
+            k = len(entry.scheme.classes)
+            if n == name:
+                return slice(start, start + k)
+            start += k
+        raise NotFoundError(f"the release has no class layer {name!r}")
 
     def species_info(self) -> tuple[SpeciesInfo, list[str], list[str]]:
         """The species flags and range sizes, and the genus and family of each."""
