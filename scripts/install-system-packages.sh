@@ -3,7 +3,8 @@
 # Redis (tile cache tests), Chromium and its WebDriver (web viewer tests), Node.js and
 # npm (the MapLibre style validator, installed by `npm ci --prefix viewer` in the tests),
 # SLURM and munge (cluster tests: a single-node SLURM, sdmatlas.testing.localslurm), and
-# kubectl where none is installed (it renders the kustomize overlays in the tests).
+# kubectl where none is installed (it renders the kustomize overlays in the tests), and
+# gdal-bin (gdalinfo reads the category names of class-layer COGs; gdal2tiles for bench/).
 # Installs only what is missing; the servers themselves are started by the tests
 # (throwaway instances in temporary directories), never as system services.
 set -euo pipefail
@@ -23,6 +24,7 @@ command -v npm >/dev/null || missing+=(npm)
 command -v sbatch >/dev/null || missing+=(slurm-client)
 [ -x /usr/sbin/munged ] || missing+=(munge)
 command -v kubectl >/dev/null || missing+=(kubernetes-client)
+command -v gdalinfo >/dev/null || missing+=(gdal-bin)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

@@ -240,10 +240,12 @@ def uvicorn_thread(app: Any, log_level: str = "warning") -> Iterator[str]:
 
 
 def served_catalog(cube: Path, root: Path, releases: list[tuple[str, str]],
-                   releases_at: str | None = None, **settings: object) -> Settings:  # fmt: skip
+                   releases_at: str | None = None, iucn: bool = False,
+                   **settings: object) -> Settings:  # fmt: skip
     """The cube published as each (key, period) release under ``root`` (or in the release
     store ``releases_at``), catalogued in a SQLite catalog under ``root`` with the demo
-    territories; the app settings to serve it."""
+    territories; the app settings to serve it. ``iucn``: the species get a mix of IUCN
+    categories, threatened ones rare (else none: every set's worst status is "NA")."""
     from sdmatlas.catalog.imports import import_territories
     from sdmatlas.catalog.register import register_release
     from sdmatlas.predict.cube import open_cube
@@ -256,8 +258,11 @@ def served_catalog(cube: Path, root: Path, releases: list[tuple[str, str]],
     none = np.zeros(n, bool)
     # two genera of one family: the OGC services list their group layers
     genus = np.array(["Alpha" if i % 4 == 0 else "Beta" for i in range(n)], dtype=object)
+    mix = {41: "CR", 23: "EN", 13: "VU", 7: "NT", 5: "DD"}
+    cats = [next((c for k, c in mix.items() if i % k == 1), "LC") if iucn else "" for i in range(n)]
     info = SpeciesInfo(ids=ids, protected=none, invasive=none, endemic=none, genus=genus,
-                       family=np.array(["Fagaceae"] * n, dtype=object))  # fmt: skip
+                       family=np.array(["Fagaceae"] * n, dtype=object),
+                       iucn=np.array(cats if iucn else [], dtype=object))  # fmt: skip
     s = Settings(data_dir=root, database_url=f"sqlite:///{root / 'catalog.sqlite'}",
                  **settings)  # type: ignore[arg-type]  # fmt: skip
     c = Catalog.from_settings(s)

@@ -30,6 +30,7 @@ from sdmatlas.chunks import LocalChunkReader, ZarrChunkReader, chunk_reader, loc
 from sdmatlas.errors import IncompleteReleaseError
 from sdmatlas.grid import Grid
 from sdmatlas.publish import aggregates, queries
+from sdmatlas.publish.categorical import CLASS_LAYERS
 from sdmatlas.publish.cover import cover, cover_mask, pixel_mask
 from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo
 from sdmatlas.publish.release import publish
@@ -66,6 +67,7 @@ def ref(release: Path) -> dict[str, Any]:
         "codes": np.asarray(array(g, "levels/0/probability")[:]),
         "territory": np.asarray(array(g, "territory")[:]) == 1,
         "indicators": {n: np.asarray(array(g, f"levels/0/{n}")[:]) for n in INDICATORS},
+        "classes": {n: np.asarray(array(g, f"levels/0/{n}")[:]) for n in CLASS_LAYERS},
     }
 
 
@@ -120,8 +122,13 @@ def _reference(ref: dict[str, Any], geom: BaseGeometry) -> dict[str, Any]:
     sel[r0 : r0 + m.shape[0], c0 : c0 + m.shape[1]] = m
     sel &= ref["territory"]
     codes = ref["codes"][:, sel].astype(np.int64)
+    classes = {  # pixels of each class, counted one by one
+        k: [int((v[sel] == c.value).sum()) for c in CLASS_LAYERS[k].scheme.classes]
+        for k, v in ref["classes"].items()
+    }
     return {"n": int(sel.sum()), "sum": codes.sum(axis=1), "max": codes.max(axis=1, initial=0),
-            "indicators": {k: v[sel] for k, v in ref["indicators"].items()}}  # fmt: skip
+            "indicators": {k: v[sel] for k, v in ref["indicators"].items()},
+            "classes": classes}  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", ["concave", "with_hole", "multi", "across_the_edge",
@@ -152,6 +159,8 @@ def test_hierarchical_area_equals_the_pixel_exact_computation(
             assert s is not None and s.pixels == v.size
             assert s.min == pytest.approx(v.min(), abs=0) and s.max == pytest.approx(v.max(), abs=0)
             assert s.mean == pytest.approx(v.mean(), rel=1e-9, abs=1e-9)
+        for name, counts in want["classes"].items():
+            assert got.classes[name].tolist() == counts, name
         assert 0 <= got.pixels_exact <= got.n_pixels
         used_edges |= {e for e, n in got.blocks_aggregated.items() if n}
     if kind == "large":

@@ -566,7 +566,9 @@ def _run_publish(
 @app.command("export")
 def export_cmd(
     release: Annotated[str, typer.Argument(help="A release directory or location.")],
-    layer: Annotated[str, typer.Argument(help="species/<id> or indicator/<name>.")],
+    layer: Annotated[
+        str, typer.Argument(help="species/<id>, indicator/<name> or classes/<name>.")
+    ],
     out: Annotated[Path, typer.Option(help="Output COG path.")],
     bbox: Annotated[
         str | None, typer.Option(help="left,bottom,right,top in the release CRS.")

@@ -4,6 +4,12 @@ A species layer is written as its uint8 codes with GDAL's band scale
 (1/254) and offset (0), nodata 255, and tags that restate the encoding, so
 that GIS software shows probabilities. An indicator layer is float32 with NaN
 as nodata. Overviews are averages over valid pixels (GDAL's ``average``).
+
+A class layer is its uint8 classes with a GDAL colour table (each class's colour),
+nodata 255, overviews by GDAL's ``mode`` (never an average of classes), and each class's
+code and name in the band's metadata (``class_<value>``, inside the file). GDAL keeps
+*category names* only in a PAM sidecar: ``<file>.aux.xml`` is written beside the file
+with them (``gdalinfo`` and QGIS then list the classes by name).
 """
 
 from __future__ import annotations
@@ -11,24 +17,26 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import numpy as np
 import numpy.typing as npt
 import rasterio
 from rio_cogeo.cogeo import cog_validate
 
+from sdmatlas.classes import ClassScheme, palette
 from sdmatlas.errors import InvalidInputError, NotFoundError
 from sdmatlas.grid import Grid
 from sdmatlas.publish.indicators import INDICATORS
 from sdmatlas.quantize import ENCODING, NODATA, SCALE
 from sdmatlas.release import Release
 
-_LAYER = re.compile(r"^(species|indicator)/([A-Za-z0-9_]{1,64})$")
+_LAYER = re.compile(r"^(species|indicator|classes)/([A-Za-z0-9_]{1,64})$")
 
 
 @dataclass(frozen=True)
 class Layer:
-    """``species/<id>`` or ``indicator/<name>``."""
+    """``species/<id>``, ``indicator/<name>`` or ``classes/<name>``."""
 
     kind: str
     key: str
@@ -38,8 +46,8 @@ class Layer:
         m = _LAYER.match(text)
         if not m:
             raise InvalidInputError(
-                f"layer {text!r} must be 'species/<id>' or 'indicator/<name>' "
-                f"(indicators: {', '.join(INDICATORS)})"
+                f"layer {text!r} must be 'species/<id>', 'indicator/<name>' or "
+                f"'classes/<name>' (indicators: {', '.join(INDICATORS)})"
             )
         return cls(m.group(1), m.group(2))
 
@@ -72,6 +80,11 @@ def _layer_data(
         if layer.key not in INDICATORS:
             raise NotFoundError(f"unknown indicator {layer.key!r}; known: {sorted(INDICATORS)}")
         return release.level(0, layer.key).region((slice(r0, r1), slice(c0, c1)))
+    if layer.kind == "classes":
+        if layer.key not in release.manifest.class_layers:
+            known = sorted(release.manifest.class_layers)
+            raise NotFoundError(f"release {release.id} has no class layer {layer.key!r}: {known}")
+        return release.level(0, layer.key).region((slice(r0, r1), slice(c0, c1)))
     if not layer.key.isdigit():
         raise NotFoundError(f"species {layer.key!r} is not in this release")
     row = release.species_row(int(layer.key))
@@ -95,20 +108,21 @@ def export_cog(
     data = _layer_data(release, ref, window)
     r0, _, c0, _ = window
     transform = grid.transform @ grid.transform.translation(c0, r0)
-    species = ref.kind == "species"
+    species, classes = ref.kind == "species", ref.kind == "classes"
+    resampling = "mode" if classes else "average"
     profile = {
         "driver": "COG",
         "width": data.shape[1],
         "height": data.shape[0],
         "count": 1,
-        "dtype": "uint8" if species else "float32",
+        "dtype": "uint8" if species or classes else "float32",
         "crs": grid.crs,
         "transform": transform,
-        "nodata": NODATA if species else float("nan"),
+        "nodata": NODATA if species or classes else float("nan"),
         "compress": "deflate",
         "blocksize": blocksize,
-        "overview_resampling": "average",
-        "resampling": "average",
+        "overview_resampling": resampling,
+        "resampling": resampling,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -118,6 +132,12 @@ def export_cog(
         if species:
             dst.scales, dst.offsets = (SCALE,), (0.0,)
             tags |= {"encoding": str(ENCODING["rule"]), "units": "probability of presence"}
+        elif classes:
+            entry = release.manifest.class_layers[ref.key]
+            dst.write_colormap(1, _colour_table(entry.scheme))
+            dst.update_tags(1, **{f"class_{c.value}": f"{c.code} {c.name}"
+                                  for c in entry.scheme.classes})  # fmt: skip
+            tags |= {"title": entry.title, "nodata_meaning": entry.scheme.empty}
         else:
             tags |= {"units": INDICATORS[ref.key].units, "title": INDICATORS[ref.key].title}
         dst.update_tags(**tags)
@@ -126,4 +146,25 @@ def export_cog(
         tmp.unlink(missing_ok=True)
         raise RuntimeError(f"GDAL wrote an invalid COG for {ref}: {errors}")
     tmp.replace(out)
+    if classes:
+        aux = out.with_name(out.name + ".aux.xml")
+        aux.write_text(category_names_xml(release.manifest.class_layers[ref.key].scheme))
     return out
+
+
+def _colour_table(scheme: ClassScheme) -> dict[int, tuple[int, int, int, int]]:
+    pal = palette(scheme)
+    return {v: (int(r), int(g), int(b), int(a)) for v, (r, g, b, a) in enumerate(pal)}
+
+
+def category_names_xml(scheme: ClassScheme) -> str:
+    """GDAL's PAM sidecar with the band's category names (index = pixel value; values of
+    no class get an empty name), as GDAL itself writes it."""
+    names = [""] * (max(c.value for c in scheme.classes) + 1)
+    for c in scheme.classes:
+        names[c.value] = f"{c.code} {c.name}"
+    cats = "".join(f"<Category>{escape(n)}</Category>" for n in names)
+    return (
+        '<PAMDataset><PAMRasterBand band="1">'
+        f"<CategoryNames>{cats}</CategoryNames></PAMRasterBand></PAMDataset>\n"
+    )

@@ -18,7 +18,7 @@ import os
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,10 +27,11 @@ from shapely.geometry.base import BaseGeometry
 
 from sdmatlas import budget
 from sdmatlas.chunks import ChunkReader
+from sdmatlas.classes import class_counts
 from sdmatlas.publish import aggregates
 from sdmatlas.publish.cover import Cover, cover
 from sdmatlas.quantize import NODATA, SCALE
-from sdmatlas.release import Release
+from sdmatlas.release import Release, layout
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ class AreaResult:
     pixels_exact: int
     """pixels counted one by one (in the chunks read); the others came from aggregates"""
     indicators: dict[str, IndicatorSummary | None]
+    classes: dict[str, npt.NDArray[np.int64]] = field(default_factory=dict)
+    """Pixels of each class of each class layer (in its scheme's order)."""
 
     def count_above(self, threshold: float) -> int:
         """Species whose probability reaches ``threshold`` on at least one pixel of the area."""
@@ -96,7 +99,8 @@ def point(release: Release, x: float, y: float) -> PointResult:
 class _Sums:
     """Running totals of an area query (one per worker, merged at the end)."""
 
-    def __init__(self, n_species: int, n_indicators: int) -> None:
+    def __init__(self, n_species: int, n_indicators: int, n_classes: int = 0) -> None:
+        self.classes = np.zeros(n_classes, np.int64)
         self.total = np.zeros(n_species, np.int64)
         self.vmax = np.zeros(n_species, np.int64)
         self.pixels = 0
@@ -121,6 +125,7 @@ class _Sums:
         self.ind[:, 3] = np.fmax(self.ind[:, 3], ind[:, 3])
 
     def merge(self, other: _Sums) -> None:
+        self.classes += other.classes
         self.total += other.total
         self.vmax = np.maximum(self.vmax, other.vmax)
         self.pixels += other.pixels
@@ -141,6 +146,7 @@ class _Source:
     def __init__(self, release: Release, indicators: list[str]) -> None:
         self.release = release
         self.indicators = indicators
+        self.class_layers = list(release.manifest.class_layers.items())
         self._decoded: OrderedDict[tuple[int, int, int], npt.NDArray[Any]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -179,6 +185,20 @@ class _Source:
             agg(edge, "indicators").chunk((cy, cx, 0, 0)),
         )
 
+    def class_blocks(self, edge: int, cy: int, cx: int) -> npt.NDArray[Any] | None:
+        """One chunk (8 x 8 blocks) of the class counts of ``edge`` (None: no class layer)."""
+        if not self.class_layers:
+            return None
+        return self.release.aggregate(edge, layout.CLASS_COUNTS).chunk((cy, cx, 0))
+
+    def count_classes(self, ys: slice, xs: slice, pick: npt.NDArray[np.bool_]) -> npt.NDArray[Any]:
+        """The class counts of the picked pixels of a window, every class layer's."""
+        parts = []
+        for name, entry in self.class_layers:
+            values = self.window(self.release.level(0, name), ys, xs)[pick]
+            parts.append(class_counts(values, entry.scheme))
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
 
 def _whole_blocks(src: _Source, sums: _Sums, edge: int, idx: npt.NDArray[np.intp]) -> None:
     """Add whole blocks of ``edge``, reading each aggregate chunk once."""
@@ -194,6 +214,9 @@ def _whole_blocks(src: _Source, sums: _Sums, edge: int, idx: npt.NDArray[np.intp
         bsum, bmax, count, ind = src.blocks(edge, int(keys[a, 0]), int(keys[a, 1]))
         ys, xs = idx[a:b, 0] % k, idx[a:b, 1] % k
         sums.add_blocks(bsum[ys, xs], bmax[ys, xs], count[ys, xs], ind[ys, xs])
+        cls = src.class_blocks(edge, int(keys[a, 0]), int(keys[a, 1]))
+        if cls is not None:
+            sums.classes += cls[ys, xs].sum(axis=0, dtype=np.int64)
 
 
 def _boundary_block(src: _Source, c: Cover, i: int, sums: _Sums) -> None:
@@ -219,6 +242,9 @@ def _boundary_block(src: _Source, c: Cover, i: int, sums: _Sums) -> None:
         pick = np.zeros(count.shape, bool)
         pick[: whole.shape[0], : whole.shape[1]] = whole
         sums.add_blocks(bsum[pick], bmax[pick], count[pick], ind[pick])
+        cls = src.class_blocks(f, by, bx)
+        if cls is not None:
+            sums.classes += cls[pick].sum(axis=0, dtype=np.int64)
         sums.fine_whole += int(whole.sum())
     if not part.any():
         return
@@ -246,6 +272,8 @@ def _boundary_block(src: _Source, c: Cover, i: int, sums: _Sums) -> None:
         [src.window(src.release.level(0, name), ys, xs)[ex] for name in src.indicators]
     )
     sums.fold(aggregates.summarize(values))
+    if src.class_layers:
+        sums.classes += src.count_classes(ys, xs, ex)
 
 
 def area(
@@ -263,12 +291,13 @@ def area(
     names = list(release.manifest.indicator_order)
     c = plan if plan is not None else cover(grid, geom)
     src = _Source(release, names)
-    total = _Sums(s, len(names))
+    n_classes = sum(len(e.scheme.classes) for _, e in src.class_layers)
+    total = _Sums(s, len(names), n_classes)
     for edge, idx in c.whole.items():
         _whole_blocks(src, total, edge, idx)
     n = len(c.boundary)
     workers = workers or min(4, os.cpu_count() or 1)
-    parts = [_Sums(s, len(names)) for _ in range(max(1, min(workers, n)))]
+    parts = [_Sums(s, len(names), n_classes) for _ in range(max(1, min(workers, n)))]
     if len(parts) == 1:
         _run_slice(src, c, 0, 1, parts[0])
     elif n:
@@ -304,7 +333,18 @@ def area(
             else None
             for name, row in zip(names, total.ind.tolist(), strict=True)
         },
+        classes=_split(total.classes, src.class_layers),
     )
+
+
+def _split(counts: npt.NDArray[np.int64], layers: list[tuple[str, Any]]) -> dict[str, Any]:
+    """The concatenated class counts, per class layer."""
+    out, start = {}, 0
+    for name, entry in layers:
+        k = len(entry.scheme.classes)
+        out[name] = counts[start : start + k]
+        start += k
+    return out
 
 
 def _run_slice(src: _Source, c: Cover, k: int, step: int, sums: _Sums) -> None:

@@ -31,7 +31,7 @@ from sdmatlas.serve.services import Services
 from sdmatlas.serve.tiles.reader import OpenRelease
 from sdmatlas.serve.tiles.tiling import transformer
 
-REPORT_VERSION = 2
+REPORT_VERSION = 3
 """Bumped when the report's content changes: stored reports of another version are stale."""
 
 
@@ -113,8 +113,34 @@ def area_report(
         "invasive_present": int((present & info.invasive).sum()) if res.n_pixels else 0,
         "endemic_present": int((present & info.endemic).sum()) if res.n_pixels else 0,
         "indicators": indicators,
+        "classes": class_shares(rel, res.classes, res.n_pixels),
         "species": species,
     }
+
+
+def class_shares(
+    rel: OpenRelease, counts: dict[str, npt.NDArray[np.int64]], n_pixels: int
+) -> dict[str, Any]:
+    """Per class layer: each class's pixels, km² and share of the area's territory pixels,
+    and the pixels of no class (an empty species set), so that the shares add up to 1."""
+    pixel_km2 = (rel.grid.res / 1000.0) ** 2
+    out: dict[str, Any] = {}
+    for name, c in counts.items():
+        scheme = rel.scheme(name)
+        rows = [
+            {"value": e.value, "code": e.code, "name": e.name, "pixels": int(n),
+             "area_km2": round(int(n) * pixel_km2, 4),
+             "share": round(int(n) / n_pixels, 6) if n_pixels else 0.0}
+            for e, n in zip(scheme.classes, c.tolist(), strict=True)
+        ]  # fmt: skip
+        none = n_pixels - int(c.sum())
+        out[name] = {
+            "classes": rows,
+            "no_class": {"meaning": scheme.empty, "pixels": none,
+                         "area_km2": round(none * pixel_km2, 4),
+                         "share": round(none / n_pixels, 6) if n_pixels else 0.0},
+        }  # fmt: skip
+    return out
 
 
 def polygonal(geom: BaseGeometry) -> BaseGeometry:

@@ -13,6 +13,7 @@ from shapely.geometry import mapping
 from sdmatlas.catalog import queries
 from sdmatlas.catalog.db import Catalog
 from sdmatlas.catalog.names import MAX_QUERY
+from sdmatlas.classes import NO_CLASS
 from sdmatlas.errors import NotFoundError
 from sdmatlas.serve.api.deps import services
 from sdmatlas.serve.offload import offload
@@ -121,7 +122,7 @@ def layers(
     request: Request,
     species_id: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
     indicator: Annotated[str | None, Query(max_length=64)] = None,
-    kind: Literal["species", "indicator", "habitat"] | None = None,
+    kind: Literal["species", "indicator", "classes", "habitat"] | None = None,
     territory: Annotated[str | None, Query(max_length=64)] = None,
     period: Annotated[str | None, Query(max_length=32)] = None,
     release: Annotated[str | None, Query(max_length=100)] = None,
@@ -150,7 +151,7 @@ def layer(request: Request, layer: Annotated[str, Path(max_length=200)]) -> dict
         found = queries.find_layers(
             s,
             species_id=int(name) if kind == "species" and name.isdigit() else None,
-            indicator=name if kind == "indicator" else None,
+            indicator=name if kind in ("indicator", "classes") else None,
             kind=kind,
             release=rel,
             limit=1,
@@ -159,6 +160,11 @@ def layer(request: Request, layer: Annotated[str, Path(max_length=200)]) -> dict
             raise NotFoundError(f"no layer {layer!r} (see GET /layers)")
         out = _layer(found[0])
         out["histogram"] = found[0].histogram
+    if kind == "classes":
+        rel_ = services(request).open(services(request).layers.resolve(layer))
+        scheme = rel_.scheme(name)
+        out["classes"] = [c.model_dump(exclude_none=True) for c in scheme.classes]
+        out["nodata"] = {"value": NO_CLASS, "meaning": scheme.empty}
     base = public_base(request, services(request).settings)
     out["links"] = {
         "tilejson": f"{base}/layers/{layer}/tilejson.json",
@@ -224,7 +230,8 @@ async def cog(
     ] = None,
 ) -> Response:
     """Species layers hold uint8 codes (p = code / 254, 255 = nodata; the scale is in the
-    file's metadata), indicators float32 with NaN. A heavy request: one at a time per
+    file's metadata), indicators float32 with NaN, class layers uint8 classes with a colour
+    table and category names (255 = no class). A heavy request: one at a time per
     process (SDMATLAS_HEAVY_REQUESTS), in the executor."""
     svc = services(request)
     async with svc.heavy.slot():
@@ -255,7 +262,7 @@ def _cog(svc: Services, layer: str, bbox: str | None) -> Response:
         if not (-180 <= w < e <= 180 and -90 <= s_ < n <= 90):
             raise InvalidInputError("bbox must be west < east and south < north, in degrees")
         box = transform_bounds("EPSG:4326", rel.grid.crs, w, s_, e, n)
-    name = f"species/{ref.species_id}" if ref.kind == "species" else f"indicator/{ref.indicator}"
+    name = f"species/{ref.species_id}" if ref.kind == "species" else f"{ref.kind}/{ref.indicator}"
     # Exported once per layer version and bbox, kept on disk, and served as a file: with
     # Range (206), Accept-Ranges, ETag and If-Range, so GDAL and QGIS read it as a remote
     # COG (/vsicurl/) without downloading it whole.

@@ -71,7 +71,8 @@ def point(
     offset: Annotated[int, Query(ge=0, le=catalog_queries.MAX_OFFSET)] = 0,
 ) -> Response:
     """Species sorted by probability (highest first), paged, with a minimum probability;
-    the indicator values at the pixel; the territories containing the point. A point
+    the indicator values and the class layers' classes (value, code, name) at the pixel;
+    the territories containing the point. A point
     outside the release's grid or territory is not an error: ``inside`` is false and
     the lists are empty."""
     svc = services(request)
@@ -92,6 +93,7 @@ def point(
         "total": 0,
         "species": [],
         "indicators": {},
+        "classes": {},
         "territories": territories,
     }
     if res.inside:
@@ -100,6 +102,9 @@ def point(
                 res.species_ids, rel.species_names, res.codes, min_probability, offset, limit
             )
             body["indicators"] = _indicator_values(svc, rel, res.row, res.col)
+            body["classes"] = {
+                name: svc.reader.class_at(rel, name, res.row, res.col) for name in rel.class_layers
+            }
     return _json(body, timer)
 
 

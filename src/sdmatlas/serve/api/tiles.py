@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from sdmatlas.classes import NO_CLASS
 from sdmatlas.serve.api.deps import services
 from sdmatlas.serve.api.http import answer_tile, respond, tile_response
 from sdmatlas.serve.tiles import render
@@ -14,6 +15,7 @@ from sdmatlas.serve.tiles.core import (
     PARAM_LIMITS,
     TileRequest,
     group_of,
+    layer_style,
     zoom_range,
 )
 from sdmatlas.serve.tiles.tiling import TMS_NAMES, get_tms
@@ -141,7 +143,7 @@ def tilejson(
     get_tms(tms)
     render.check_format(format)
     group = group_of(ref, genus, family, status, ids)
-    render.parse_style(colormap, rescale, ref.default_range, ref.fade)  # validate now, not per tile
+    layer_style(ref, colormap, rescale)  # validate now, not per tile
     if group is not None:
         svc.group_rows(ref, group)
     minz, maxz = zoom_range(svc, ref, tms)
@@ -165,6 +167,10 @@ def tilejson(
         "attribution": "sdmatlas: AI-predicted species distributions",
         "tileMatrixSet": tms,
     }
+    if ref.kind == "classes":  # what each pixel value means (an extension of TileJSON)
+        scheme = svc.open(ref).scheme(ref.var)
+        doc["classes"] = [c.model_dump(exclude_none=True) for c in scheme.classes]
+        doc["nodata"] = {"value": NO_CLASS, "meaning": scheme.empty}
     return JSONResponse(doc, headers={"Cache-Control": SHORT})
 
 
@@ -183,7 +189,7 @@ def style_json(
     svc = services(request)
     ref = svc.layers.resolve(layer)
     group_of(ref, genus, family, status, ids)
-    render.parse_style(colormap, rescale, ref.default_range, ref.fade)
+    layer_style(ref, colormap, rescale)
     qs = _query_string(
         colormap=colormap, rescale=rescale, genus=genus, family=family, status=status, ids=ids
     )
@@ -226,9 +232,12 @@ def legend(
 ) -> Response:
     svc = services(request)
     ref = svc.layers.resolve(layer)
-    style = render.parse_style(colormap, rescale, ref.default_range, ref.fade)
+    style = layer_style(ref, colormap, rescale)
     timer = Timer()
     tag = etag(ref.version, "legend", style.key(), width, height)
     with timer.span("render"):
-        body = render.legend_png(style, ref.units or "probability", width, height)
+        if ref.kind == "classes":  # swatches and names, one row a class
+            body = render.class_legend_png(svc.open(ref).scheme(ref.var), ref.title, width)
+        else:
+            body = render.legend_png(style, ref.units or "probability", width, height)
     return respond(request, body, "image/png", tag, SHORT, timer)

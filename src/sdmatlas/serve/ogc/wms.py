@@ -44,7 +44,7 @@ from sdmatlas.serve.ogc.periods import resolve as resolve_period
 from sdmatlas.serve.ogc.xml import text_child, xml_bytes, xml_response
 from sdmatlas.serve.services import Services
 from sdmatlas.serve.tiles import render
-from sdmatlas.serve.tiles.core import TileRequest, make_tile
+from sdmatlas.serve.tiles.core import TileRequest, layer_style, make_tile
 from sdmatlas.serve.tiles.layers import (
     GroupSpec,
     LayerRef,
@@ -144,6 +144,8 @@ class _Writer:
         crss: bool = False,
         time: tuple[tuple[str, ...], str] | None = None,
         queryable: bool = True,
+        styles: tuple[str, ...] = render.LISTED_STYLES,
+        legend_height: int = 48,
     ) -> ET.Element:
         lay = ET.SubElement(parent, "Layer")
         if name is not None:
@@ -170,8 +172,8 @@ class _Writer:
                 ET.SubElement(lay, "Extent", name="time", default=default,
                               nearestValue="0").text = ",".join(values)  # fmt: skip
         if styles_of is not None:
-            for style in render.LISTED_STYLES:
-                self.style(lay, styles_of, style)
+            for style in styles:
+                self.style(lay, styles_of, style, legend_height)
         return lay
 
     def _boxes(self, lay: ET.Element, lonlat: tuple[float, float, float, float]) -> None:
@@ -193,11 +195,12 @@ class _Writer:
                           "minx": repr(minx), "miny": repr(miny), "maxx": repr(maxx),
                           "maxy": repr(maxy)})  # fmt: skip
 
-    def style(self, lay: ET.Element, legend_layer: str, name: str) -> None:
+    def style(self, lay: ET.Element, legend_layer: str, name: str, height: int = 48) -> None:
         st = ET.SubElement(lay, "Style")
         text_child(st, "Name", name)
-        text_child(st, "Title", f"{name} colormap")
-        legend = ET.SubElement(st, "LegendURL", width="256", height="48")
+        title = "the classes' colours" if name == render.CLASS_STYLE else f"{name} colormap"
+        text_child(st, "Title", title)
+        legend = ET.SubElement(st, "LegendURL", width="256", height=str(height))
         text_child(legend, "Format", "image/png")
         href = (f"{self.base}SERVICE=WMS&REQUEST=GetLegendGraphic&VERSION={self.version}"
                 f"&LAYER={legend_layer}&STYLE={name}&FORMAT=image/png")  # fmt: skip
@@ -277,7 +280,7 @@ def _capabilities(svc: Services, base: str, version: str) -> bytes:
         group = wr.layer(top, f"Release {release} ({items[0].period})",
                          _union([i.bbox for i in items]))  # fmt: skip
         for kind, title in (("species", "Species"), ("indicator", "Indicators"),
-                            ("habitat", "Habitats")):  # fmt: skip
+                            ("classes", "Class layers"), ("habitat", "Habitats")):  # fmt: skip
             of_kind = [i for i in items if i.kind == kind]
             if not of_kind:
                 continue
@@ -285,9 +288,14 @@ def _capabilities(svc: Services, base: str, version: str) -> bytes:
             sub = wr.layer(group, title, _union([i.bbox for i in of_kind]), styles_of=shared)
             for info in of_kind:
                 name = ogc_name(layer_id(info.release, info.name), sep=".")
+                # a class layer has one style, its classes' colours; its legend a row a class
+                classes = kind == "classes"
+                n = len(info.histogram.get("classes", ())) if classes else 0
                 wr.layer(sub, info.title, info.bbox or _WORLD, name=name,
                          abstract=f"{info.kind} layer, period {info.period}, version "
-                         f"{info.version}", styles_of=None if shared else name)  # fmt: skip
+                         f"{info.version}", styles_of=None if shared else name,
+                         styles=(render.CLASS_STYLE,) if classes else render.LISTED_STYLES,
+                         legend_height=20 + 18 * n if classes else 48)  # fmt: skip
         _group_layers(svc, wr, group, release, _union([i.bbox for i in items]))
     return xml_bytes(root, None if v13 else DOCTYPE_111)  # 1.1.1 names its DTD
 
@@ -441,10 +449,20 @@ def _wms_layer(
 def _style(name: str | None) -> str | None:
     if name is None or name in ("", "default"):
         return None
-    if name not in render.STYLE_NAMES:
+    if name not in render.STYLE_NAMES and name != render.CLASS_STYLE:
         raise StyleNotDefinedError(f"style {name[:60]!r} is not one of "
-                                   f"{', '.join(render.LISTED_STYLES)}")  # fmt: skip
+                                   f"{', '.join(render.LISTED_STYLES)} (class layers: "
+                                   f"{render.CLASS_STYLE})")  # fmt: skip
     return name
+
+
+def _layer_style(ref: LayerRef, style: str | None) -> render.Style:
+    """The style of one layer: a class layer takes only its classes' colours, the others
+    only colormaps (StyleNotDefined otherwise)."""
+    try:
+        return layer_style(ref, style, None)
+    except InvalidInputError as exc:
+        raise StyleNotDefinedError(f"layer {ref.id}: {exc}") from None
 
 
 def _over(palette: npt.NDArray[np.uint8], bg_rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
@@ -496,6 +514,7 @@ def get_map(svc: Services, p: dict[str, str], version: str) -> Response:
     if tile is not None and transparent:
         # exactly a tile of a served matrix set: the tile path and its cache answer it
         ref, group = _wms_layer(svc, layers[0], p.get("TIME"))
+        _layer_style(ref, chosen[0])
         params = {"colormap": chosen[0], **group_params(group)}
         req = TileRequest.of(ref.id, tile[0], *tile[1:], fmt, params)
         answer = make_tile(svc, req)
@@ -514,15 +533,16 @@ def get_map(svc: Services, p: dict[str, str], version: str) -> Response:
     # them, so the event loop and other requests keep running), memory is a strip's,
     # and the deadline is checked between strips. Species palettes fade in (alpha
     # 0-255), so several layers are stacked with the "over" operator, strip by strip.
-    styles_ = [
-        render.parse_style(style, None, ref.default_range, ref.fade)
-        for ref, style in zip(refs, chosen, strict=True)
-    ]
-    palettes = [
-        render.code_palette(st) if ref.kind == "species" else render.index_palette(st)
-        for ref, st in zip(refs, styles_, strict=True)
-    ]
+    styles_ = [_layer_style(ref, style) for ref, style in zip(refs, chosen, strict=True)]
     rels = [svc.open(ref) for ref in refs]
+    palettes = [
+        render.code_palette(st)
+        if ref.kind == "species"
+        else render.class_palette(rel.scheme(ref.var))
+        if ref.kind == "classes"
+        else render.index_palette(st)
+        for ref, st, rel in zip(refs, styles_, rels, strict=True)
+    ]
     levels: dict[tuple[object, ...], int] = {}  # one per release grid, for the whole map
     for rel in rels:
         g = rel.grid
@@ -554,6 +574,8 @@ def get_map(svc: Services, p: dict[str, str], version: str) -> Response:
             if ref.kind == "species":
                 assert ref.species_id is not None
                 part = svc.reader.gather(rel, idx, "probability", rel.species_row(ref.species_id))
+            elif ref.kind == "classes":  # the classes are the palette indices
+                part = svc.reader.gather(rel, idx, ref.var)
             elif rows is not None:
                 assert ref.indicator is not None
                 part = render.palette_indices(
@@ -704,5 +726,8 @@ def legend(svc: Services, p: dict[str, str]) -> Response:
         st = render.parse_style(style, None, (0.0, 1.0), render.SPECIES_FADE)
         return Response(render.legend_png(st, SPECIES_UNITS), media_type="image/png")
     ref = _wms_layer(svc, name, p.get("TIME"), legend=True)[0]
-    st = render.parse_style(style, None, ref.default_range, ref.fade)
+    st = _layer_style(ref, style)
+    if ref.kind == "classes":
+        scheme = svc.open(ref).scheme(ref.var)
+        return Response(render.class_legend_png(scheme, ref.title), media_type="image/png")
     return Response(render.legend_png(st, ref.units), media_type="image/png")

@@ -33,7 +33,7 @@ from sdmatlas.serve.ogc.feature_info import INFO_FORMATS, info_response, value_a
 from sdmatlas.serve.ogc.xml import text_child, xml_response
 from sdmatlas.serve.services import Services
 from sdmatlas.serve.tiles import render
-from sdmatlas.serve.tiles.core import TileRequest, make_tile
+from sdmatlas.serve.tiles.core import TileRequest, layer_style, make_tile
 from sdmatlas.serve.tiles.layers import (
     GroupSpec,
     LayerRef,
@@ -110,7 +110,8 @@ def _capabilities(svc: Services, base: str) -> bytes:
     for info in published_layers(svc.catalog):
         lid = layer_id(info.release, info.name)
         _layer_element(contents, base, lid, f"{info.title} ({info.release})",
-                       f"{info.kind} layer {lid}, version {info.version}", info.bbox)  # fmt: skip
+                       f"{info.kind} layer {lid}, version {info.version}", info.bbox,
+                       classes=info.kind == "classes")  # fmt: skip
         boxes.setdefault(info.release, []).extend([info.bbox] if info.bbox else [])
     for release, bs in boxes.items():  # group layers: each genus, family and status
         union = (min(b[0] for b in bs), min(b[1] for b in bs), max(b[2] for b in bs),
@@ -156,7 +157,7 @@ Box = tuple[float, float, float, float]
 
 def _layer_element(
     contents: ET.Element, base: str, lid: str, title: str, abstract: str, bbox: Box | None,
-    legend_id: str | None = None,
+    legend_id: str | None = None, classes: bool = False,
 ) -> None:  # fmt: skip
     """One Layer of the Contents: its box, styles, formats and RESTful templates; a
     group layer (``legend_id``: its indicator's legend) answers no GetFeatureInfo."""
@@ -168,10 +169,10 @@ def _layer_element(
     text_child(bb, _ows("LowerCorner"), f"{w} {s_}")
     text_child(bb, _ows("UpperCorner"), f"{e} {n}")
     text_child(layer, _ows("Identifier"), lid)
-    for name in render.LISTED_STYLES:
-        st = ET.SubElement(
-            layer, _w("Style"), isDefault=str(name == render.DEFAULT_COLORMAP).lower()
-        )
+    # a class layer has one style, its classes' colours
+    for name in (render.CLASS_STYLE,) if classes else render.LISTED_STYLES:
+        default = name in (render.DEFAULT_COLORMAP, render.CLASS_STYLE)
+        st = ET.SubElement(layer, _w("Style"), isDefault=str(default).lower())
         text_child(st, _ows("Identifier"), name)
         legend = f"{base}/layers/{legend_id or lid}/legend.png?colormap={name}"
         ET.SubElement(st, _w("LegendURL"), {"format": "image/png", f"{{{XLINK}}}href": legend})
@@ -233,11 +234,16 @@ def get_tile(
     if fmt not in IMAGE_FORMATS.values():
         raise InvalidInputError("Format must be image/png or image/webp").at("Format")
     colormap = None if style in ("", "default") else style
-    if colormap is not None and colormap not in render.STYLE_NAMES:
+    if colormap is not None and colormap not in (*render.STYLE_NAMES, render.CLASS_STYLE):
         raise StyleNotDefinedError(f"Style {style[:60]!r} is not one of default, "
-                                   f"{', '.join(render.LISTED_STYLES)}").at("Style")  # fmt: skip
+                                   f"{', '.join(render.LISTED_STYLES)}, "
+                                   f"{render.CLASS_STYLE}").at("Style")  # fmt: skip
     z, y, x = _tile_address(tms, matrix, row, col)
     ref, group = _layer(svc, layer)
+    try:  # a class layer's style is its classes' colours; the others', colormaps
+        layer_style(ref, colormap, None)
+    except InvalidInputError as exc:
+        raise StyleNotDefinedError(f"Style {style[:60]!r}: {exc}").at("Style") from None
     params = {"colormap": colormap, **group_params(group)}
     tile = make_tile(svc, TileRequest.of(ref.id, tms, z, x, y, fmt, params), if_none_match)
     assert tile is not None

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import numpy.typing as npt
 
+from sdmatlas.classes import NO_CLASS
 from sdmatlas.errors import InvalidInputError
 from sdmatlas.quantize import NODATA, SCALE
 from sdmatlas.serve.cache import Entry
@@ -108,6 +109,14 @@ def group_of(
     return None
 
 
+def layer_style(ref: LayerRef, colormap: str | None, rescale: str | None) -> render.Style:
+    """The validated style of a tile of ``ref``: a colormap and range, or for a class
+    layer its classes' colours (:func:`render.class_style`)."""
+    if ref.kind == "classes":
+        return render.class_style(colormap, rescale)
+    return render.parse_style(colormap, rescale, ref.default_range, ref.fade)
+
+
 def make_tile(
     svc: Services, req: TileRequest, if_none_match: str | None = None, hot: bool = False
 ) -> Tile | None:
@@ -125,7 +134,7 @@ def make_tile(
         rows = svc.cached_group_rows(ref, group) if hot else svc.group_rows(ref, group)
         if rows is None:
             return None
-    style = render.parse_style(req.colormap, req.rescale, ref.default_range, ref.fade)
+    style = layer_style(ref, req.colormap, req.rescale)
     tag = etag(ref.version, req.tms, req.z, req.x, req.y, req.format, style.key(),
                group.key() if group else "")  # fmt: skip
     cache = cache_control(ref.version, req.v)
@@ -156,6 +165,8 @@ def make_tile(
     extra = {}
     if req.format == "npy" and ref.kind == "species":
         extra = {"X-Scale": repr(SCALE), "X-Nodata": str(NODATA)}
+    elif req.format == "npy" and ref.kind == "classes":
+        extra = {"X-Nodata": str(NO_CLASS)}
     return Tile(200, entry.body, render.FORMATS[req.format], tag, cache, entry.empty,
                 entry.level, source, timer.header(), extra)  # fmt: skip
 
@@ -197,6 +208,9 @@ def render_tile(
         elif ref.kind == "indicator":
             data = svc.reader.gather(rel, idx, ref.var)
             empty = bool(np.isnan(data).all())
+        elif ref.kind == "classes":
+            data = svc.reader.gather(rel, idx, ref.var)
+            empty = bool((data == NO_CLASS).all())
         else:
             assert rows is not None and ref.indicator is not None
             data = svc.reader.gather_group(rel, idx, rows, ref.indicator)
@@ -208,6 +222,8 @@ def render_tile(
             return render.encode_array(data), False
         if ref.kind == "species":
             indices, palette = data, render.code_palette(style)
+        elif ref.kind == "classes":
+            indices, palette = data, render.class_palette(rel.scheme(ref.var))
         else:
             indices, palette = render.palette_indices(data, style), render.index_palette(style)
     with timer.span("encode"):

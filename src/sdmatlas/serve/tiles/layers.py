@@ -5,7 +5,9 @@ A layer id names a release and a layer in it, separated by colons:
 * ``<release>:species:<species id>``: one species' probability (uint8 codes);
 * ``<release>:indicator:<name>``: a precomputed indicator layer;
 * ``<release>:group:<indicator>``: an indicator over a species group given by the
-  ``genus``, ``family``, ``status`` or ``ids`` query parameter (computed on demand).
+  ``genus``, ``family``, ``status`` or ``ids`` query parameter (computed on demand);
+* ``<release>:classes:<name>``: a class layer (categorical: uint8 classes of a scheme,
+  drawn in the classes' colours, :mod:`sdmatlas.classes`).
 
 Resolutions are kept for a few seconds (``SDMATLAS_LAYER_CACHE_SECONDS``), so a tile
 request does not query the database; a retired or republished release is seen by
@@ -33,8 +35,10 @@ from sdmatlas.publish.indicators import INDICATORS, SET_INDICATORS
 from sdmatlas.serve.tiles.reader import OpenRelease
 from sdmatlas.serve.tiles.render import SPECIES_FADE
 
-LayerKindName = Literal["species", "indicator", "group"]
-_ID = re.compile(r"^([a-z0-9][a-z0-9._-]{0,99}):(species|indicator|group):([A-Za-z0-9_]{1,64})$")
+LayerKindName = Literal["species", "indicator", "group", "classes"]
+_ID = re.compile(
+    r"^([a-z0-9][a-z0-9._-]{0,99}):(species|indicator|group|classes):([A-Za-z0-9_]{1,64})$"
+)
 GROUP_INDICATORS = ("richness", "richness_thresholded")
 """Group indicators the OGC services list for every group (two per group: a list that
 stays readable); :data:`GROUP_COMPUTABLE` are all that a group layer id may name."""
@@ -69,7 +73,7 @@ class LayerRef:
 
     @property
     def dtype(self) -> str:
-        return "uint8" if self.kind == "species" else "float32"
+        return "uint8" if self.kind in ("species", "classes") else "float32"
 
 
 def parse_layer_id(layer_id: str) -> tuple[str, LayerKindName, str]:
@@ -77,7 +81,8 @@ def parse_layer_id(layer_id: str) -> tuple[str, LayerKindName, str]:
     if m is None:
         raise NotFoundError(
             f"layer {layer_id[:120]!r} is not a layer id: use <release>:species:<id>, "
-            "<release>:indicator:<name> or <release>:group:<indicator> (see GET /layers)"
+            "<release>:indicator:<name>, <release>:classes:<name> or "
+            "<release>:group:<indicator> (see GET /layers)"
         )
     kind: LayerKindName = m.group(2)  # type: ignore[assignment]
     name = m.group(3)
@@ -148,13 +153,13 @@ class LayerResolver:
                 found = queries.find_layers(s, release=release, species_id=sid, limit=1)
                 default = (0.0, 1.0)
             else:
-                found = queries.find_layers(s, release=release, indicator=name, limit=1)
+                found = queries.find_layers(s, release=release, indicator=name, kind=kind, limit=1)
                 default = (0.0, 1.0)
                 if found and found[0].min is not None and found[0].max is not None:
                     lo, hi = float(found[0].min), float(found[0].max)
                     default = (lo, hi if hi > lo else lo + 1.0)
             if not found:
-                what = f"species {name}" if kind == "species" else f"indicator {name!r}"
+                what = f"species {name}" if kind == "species" else f"{kind} {name!r}"
                 raise NotFoundError(f"release {release!r} has no layer for {what}")
             info = found[0]
             return LayerRef(
@@ -206,7 +211,7 @@ def group_rows(rel: OpenRelease, spec: GroupSpec) -> npt.NDArray[np.intp]:
 OGC_GROUP_KINDS = ("genus", "family", "status")
 _GROUP_VALUE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _DOTTED = re.compile(
-    r"^(?:(?P<release>[a-z0-9][a-z0-9._-]{0,99})\.)?(?P<kind>species|indicator|group)"
+    r"^(?:(?P<release>[a-z0-9][a-z0-9._-]{0,99})\.)?(?P<kind>species|indicator|group|classes)"
     r"\.(?P<name>[A-Za-z0-9_]{1,64})(?:\.(?P<gkind>genus|family|status)"
     r"\.(?P<gvalue>[A-Za-z0-9_-]{1,64}))?$"
 )

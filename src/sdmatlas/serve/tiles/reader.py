@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from sdmatlas.classes import ClassScheme
+from sdmatlas.errors import NotFoundError
 from sdmatlas.grid import Grid
 from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo
 from sdmatlas.quantize import NODATA
 from sdmatlas.release import Release
+from sdmatlas.release.manifest import ClassLayerEntry
 from sdmatlas.serve.tiles.tiling import TileIndex
 from sdmatlas.storage import open_release
 
@@ -81,6 +84,14 @@ class OpenRelease:
     threshold: float
     indicators: dict[str, dict[str, Any]]
     block: int  # edge of the area-query block aggregates (pixels)
+    class_layers: dict[str, ClassLayerEntry] = field(default_factory=dict)
+
+    def scheme(self, name: str) -> ClassScheme:
+        """The classes of class layer ``name``."""
+        entry = self.class_layers.get(name)
+        if entry is None:
+            raise NotFoundError(f"release {self.key} has no class layer {name!r}")
+        return entry.scheme
 
     def species_row(self, species_id: int) -> int:
         return self.release.species_row(species_id)
@@ -107,6 +118,7 @@ def open_for_serving(
         threshold=meta.threshold,
         indicators={n: i.model_dump() for n, i in meta.indicators.items()},
         block=meta.block,
+        class_layers=dict(meta.class_layers),
     )
 
 
@@ -174,12 +186,27 @@ class ReleaseReader:
         ch = rel.grid.chunk
         return self._chunk(rel, level, var, srow, row // ch, col // ch)[row % ch, col % ch]
 
+    def class_at(self, rel: OpenRelease, var: str, row: int, col: int) -> dict[str, Any]:
+        """Class layer ``var``'s class at a grid pixel: value, code and name; on the
+        territory without a class, value None and what no class means there (an empty
+        species set); off the territory, all None."""
+        scheme = rel.scheme(var)
+        v = int(self.value_at(rel, 0, var, row, col))
+        entry = scheme.by_value(v)
+        if entry is not None:
+            return {"value": v, "code": entry.code, "name": entry.name}
+        terr = rel.release.territory()
+        ch, cw = terr.inner
+        inside = bool(terr.chunk((row // ch, col // cw))[row % ch, col % cw])
+        return {"value": None, "code": None, "name": scheme.empty if inside else None}
+
     def gather(
         self, rel: OpenRelease, idx: TileIndex, var: str, srow: int = -1
     ) -> npt.NDArray[Any]:
-        """The tile's pixels of ``var`` (``probability`` with a species row, or an
-        indicator): uint8 codes with NODATA, or float32 with NaN, outside the data."""
-        is_codes = var == "probability"
+        """The tile's pixels of ``var`` (``probability`` with a species row, an indicator
+        or a class layer): uint8 codes or classes with NODATA (= ``NO_CLASS``), or float32
+        with NaN, outside the data."""
+        is_codes = var == "probability" or var in rel.class_layers
         out = np.full(
             idx.rows.shape, NODATA if is_codes else np.nan, np.uint8 if is_codes else np.float32
         )

@@ -26,6 +26,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw
 
+from sdmatlas import classes
+from sdmatlas.classes import ClassScheme
 from sdmatlas.errors import InvalidInputError
 from sdmatlas.quantize import NODATA, SCALE
 
@@ -349,6 +351,46 @@ def legend_png(style: Style, units: str, width: int = 256, height: int = 48) -> 
     if units:
         # dark with a light outline: readable over the dark and the faded ends alike
         draw.text((3, 2), units, fill=(20, 20, 20, 255), stroke_width=2,
+                  stroke_fill=(255, 255, 255, 255))  # fmt: skip
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+#: the one style of class layers: each class in its scheme's colour
+CLASS_STYLE = "classes"
+
+
+def class_style(colormap: str | None, rescale: str | None) -> Style:
+    """The style of a class layer: its classes' own colours (``colormap`` absent or
+    ``classes``); a colour ramp or a value range means nothing for classes (400)."""
+    if (colormap is not None and colormap.strip().lower() != CLASS_STYLE) or rescale:
+        raise InvalidInputError(
+            "a class layer is drawn in its classes' colours (style 'classes'); colormap "
+            "and rescale apply to species and indicator layers"
+        )
+    return Style((), 0.0, float(NODATA - 1), CLASS_STYLE)
+
+
+@functools.lru_cache(maxsize=64)
+def class_palette(scheme: ClassScheme) -> npt.NDArray[np.uint8]:
+    """RGBA of each class value (:func:`sdmatlas.classes.palette`), made once a scheme."""
+    return classes.palette(scheme)
+
+
+def class_legend_png(scheme: ClassScheme, title: str, width: int = 256) -> bytes:
+    """A categorical legend: one swatch and name a class, in the scheme's order."""
+    row, top = 18, 18 if title else 2
+    img = Image.new("RGBA", (width, top + row * len(scheme.classes) + 2), (255, 255, 255, 0))
+    draw = ImageDraw.Draw(img)
+    if title:
+        draw.text((3, 2), title, fill=(20, 20, 20, 255), stroke_width=2,
+                  stroke_fill=(255, 255, 255, 255))  # fmt: skip
+    for i, c in enumerate(scheme.classes):
+        y = top + i * row
+        rgb = tuple(int(c.color[k : k + 2], 16) for k in (1, 3, 5))
+        draw.rectangle((3, y + 2, 17, y + 14), fill=(*rgb, 255), outline=(60, 60, 60, 255))
+        draw.text((23, y + 2), f"{c.code}  {c.name}", fill=(20, 20, 20, 255), stroke_width=2,
                   stroke_fill=(255, 255, 255, 255))  # fmt: skip
     buf = io.BytesIO()
     img.save(buf, "PNG")
