@@ -439,12 +439,13 @@ def test_pmtiles_archives_hold_what_the_api_serves(
     sd = str(BIN / "sdmatlas")
     out = tmp_path / "archives"
     indicator = f"{KEY}:indicator:richness"
-    cmd = [sd, "seed", LAYER, indicator, "--zoom", "8-11", "--to", "pmtiles", str(out)]
+    classes = f"{KEY}:classes:set_worst_status"
+    cmd = [sd, "seed", LAYER, indicator, classes, "--zoom", "8-11", "--to", "pmtiles", str(out)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     plain = app(catalog_settings)
     tms = morecantile.tms.get("WebMercatorQuad")
-    for lid in (LAYER, indicator):
+    for lid in (LAYER, indicator, classes):
         path = archive_path(out, lid)
         assert path.name == lid.replace(":", ".") + ".pmtiles"
         info = plain.get(f"/layers/{lid}").json()

@@ -566,9 +566,7 @@ def _run_publish(
 @app.command("export")
 def export_cmd(
     release: Annotated[str, typer.Argument(help="A release directory or location.")],
-    layer: Annotated[
-        str, typer.Argument(help="species/<id>, indicator/<name> or classes/<name>.")
-    ],
+    layer: Annotated[str, typer.Argument(help="species/<id>, indicator/<name> or classes/<name>.")],
     out: Annotated[Path, typer.Option(help="Output COG path.")],
     bbox: Annotated[
         str | None, typer.Option(help="left,bottom,right,top in the release CRS.")
@@ -813,7 +811,7 @@ def seed_cmd(
         list[str] | None, typer.Argument(help="Layer ids (see GET /layers); or --release.")
     ] = None,
     release: Annotated[
-        str | None, typer.Option(help="Seed every species and indicator layer of a release.")
+        str | None, typer.Option(help="Seed every species, indicator and class layer of a release.")
     ] = None,
     tms: Annotated[list[str], typer.Option(help="TileMatrixSet (repeatable).")] = [  # noqa: B006
         "WebMercatorQuad"

@@ -125,7 +125,7 @@ def render_batch(
     uniform tiles, rendered for the others."""
     out: list[bytes | None] = []
     for i, (layer, tms, z, x, y) in enumerate(jobs):
-        versioned = {**params, "v": svc.layers.resolve(layer).version}
+        versioned = seeding.tile_params(svc.layers.resolve(layer), params)
         made = seeding.planned_tile(svc, (layer, tms, z, x, y), fmt, versioned,
                                     verdicts[i] if verdicts else None)  # fmt: skip
         if made is not None:

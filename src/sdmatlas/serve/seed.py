@@ -29,7 +29,7 @@ from sdmatlas.serve.cache import Entry
 from sdmatlas.serve.seed_plan import DENSE, EMPTY, Verdict, constant_tile, tile_window
 from sdmatlas.serve.services import Services
 from sdmatlas.serve.tiles import render
-from sdmatlas.serve.tiles.core import TileRequest, make_tile, zoom_range
+from sdmatlas.serve.tiles.core import TileRequest, layer_style, make_tile, zoom_range
 from sdmatlas.serve.tiles.layers import LayerRef, layer_id
 from sdmatlas.serve.tiles.tiling import check_tile, get_tms
 from sdmatlas.serve.tiles.versions import etag
@@ -76,7 +76,7 @@ def parse_zooms(text: str) -> tuple[int, int]:
 
 
 def release_layers(svc: Services, release: str) -> list[str]:
-    """Every species and indicator layer id of a release."""
+    """Every species, indicator and class layer id of a release."""
     with svc.catalog.session() as s:
         out: list[str] = []
         while True:
@@ -187,7 +187,7 @@ def planned_tile(
     layer, tms, z, x, y = job
     ref = svc.layers.resolve(layer)
     check_tile(get_tms(tms), z, x, y)
-    style = render.parse_style(params.get("colormap"), None, ref.default_range, ref.fade)
+    style = layer_style(ref, tile_params(ref, params).get("colormap"), None)
     key = etag(ref.version, tms, z, x, y, fmt, style.key(), "").strip('"')
     level = verdict.level
     if level is None:  # a verdict made without its window
@@ -197,6 +197,16 @@ def planned_tile(
         return ref.release, key, Entry(render.empty_tile(fmt, ref.dtype), True, level)
     body = _constant(ref.kind, style, fmt, float(verdict.value or 0.0))
     return ref.release, key, Entry(body, False, level)
+
+
+def tile_params(ref: LayerRef, params: dict[str, str | None]) -> dict[str, str | None]:
+    """A seeded tile's query parameters: the seed's, with the layer version of TileJSON's
+    versioned URLs (seeded tiles never expire by TTL); a class layer's always in its
+    classes' colours (a seed's colormap is for the other layers)."""
+    out = {**params, "v": ref.version}
+    if ref.kind == "classes":
+        out["colormap"] = None
+    return out
 
 
 @functools.lru_cache(maxsize=4096)
@@ -216,7 +226,7 @@ def seed_batch(
     rendered = cached = empty = planned = 0
     for i, (layer, tms, z, x, y) in enumerate(jobs):
         # as the versioned URLs of TileJSON ask: seeded tiles never expire by TTL
-        versioned = {**params, "v": svc.layers.resolve(layer).version}
+        versioned = tile_params(svc.layers.resolve(layer), params)
         made = planned_tile(svc, (layer, tms, z, x, y), fmt, versioned,
                             verdicts[i] if verdicts else None)  # fmt: skip
         if made is not None:

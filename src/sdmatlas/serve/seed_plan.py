@@ -317,10 +317,12 @@ def build_plan(
 ) -> Plan:
     """Classify every job (layer, tms, z, x, y) and estimate bytes and time."""
     from sdmatlas.serve.tiles import render
+    from sdmatlas.serve.tiles.core import layer_style
 
     plan = Plan()
     refs = {lid: svc.layers.resolve(lid) for lid in {j[0] for j in jobs}}
-    styles = {lid: render.parse_style(colormap, None, r.default_range, r.fade)
+    # a class layer is drawn in its classes' colours whatever the seed's colormap
+    styles = {lid: layer_style(r, None if r.kind == "classes" else colormap, None)
               for lid, r in refs.items()}  # fmt: skip
     made: dict[tuple[Any, ...], int] = {}
     readers: dict[str, AggregateReaders] = {}
