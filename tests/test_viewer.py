@@ -212,6 +212,27 @@ def test_group_richness_and_style_controls(server: str, browser: WebDriver) -> N
     map_image(browser, "6-group")
 
 
+def test_a_class_layer_in_the_viewer(server: str, browser: WebDriver) -> None:
+    """The worst-status class layer is in the layer list; its tiles and legend carry no
+    colormap (the colour control is off); a click lists its class at the point."""
+    browser.get_log("browser")  # what earlier tests left (their expected 404s) is theirs
+    browser.get(server + "/")
+    wait(browser, f"{TILES_DRAWN} >= 1")
+    option = wait(browser, "[...document.querySelectorAll('#indicator option')]"
+                           ".find(o => o.value.includes(':classes:'))?.value")  # fmt: skip
+    Select(browser.find_element(By.ID, "indicator")).select_by_value(option)
+    loaded = "[...document.querySelectorAll('.sdm-layer img.leaflet-tile-loaded')]"
+    wait(browser, loaded + ".some(i => i.src.includes(':classes:set_worst_status/'))")
+    tiles = [u for u in resources(browser) if ":classes:" in u and "/tiles/" in u]
+    assert tiles and not any("colormap=" in u for u in tiles)
+    assert "colormap" not in browser.find_element(By.ID, "legend").get_attribute("src")
+    assert browser.find_element(By.ID, "colormap").get_attribute("disabled")
+    click_at(browser, 45.65, 13.8)
+    wait(browser, "document.getElementById('result').textContent.includes('set_worst_status')")
+    assert severe_console(browser) == []
+    map_image(browser, "7-classes")
+
+
 def test_the_page_ships_its_libraries() -> None:
     """Leaflet and MapLibre GL JS are vendored from the npm versions pinned in
     viewer/package.json, and the pages' own files name no other host."""

@@ -112,10 +112,14 @@
     }));
   }
 
+  // a class layer (<release>:classes:<name>) is drawn in its classes' colours: no colormap
+  const isClasses = (id) => (id || "").includes(":classes:");
+
   async function showLayer() {
     showError(null);
     if (!state.layer) return;
-    const q = new URLSearchParams({ tms: "WebMercatorQuad", colormap: state.colormap });
+    const q = new URLSearchParams({ tms: "WebMercatorQuad" });
+    if (!isClasses(state.layer)) q.set("colormap", state.colormap);
     if (state.group) q.set(state.group.kind, state.group.value);
     let tj;
     try {
@@ -132,7 +136,9 @@
     const what = state.group ? ` — ${state.group.kind} ${state.group.value}` : "";
     $("layer-title").textContent = tj.description + what;
     const legend = $("legend");
-    legend.src = `${API}/layers/${encodeURIComponent(state.layer)}/legend.png?colormap=${state.colormap}`;
+    const style = isClasses(state.layer) ? "" : `?colormap=${state.colormap}`;
+    legend.src = `${API}/layers/${encodeURIComponent(state.layer)}/legend.png${style}`;
+    $("colormap").disabled = isClasses(state.layer);
     legend.hidden = false;
     writeHash();
   }
@@ -232,6 +238,11 @@
       out.append(el("h2", {}, "Indicators"));
       out.append(table(["indicator", "value"],
         Object.entries(p.indicators).map(([k, v]) => [k, Number(fmt(v, 3))])));
+      const classes = Object.entries(p.classes || {});
+      if (classes.length) {
+        out.append(table(["class layer", "class"],
+          classes.map(([k, c]) => [k, c.code ? `${c.code} ${c.name}` : (c.name || "")])));
+      }
       if (p.territories.length) out.append(el("p", { className: "muted" }, "in: " + p.territories.join(", ")));
     }
     out.hidden = false;
@@ -367,9 +378,11 @@
     $("release").textContent = `release ${release.key} (${release.period}), model ${release.model} ${release.model_version}`;
     const indicators = await getJSON(`/layers?release=${encodeURIComponent(release.key)}&kind=indicator&limit=100`);
     indicators.forEach((l) => $("indicator").append(el("option", { value: l.id, textContent: l.title })));
+    const classLayers = await getJSON(`/layers?release=${encodeURIComponent(release.key)}&kind=classes&limit=100`);
+    classLayers.forEach((l) => $("indicator").append(el("option", { value: l.id, textContent: `${l.title} (classes)` })));
     const first = indicators.find((l) => l.indicator === "richness") || indicators[0];
     if (view.layer) {
-      if (view.layer.includes(":indicator:")) $("indicator").value = view.layer;
+      if (view.layer.includes(":indicator:") || isClasses(view.layer)) $("indicator").value = view.layer;
       setLayer(view.layer, view.group);
     } else if (first) {
       $("indicator").value = first.id;
