@@ -22,7 +22,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from sdmatlas.demo import DEMO_CARD, DEMO_PERIOD
+from sdmatlas.demo import DEMO_CARD, DEMO_HABITATS, DEMO_PERIOD
 from sdmatlas.errors import InvalidInputError, SdmAtlasError
 from sdmatlas.settings import Settings
 
@@ -261,6 +261,13 @@ def publish_cmd(
             "p >= --threshold."
         ),
     ] = None,
+    habitats: Annotated[
+        Path | None,
+        typer.Option(
+            help="A habitat classifier card: publish its habitat class layers too "
+            "(habitat_l<level>, the finest from the classifier, coarser ones derived)."
+        ),
+    ] = None,
 ) -> None:
     """Publish a cube as a release (levels, cross-species index, indicators) and register
     it in the catalog. Runs as chunk tasks on the same executor as predict."""
@@ -307,7 +314,12 @@ def publish_cmd(
             release_id,
             info,
             PublishOptions(
-                threshold=threshold, tile=tile, executor=executor, resume=resume, species_set=rule
+                threshold=threshold,
+                tile=tile,
+                executor=executor,
+                resume=resume,
+                species_set=rule,
+                habitats=habitats,
             ),
         )
     console.print(f"release [bold]{release_id}[/] published at {path}")
@@ -788,6 +800,7 @@ def demo_run(
                 PublishOptions(
                     executor=ExecutorOptions(workers=options.workers, scheduler=options.scheduler),
                     resume=(release_root / f".{release_id}.publishing").exists(),
+                    habitats=DEMO_HABITATS,
                 ),
             )
             console.print(f"release [bold]{release_id}[/] published at {release_root / release_id}")

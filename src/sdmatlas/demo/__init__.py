@@ -14,6 +14,8 @@ TERRITORIES = Path(__file__).with_name("territories.geojson")
 #: The committed demo model's card (beside it, its ONNX and TorchScript files): package
 #: data, so the demo runs from an installed wheel or the Docker image too.
 DEMO_CARD = Path(__file__).parent / "model" / "demo-sdm.card.yaml"
+#: The demo habitat classifier (scripts/train_demo_habitats.py), over DEMO_CARD's species.
+DEMO_HABITATS = Path(__file__).parent / "habitats_model" / "demo-habitats.card.yaml"
 #: The period the demo's release is registered under (ISO 8601, a WMS TIME value): its
 #: simulated climate stands for the present.
 DEMO_PERIOD = "2020"

@@ -11,12 +11,18 @@ species set (:mod:`sdmatlas.sets`, the release's rule), as in the orchid-indicat
 precedent (Estopinan et al. 2024): LC < NT < VU < EN < CR; "none assessed" when the set
 holds only species without an assessed category (DD, NE, EW, EX or unknown); no class
 (255) for an empty set.
+
+Habitat layers (:func:`habitat_layers`, ``publish --habitats CARD``): a habitat
+classifier (:mod:`sdmatlas.models.habitat`) over each pixel's species probabilities gives
+the finest level; each coarser level of its hierarchy is a derived class layer.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
@@ -24,7 +30,9 @@ import numpy.typing as npt
 
 from sdmatlas.classes import NO_CLASS, ClassEntry, ClassScheme
 from sdmatlas.errors import NotFoundError
+from sdmatlas.models.habitat import classifier_for
 from sdmatlas.publish.indicators import Q, SpeciesInfo, set_stats
+from sdmatlas.quantize import NODATA, SCALE
 from sdmatlas.status import ASSESSED, NAMES
 
 #: The IUCN Red List's own category colours (the Red List website's palette)
@@ -76,3 +84,62 @@ def get_class_layer(name: str) -> ClassLayer:
     if name not in CLASS_LAYERS:
         raise NotFoundError(f"unknown class layer {name!r}; known: {sorted(CLASS_LAYERS)}")
     return CLASS_LAYERS[name]
+
+
+_memo = threading.local()
+
+
+@dataclass(frozen=True)
+class HabitatLevel:
+    """A habitat class layer at one level of a classifier's hierarchy (picklable: publish
+    workers load the classifier from the card path, once per process). The finest level
+    is the classifier's best output; a coarser one is that class's ancestor."""
+
+    card: str
+    depth: int
+
+    def __call__(self, q: Q, info: SpeciesInfo) -> npt.NDArray[np.uint8]:
+        clf = classifier_for(Path(self.card))
+        best = self._best(q, info)
+        values = np.append(clf.card.output_values(self.depth), np.uint8(NO_CLASS))
+        out: npt.NDArray[np.uint8] = values[best]
+        return out
+
+    def _best(self, q: Q, info: SpeciesInfo) -> npt.NDArray[np.intp]:
+        """Each pixel's best output (-1 off the territory), once per tile for all levels."""
+        hit = getattr(_memo, "last", None)
+        if hit is not None and hit[0] is q and hit[1] is info and hit[2] == self.card:
+            cached: npt.NDArray[np.intp] = hit[3]
+            return cached
+        clf = classifier_for(Path(self.card))
+        rows = clf.rows_in(info.ids)
+        flat = q.reshape(q.shape[0], -1)
+        valid = flat[rows[0]] != NODATA
+        best = np.full(flat.shape[1], -1, np.intp)
+        if valid.any():
+            # [pixels, species] probabilities of the territory's pixels only
+            probs = _P32[flat[np.ix_(rows, np.flatnonzero(valid))].T]
+            best[valid] = clf.classify(probs)
+        shaped: npt.NDArray[np.intp] = best.reshape(q.shape[1:])
+        _memo.last = (q, info, self.card, shaped)
+        return shaped
+
+
+_P32 = np.where(np.arange(256) == NODATA, 0.0, np.arange(256) * SCALE).astype(np.float32)
+
+
+def habitat_layers(card_path: Path) -> dict[str, ClassLayer]:
+    """The class layers of a habitat classifier: ``habitat_l<d>`` for each level of its
+    hierarchy, the finest (the classifier's own output) first."""
+    clf = classifier_for(card_path)
+    card = clf.card
+    path = str(Path(card_path).resolve())
+    return {
+        f"habitat_l{d}": ClassLayer(
+            f"habitat_l{d}",
+            f"Habitat, level {d} ({card.name} {card.version})",
+            card.scheme(d),
+            HabitatLevel(path, d),
+        )
+        for d in range(card.levels, 0, -1)
+    }

@@ -21,12 +21,13 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import zarr
 from zarr.codecs import TransposeCodec, ZstdCodec
 
@@ -38,9 +39,10 @@ from sdmatlas.errors import (
 )
 from sdmatlas.executor import ExecutorOptions, open_executor
 from sdmatlas.grid import ChunkWindow, Grid
+from sdmatlas.models.habitat import classifier_for, load_habitat_card
 from sdmatlas.predict.cube import SHARD_SPECIES, Cube, now, open_cube, write_georef
 from sdmatlas.publish import aggregates
-from sdmatlas.publish.categorical import CLASS_LAYERS
+from sdmatlas.publish.categorical import CLASS_LAYERS, ClassLayer, habitat_layers
 from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo, threshold_code
 from sdmatlas.publish.levels import level_count
 from sdmatlas.publish.stats import INDICATOR_BINS, FloatParts, SpeciesStats, merge_boxes
@@ -99,6 +101,8 @@ class PublishOptions:
     species_set: SetRule | None = None
     """The species-set rule of the set-based indicators (``sdmatlas calibrate`` makes one);
     None: ``p >= threshold``."""
+    habitats: Path | None = None
+    """A habitat classifier card: its habitat class layers are published too."""
 
 
 def _zstd() -> ZstdCodec:
@@ -190,6 +194,7 @@ def publish(
         )
     grid = cube.grid
     tile = task_tile(grid.chunk, options.tile)
+    layers = release_class_layers(options, ids)  # a bad classifier card: refused before work
     store = release_store(root)
     if store.exists(release_id):
         raise ReleaseExistsError(
@@ -205,6 +210,8 @@ def publish(
         "species_set": options.species_set.model_dump() if options.species_set else None,
         "min_level_size": options.min_level_size,
         "tile": tile,
+        "class_layers": sorted(layers),
+        "habitats": _habitat_digest(options.habitats),
     }
     if not isinstance(store, LocalReleaseStore):
         if options.resume:
@@ -225,16 +232,16 @@ def publish(
         try:
             if local:
                 group = zarr.open_group(ws.release_dir, mode="w", zarr_format=3)
-                _setup(group, cube, grid, species, options, tile)
+                _setup(group, cube, grid, species, options, tile, layers)
                 where, opts = str(ws.release_dir.resolve()), None
             else:
                 assert staging.group is not None  # a Zarr store (checked above)
-                _setup(staging.group, cube, grid, species, options, tile)
+                _setup(staging.group, cube, grid, species, options, tile, layers)
                 where = (
                     f"{store.url}/{staging.token}" if isinstance(store, FsspecReleaseStore) else ""
                 )
                 opts = store.storage_options if isinstance(store, FsspecReleaseStore) else None
-            _run(where, opts, ws, cube, grid, species, options, tile, release_id, progress)
+            _run(where, opts, ws, cube, grid, species, options, tile, release_id, progress, layers)
             if local:
                 store.upload(staging, ws.release_dir)
             store.commit(staging)
@@ -254,10 +261,10 @@ def publish(
         if ws.read_plan() is None:
             ws.remove()
             group = zarr.open_group(ws.release_dir, mode="w", zarr_format=3)
-            _setup(group, cube, grid, species, options, tile)
+            _setup(group, cube, grid, species, options, tile, layers)
             ws.write_plan(plan)
         location = str(ws.release_dir.resolve())
-        _run(location, None, ws, cube, grid, species, options, tile, release_id, progress)
+        _run(location, None, ws, cube, grid, species, options, tile, release_id, progress, layers)
         store.commit(Staging(release_id, zarr.open_group(location, mode="r"), location))
         ws.remove()
     finally:
@@ -294,6 +301,7 @@ def _setup(
     species: SpeciesInfo,
     options: PublishOptions,
     tile: int,
+    class_layers: Mapping[str, ClassLayer],
 ) -> None:
     """Every array of the release, empty. The arrays a ``base`` task writes in small
     chunks (``pixels``, ``blocks/8``) are sharded by task: a task writes one file each."""
@@ -342,7 +350,7 @@ def _setup(
                     "units": ind.units,
                 },
             )
-        for name, layer in CLASS_LAYERS.items():
+        for name, layer in class_layers.items():
             g.create_array(
                 name,
                 shape=(lg.height, lg.width),
@@ -375,7 +383,7 @@ def _setup(
         compressors=_zstd(),
         dimension_names=("y", "x", "species"),
     )
-    n_classes = sum(len(c.scheme.classes) for c in CLASS_LAYERS.values())
+    n_classes = sum(len(c.scheme.classes) for c in class_layers.values())
     aggregates.create(root, h, w, s, len(INDICATORS), shard=tile, n_classes=n_classes)
     root.create_array(
         layout.TERRITORY,
@@ -399,6 +407,7 @@ def _run(
     tile: int,
     release_id: str,
     progress: Progress | None,
+    class_layers: Mapping[str, ClassLayer],
 ) -> None:
     """Run (or finish) every task, reduce their partial results, write the manifest."""
     t_start = time.perf_counter()
@@ -418,6 +427,7 @@ def _run(
         tile=tile,
         threshold_code=threshold_code(options.threshold),
         species=species,
+        class_layers=dict(class_layers),
     )
     # Tiles without a territory pixel write nothing but their blocks' empty indicator
     # summaries (every other array holds its fill value there): only the tiles with a cube
@@ -623,10 +633,32 @@ def _run(
                     axis=0,
                 ).tolist(),
             )
-            for n, c in CLASS_LAYERS.items()
+            for n, c in class_layers.items()
         },
     )
     root.attrs[layout.MANIFEST_ATTR] = manifest.model_dump(mode="json")
+
+
+def release_class_layers(
+    options: PublishOptions, species_ids: npt.NDArray[np.int64]
+) -> dict[str, ClassLayer]:
+    """The class layers a publish writes: the registry's, then the habitat classifier's
+    (its card checked, and its species found in the cube, before any work)."""
+    layers = dict(CLASS_LAYERS)
+    if options.habitats is not None:
+        habitats = habitat_layers(options.habitats)
+        classifier_for(options.habitats).rows_in(species_ids)
+        layers.update(habitats)
+    return layers
+
+
+def _habitat_digest(card: Path | None) -> str | None:
+    if card is None:
+        return None
+    path = Path(card)
+    h = hashlib.sha256(path.read_bytes())
+    h.update(load_habitat_card(path).model_path().read_bytes())
+    return h.hexdigest()
 
 
 def occupied_tiles(

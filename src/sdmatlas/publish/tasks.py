@@ -27,7 +27,8 @@ marker.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from sdmatlas.errors import CorruptDataError
 from sdmatlas.grid import ChunkWindow, Grid
 from sdmatlas.predict.cube import PROBABILITY, SHARD_SPECIES
 from sdmatlas.publish import aggregates
-from sdmatlas.publish.categorical import CLASS_LAYERS
+from sdmatlas.publish.categorical import CLASS_LAYERS, ClassLayer
 from sdmatlas.publish.indicators import INDICATORS, SpeciesInfo
 from sdmatlas.publish.levels import downsample_codes, downsample_float, downsample_weights
 from sdmatlas.publish.stats import SpeciesStats
@@ -73,6 +74,8 @@ class PublishJob:
     """With ``range_km2`` filled from the ``rarity`` stage on."""
     edges: dict[str, list[float]] | None = None
     """Histogram bin edges per indicator, for the ``hist`` stage."""
+    class_layers: Mapping[str, ClassLayer] = field(default_factory=lambda: dict(CLASS_LAYERS))
+    """The class layers: the registry's, and a habitat classifier's (``--habitats``)."""
 
 
 @dataclass(frozen=True)
@@ -192,7 +195,7 @@ def base_task(job: PublishJob, win: ChunkWindow) -> TaskResult:
             stats[name] = _chunk_stats(job, win, values)
     classes: dict[str, list[int]] = {}
     block_counts = []
-    for name, layer in CLASS_LAYERS.items():
+    for name, layer in job.class_layers.items():
         cls = layer(codes, job.species, valid)
         _writer(job, layout.level_array(0, name)).write((r0, c0), cls)
         classes[name] = class_counts(cls, layer.scheme).tolist()
@@ -292,7 +295,7 @@ def level_task(job: PublishJob, item: tuple[int, ChunkWindow]) -> TaskResult:
         _writer(job, layout.level_array(k, name)).write(
             (win.row0, win.col0), downsample_float(values, weights)
         )
-    for name in CLASS_LAYERS:
+    for name in job.class_layers:
         values = _read(job, layout.level_array(k - 1, name), rows, cols)
         _writer(job, layout.level_array(k, name)).write(
             (win.row0, win.col0), mode_downsample(values, weights)
@@ -318,7 +321,7 @@ def blocks_task(job: PublishJob, item: tuple[int, ChunkWindow]) -> TaskResult:
     for n in aggregates.NAMES:
         start = (win.row0, win.col0) + (0,) * (out[n].ndim - 2)
         _writer(job, layout.aggregate(coarse, n)).write(start, out[n])
-    if CLASS_LAYERS:
+    if job.class_layers:
         src = _reader(job, layout.aggregate(fine, layout.CLASS_COUNTS))
         fy = slice(win.row0 * f, min(win.row1 * f, src.shape[0]))
         fx = slice(win.col0 * f, min(win.col1 * f, src.shape[1]))
