@@ -372,3 +372,49 @@ def test_a_calibration_report_is_a_publish_rule(tmp_path: Path) -> None:
     bad.write_text('{"threshold": 1.5, "color": "red"}')
     with pytest.raises(InvalidInputError, match=r"threshold.*color|color.*threshold"):
         read_set_rule(bad)
+
+
+def test_statuses_come_from_the_catalog(tmp_path: Path, cube: Path) -> None:
+    """``publish --statuses TERRITORY``: the species' flags and IUCN categories as the
+    catalog holds them in that territory; ``all``: any territory's flags and the most
+    threatened category recorded; an unknown territory is refused before any work."""
+    from typer.testing import CliRunner
+
+    from conftest import ROOT
+    from sdmatlas.catalog.db import Catalog
+    from sdmatlas.catalog.imports import import_species, import_territories
+    from sdmatlas.catalog.statuses import species_info
+    from sdmatlas.cli import app
+
+    db = tmp_path / "c.sqlite"
+    c = Catalog(f"sqlite:///{db}")
+    c.upgrade()
+    import_territories(c, ROOT / "src" / "sdmatlas" / "demo" / "territories.geojson")
+    csv = tmp_path / "species.csv"
+    csv.write_text("species_id,scientific_name,genus,iucn,invasive\n"
+                   "1,Abies alba,Abies,EN,0\n2,Fagus sylvatica,Fagus,LC,1\n")  # fmt: skip
+    import_species(c, csv, territory="HR")
+    csv.write_text("species_id,scientific_name,genus,iucn,invasive\n"
+                   "1,Abies alba,Abies,NT,0\n3,Picea abies,Picea,VU,0\n")  # fmt: skip
+    import_species(c, csv, territory="SI")
+    hr = species_info(c, [3, 2, 1, 4], "HR")
+    assert hr.iucn.tolist() == ["", "LC", "EN", ""]
+    assert hr.invasive.tolist() == [False, True, False, False]
+    assert hr.genus.tolist() == ["Picea", "Fagus", "Abies", ""]
+    anywhere = species_info(c, [3, 2, 1, 4])
+    assert anywhere.iucn.tolist() == ["VU", "LC", "EN", ""]  # EN beats NT
+    c.dispose()
+    env = {"SDMATLAS_DATA_DIR": str(tmp_path), "SDMATLAS_DATABASE_URL": f"sqlite:///{db}"}
+    runner = CliRunner()
+    args = ["publish", str(cube), "--id", "st", "--root", str(tmp_path / "rel"), "--workers", "0"]
+    done = runner.invoke(app, [*args, "--statuses", "HR"], env=env)
+    assert done.exit_code == 0, done.output
+    rel = open_release(str(tmp_path / "rel" / "st"))
+    ids = rel.manifest.species.ids
+    iucn = dict(zip(ids, rel.manifest.species.iucn or [], strict=True))
+    assert (iucn[1], iucn[2], iucn[3]) == ("EN", "LC", "")
+    bad = runner.invoke(app, [*args[:3], "st2", *args[4:], "--statuses", "XX"], env=env)
+    assert bad.exit_code == 2 and "XX" in bad.output
+    both = runner.invoke(app, [*args[:3], "st3", *args[4:], "--statuses", "HR", "--species",
+                               str(csv)], env=env)  # fmt: skip
+    assert both.exit_code == 2 and "not both" in both.output

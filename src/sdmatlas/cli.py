@@ -268,6 +268,13 @@ def publish_cmd(
             "(habitat_l<level>, the finest from the classifier, coarser ones derived)."
         ),
     ] = None,
+    statuses: Annotated[
+        str | None,
+        typer.Option(
+            help="Take the species' flags and IUCN categories from the catalog's statuses "
+            "in this territory (a catalog code; 'all': any territory) instead of --species."
+        ),
+    ] = None,
 ) -> None:
     """Publish a cube as a release (levels, cross-species index, indicators) and register
     it in the catalog. Runs as chunk tasks on the same executor as predict."""
@@ -299,7 +306,19 @@ def publish_cmd(
         validate_period(period)  # before any work, not after
         profile = _cluster_profile(cluster, settings)
         ids = open_cube(cube).species_ids
-        info = species_info_from_csv(species, ids)
+        if statuses is not None and species is not None:
+            raise InvalidInputError("give --species (a CSV) or --statuses (the catalog), not both")
+        if statuses is not None:
+            from sdmatlas.catalog.db import Catalog
+            from sdmatlas.catalog.statuses import species_info
+
+            catalog = Catalog.from_settings(settings)
+            try:
+                info = species_info(catalog, ids, None if statuses == "all" else statuses)
+            finally:
+                catalog.dispose()
+        else:
+            info = species_info_from_csv(species, ids)
         rule = read_set_rule(species_set) if species_set else None
         executor = ExecutorOptions(
             workers=settings.workers if workers is None else workers,

@@ -23,6 +23,7 @@ from typing import Any
 from sdmatlas.catalog.covariates import get_covariates
 from sdmatlas.catalog.db import Catalog
 from sdmatlas.catalog.schema import Job, JobStatus
+from sdmatlas.catalog.statuses import species_info
 from sdmatlas.errors import JobCancelledError, ReleaseExistsError, SdmAtlasError
 from sdmatlas.executor import ExecutorOptions
 from sdmatlas.jobs import store
@@ -146,7 +147,7 @@ class JobRunner:
         releases = LocalReleaseStore(root / "releases")
         if not releases.exists(key):
             resume = workspace_for(root / "releases", key).path.exists()
-            info = _species_info(self.catalog, summary_ids(cube))
+            info = species_info(self.catalog, summary_ids(cube))
             publish(
                 cube,
                 releases,
@@ -254,36 +255,6 @@ def summary_ids(cube: Path) -> list[int]:
     from sdmatlas.predict.cube import open_cube
 
     return list(open_cube(cube).species_ids)
-
-
-def _species_info(catalog: Catalog, ids: list[int]) -> Any:
-    """Genus, family and flags of the species from the catalog (a flag holds when the
-    species has it in any territory of the catalog)."""
-    import numpy as np
-    from sqlalchemy import select
-
-    from sdmatlas.catalog.schema import Species, SpeciesStatus
-    from sdmatlas.publish.indicators import SpeciesInfo
-
-    index = {sid: i for i, sid in enumerate(ids)}
-    n = len(ids)
-    genus, family = np.array([""] * n, dtype=object), np.array([""] * n, dtype=object)
-    flags = {f: np.zeros(n, bool) for f in ("protected", "invasive", "endemic")}
-    with catalog.session() as s:
-        for sp in s.scalars(select(Species).where(Species.id.in_(ids))):
-            genus[index[sp.id]] = sp.genus or ""
-            family[index[sp.id]] = sp.family or ""
-        for st in s.scalars(select(SpeciesStatus).where(SpeciesStatus.species_id.in_(ids))):
-            for f, arr in flags.items():
-                arr[index[st.species_id]] |= bool(getattr(st, f))
-    return SpeciesInfo(
-        ids=np.asarray(ids, np.int64),
-        protected=flags["protected"],
-        invasive=flags["invasive"],
-        endemic=flags["endemic"],
-        genus=genus,
-        family=family,
-    )
 
 
 def _set_expiry(catalog: Catalog, key: str, job: Job) -> None:
