@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--sites", type=int, default=8000, help="fresh survey sites per draw")
     ap.add_argument("--alphas", default="0.1,0.05")
     ap.add_argument("--seeds", type=int, default=3, help="fresh survey draws")
+    ap.add_argument(
+        "--mondrian",
+        action="store_true",
+        help="also one lambda per IUCN category (Mondrian), per-group coverage",
+    )
     return ap
 
 
@@ -95,9 +100,41 @@ def main() -> None:
             "n_species": len(rel.species_ids),
             "seconds_per_calibration": round(seconds, 2),
         }
-        print(json.dumps({alpha: results["alphas"][str(alpha)]}), flush=True)
+        row = results["alphas"][str(alpha)]
+        row["fresh_coverage_by_status"] = _by_status(runs)
+        if args.mondrian:
+            m_runs = [
+                calibrate(
+                    rel,
+                    demo.surveys,
+                    alpha,
+                    split="test",
+                    holdout=0.0,
+                    test=path,
+                    info=info,
+                    mondrian="iucn",
+                )
+                for path in fresh
+            ]
+            mcov = [r["test"]["coverage"] for r in m_runs]
+            row["mondrian"] = {
+                "lambdas": m_runs[0]["rule"]["groups"],
+                "fresh_coverage": mcov,
+                "mean_set_size": [r["test"]["mean_set_size"] for r in m_runs],
+                "fresh_coverage_by_status": _by_status(m_runs),
+            }
+        print(json.dumps({alpha: row}), flush=True)
     out_file.write_text(json.dumps(results, indent=2))
     print(f"results: {out_file}")
+
+
+def _by_status(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean over the fresh draws of the coverage of each status group."""
+    names = runs[0]["test"]["by_status"]
+    return {
+        n: round(statistics.mean(r["test"]["by_status"][n]["coverage"] for r in runs), 4)
+        for n in names
+    }
 
 
 if __name__ == "__main__":

@@ -60,7 +60,8 @@ def _reference(codes: np.ndarray, rule: SetRule, not_native: np.ndarray) -> np.n
             if c == NODATA:
                 continue
             p = c * SCALE
-            if p < rule.threshold - 1e-12:
+            own = (rule.species_thresholds or {}).get(k, rule.threshold)  # ids = columns here
+            if p < own - 1e-12:
                 continue
             if rule.floor is not None and p < rule.floor - 1e-12:
                 continue
@@ -83,6 +84,8 @@ def _reference(codes: np.ndarray, rule: SetRule, not_native: np.ndarray) -> np.n
         SetRule(threshold=0.1, top_k=2, floor=0.4, native_only=True),
         SetRule(threshold=0.0),
         SetRule(threshold=1.0),
+        SetRule(threshold=0.3, species_thresholds={0: 0.0, 2: 0.8, 5: 76 * SCALE}),
+        SetRule(threshold=0.2, top_k=2, species_thresholds={1: 0.9, 3: 0.05}),
     ],
 )
 def test_sets_equal_the_reference_with_ties_and_empty_sets(rule: SetRule) -> None:
@@ -91,14 +94,16 @@ def test_sets_equal_the_reference_with_ties_and_empty_sets(rule: SetRule) -> Non
     codes[0] = NODATA  # no prediction at all: an empty set
     codes[1] = 76  # every species tied
     not_native = np.array([False, True] * 4 + [False])
-    sets = species_sets(codes, rule, not_native)
+    sets = species_sets(codes, rule, not_native, species_ids=np.arange(codes.shape[1]))
     ref = _reference(codes, rule, not_native)
     np.testing.assert_array_equal(sets.member, ref)
     assert not sets.member[0].any() and sets.size[0] == 0
-    # renormalised weights: sum 1 over a non-empty set, 0 elsewhere
+    # renormalised weights: sum 1 over a set with some probability, 0 elsewhere (a set of
+    # p = 0 species only, possible with a threshold of 0, has no weight to renormalise)
     sums = sets.weight.sum(axis=1)
-    np.testing.assert_allclose(sums[sets.size > 0], 1.0)
-    assert (sums[sets.size == 0] == 0).all() and (sets.weight[~sets.member] == 0).all()
+    mass = (sets.member & (codes > 0) & (codes != NODATA)).any(axis=1)
+    np.testing.assert_allclose(sums[mass], 1.0)
+    assert (sums[~mass] == 0).all() and (sets.weight[~sets.member] == 0).all()
 
 
 def test_the_threshold_code_includes_ties_at_lambda() -> None:
@@ -119,9 +124,11 @@ def release(cube: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "releases" / "sets-1"
 
 
-def _draw_surveys(path: Path, release: Path, n: int, seed: int, extra: str = "") -> None:
+def _draw_surveys(path: Path, release: Path, n: int, seed: int, extra: str = "",
+                  under: np.ndarray | None = None) -> None:  # fmt: skip
     """Presence drawn from the release's own probabilities at random territory pixels:
-    the model is the truth here, so a calibrated set must cover 1 - alpha of them."""
+    the model is the truth here, so a calibrated set must cover 1 - alpha of them.
+    ``under``: species the model under-predicts (found with probability sqrt(p))."""
     from sdmatlas.calibration import codes_at
 
     rel = open_release(str(release))
@@ -132,7 +139,10 @@ def _draw_surveys(path: Path, release: Path, n: int, seed: int, extra: str = "")
     codes = codes_at(rel, rows, cols)
     inside = np.flatnonzero(codes[:, 0] != NODATA)[:n]
     rows, cols, codes = rows[inside], cols[inside], codes[inside]
-    presence = rng.random(codes.shape) < codes * SCALE
+    p = codes * SCALE
+    if under is not None:
+        p = np.where(under[None, :], np.sqrt(p), p)
+    presence = rng.random(codes.shape) < p
     x, y = g.xy(rows, cols)
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
@@ -157,6 +167,54 @@ def test_calibrated_sets_cover_fresh_surveys(release: Path, tmp_path: Path, alph
     assert 0 < report["test"]["mean_set_size"] <= len(rel.species_ids)
     # lambda really is the conformal quantile of the calibration sites' presences
     assert report["threshold_code"] == SetRule(threshold=report["rule"]["threshold"]).threshold_code
+
+
+def test_mondrian_calibration_covers_each_iucn_group(
+    release: Path, cube: Path, tmp_path: Path
+) -> None:
+    """A group the model under-predicts (its species found with probability sqrt(p)) is
+    covered less than 1 - alpha by the marginal lambda; one lambda per IUCN group covers
+    each group at 1 - alpha on fresh surveys, and the published rule applies them."""
+    from sdmatlas.calibration import codes_at, iucn_groups
+    from sdmatlas.publish.indicators import SpeciesInfo
+    from sdmatlas.publish.release import PublishOptions, publish
+    from sdmatlas.release import layout
+
+    rel = open_release(str(release))
+    ids = np.asarray(rel.species_ids, np.int64)
+    cats = np.array([["LC", "NT", "VU", "EN", "CR", ""][i % 6] for i in range(len(ids))], object)
+    info = SpeciesInfo(ids=ids, protected=np.zeros(len(ids), bool),
+                       invasive=np.zeros(len(ids), bool), endemic=np.zeros(len(ids), bool),
+                       iucn=cats)  # fmt: skip
+    under = cats == "EN"
+    cal, fresh = tmp_path / "cal.csv", tmp_path / "fresh.csv"
+    _draw_surveys(cal, release, 1500, seed=11, under=under)
+    _draw_surveys(fresh, release, 3000, seed=12, under=under)
+    alpha = 0.1
+    marginal = calibrate(rel, cal, alpha, test=fresh, holdout=0.0, info=info)
+    mondrian = calibrate(rel, cal, alpha, test=fresh, holdout=0.0, info=info, mondrian="iucn")
+    assert marginal["test"]["by_status"]["iucn:EN"]["coverage"] < 1 - alpha - 0.03
+    rule = SetRule.model_validate(mondrian["rule"])
+    assert rule.group_by == "iucn" and set(rule.groups or {}) == {*iucn_groups(info, len(ids))}
+    assert rule.groups is not None and rule.groups["EN"] < rule.groups["LC"]
+    assert rule.species_thresholds == {int(i): rule.groups[c or "unassessed"]
+                                       for i, c in zip(ids, cats, strict=True)}  # fmt: skip
+    for cat in ("LC", "NT", "VU", "EN", "CR"):
+        got = mondrian["test"]["by_status"][f"iucn:{cat}"]["coverage"]
+        assert abs(got - (1 - alpha)) < 0.03, (cat, got)
+    # the rule in a publish: the set size equals the sets of the per-species thresholds
+    out = tmp_path / "rel"
+    publish(cube, out, "m", info, PublishOptions(species_set=rule, min_level_size=16))
+    pub = open_release(str(out / "m"))
+    assert pub.manifest.species_set == rule
+    size = pub.read(layout.level_array(0, "set_size"))
+    rows, cols = np.nonzero(np.isfinite(size))
+    pick = np.linspace(0, len(rows) - 1, 50).astype(int)
+    codes = codes_at(pub, rows[pick], cols[pick])
+    want = species_sets(codes, rule, species_ids=ids).size
+    np.testing.assert_array_equal(size[rows[pick], cols[pick]], want)
+    with pytest.raises(InvalidInputError, match="needs the species' categories"):
+        calibrate(rel, cal, alpha, mondrian="iucn")
 
 
 def test_bad_surveys_name_what_is_wrong(release: Path, tmp_path: Path) -> None:
@@ -276,11 +334,11 @@ def test_the_demo_species_get_a_plausible_simulated_iucn_mix() -> None:
 
 
 def _set_reference(codes_px: np.ndarray, info_iucn: np.ndarray, flags: dict[str, np.ndarray],
-                   rule: SetRule) -> dict[str, np.ndarray]:  # fmt: skip
+                   rule: SetRule, ids: np.ndarray) -> dict[str, np.ndarray]:  # fmt: skip
     """Every set-based indicator at N pixels from the pixel-major codes ``[N, S]``, by the
     words of their definitions, through ``species_sets`` (itself checked against plain
     Python above)."""
-    sets = species_sets(codes_px, rule, flags["invasive"])
+    sets = species_sets(codes_px, rule, flags["invasive"], species_ids=ids)
     m, w = sets.member, sets.weight
     size = m.sum(axis=1)
     out: dict[str, np.ndarray] = {"set_size": size.astype(float)}
@@ -311,8 +369,14 @@ def _set_reference(codes_px: np.ndarray, info_iucn: np.ndarray, flags: dict[str,
         SetRule(threshold=76 * SCALE),  # lambda on a code: ties at lambda
         SetRule(threshold=0.2, top_k=5, floor=0.3, native_only=True),
         SetRule(threshold=0.97),  # most sets empty
+        # per-species thresholds (Mondrian): one at a code (ties), one at 0, a cap
+        SetRule(
+            threshold=0.5,
+            top_k=8,
+            species_thresholds={**{i: 76 * SCALE for i in range(1, 200, 3)}, 5: 0.0, 7: 0.95},
+        ),
     ],
-    ids=["ties", "capped", "mostly-empty"],
+    ids=["ties", "capped", "mostly-empty", "per-species"],
 )
 def test_set_indicators_equal_the_reference(cube: Path, tmp_path: Path, rule: SetRule) -> None:
     from sdmatlas.predict.cube import open_cube
@@ -339,7 +403,7 @@ def test_set_indicators_equal_the_reference(cube: Path, tmp_path: Path, rule: Se
     rng = np.random.default_rng(11)
     pick = land[rng.choice(len(land), min(400, len(land)), replace=False)]
     px = codes[:, pick[:, 0], pick[:, 1]].T  # [N, S]
-    ref = _set_reference(px, iucn, flags, rule)
+    ref = _set_reference(px, iucn, flags, rule, ids)
     empty = ref["set_size"] == 0
     assert (~empty).any()
     if rule.threshold > 0.9:

@@ -146,9 +146,12 @@ def codes_at(release: Release, rows: npt.NDArray[np.int64], cols: npt.NDArray[np
 
 
 def _coverage(
-    codes: npt.NDArray[np.uint8], presence: npt.NDArray[np.bool_], rule: SetRule
+    codes: npt.NDArray[np.uint8],
+    presence: npt.NDArray[np.bool_],
+    rule: SetRule,
+    ids: npt.NDArray[np.int64],
 ) -> dict[str, Any]:
-    sets = species_sets(codes, rule)
+    sets = species_sets(codes, rule, species_ids=ids)
     n_present = int(presence.sum())
     covered = int((sets.member & presence).sum())
     return {
@@ -170,6 +173,37 @@ def _groups(info: SpeciesInfo | None, n: int) -> Iterator[tuple[str, npt.NDArray
         yield flag, np.asarray(getattr(info, flag), dtype=bool)
 
 
+def _by_group(
+    codes: npt.NDArray[np.uint8],
+    presence: npt.NDArray[np.bool_],
+    rule: SetRule,
+    ids: npt.NDArray[np.int64],
+    info: SpeciesInfo | None,
+) -> dict[str, Any]:
+    """Coverage per IUCN category and status flag."""
+    member = species_sets(codes, rule, species_ids=ids).member
+    out = {}
+    for name, mask in _groups(info, codes.shape[1]):
+        pres = presence[:, mask]
+        if pres.any():
+            out[name] = {
+                "presences": int(pres.sum()),
+                "coverage": round(int((member[:, mask] & pres).sum()) / int(pres.sum()), 4),
+            }
+    return out
+
+
+def iucn_groups(info: SpeciesInfo, n: int) -> dict[str, npt.NDArray[np.bool_]]:
+    """The Mondrian groups by IUCN category: each assessed category the species have, and
+    ``unassessed`` (DD, NE, EW, EX or unknown)."""
+    iucn = np.asarray(info.iucn if len(info.iucn) else np.full(n, "", object))
+    groups = {c: iucn == c for c in ASSESSED if (iucn == c).any()}
+    rest = ~np.isin(iucn, ASSESSED)
+    if rest.any():
+        groups["unassessed"] = rest
+    return groups
+
+
 def calibrate(
     release: Release,
     surveys: Path,
@@ -180,9 +214,16 @@ def calibrate(
     seed: int = 0,
     test: Path | None = None,
     info: SpeciesInfo | None = None,
+    mondrian: str | None = None,
 ) -> dict[str, Any]:
-    """The conformal lambda for ``alpha`` and the calibration report (a JSON document)."""
+    """The conformal lambda for ``alpha`` and the calibration report (a JSON document).
+    ``mondrian="iucn"``: one lambda per IUCN group (Mondrian conformal prediction), so that
+    each group's presences, not only all of them together, are covered at 1 - alpha."""
     alpha = check_alpha(alpha)
+    if mondrian not in (None, "iucn"):
+        raise InvalidInputError(f"mondrian {mondrian!r}: the groups can be 'iucn'")
+    if mondrian is not None and (info is None or not len(info.iucn)):
+        raise InvalidInputError("Mondrian calibration by IUCN needs the species' categories")
     if not 0.0 <= holdout < 1.0:
         raise InvalidInputError(f"holdout {holdout} must be in [0, 1)")
     s = read_surveys(surveys, release)
@@ -204,6 +245,21 @@ def calibrate(
     present_p = codes[cal][s.presence[cal]].astype(np.float64) * SCALE
     lam = conformal_threshold(present_p, alpha)
     rule = SetRule(threshold=lam, alpha=alpha)
+    ids = np.asarray(release.species_ids, np.int64)
+    if mondrian is not None:
+        assert info is not None
+        per_group: dict[str, float] = {}
+        own: dict[int, float] = {}
+        for name, mask in iucn_groups(info, len(ids)).items():
+            pres = s.presence[cal][:, mask]
+            if not pres.any():
+                continue  # no presence of the group: its species keep the marginal lambda
+            per_group[name] = conformal_threshold(
+                codes[cal][:, mask][pres].astype(np.float64) * SCALE, alpha
+            )
+            own.update({int(i): per_group[name] for i in ids[mask]})
+        rule = SetRule(threshold=lam, alpha=alpha, species_thresholds=own, groups=per_group,
+                       group_by=mondrian)  # fmt: skip
     report: dict[str, Any] = {
         "release": release.id,
         "alpha": alpha,
@@ -216,23 +272,18 @@ def calibrate(
             "sites": int(cal.sum()),
             "presences": int(present_p.size),
         },
-        "held_out": _coverage(codes[held], s.presence[held], rule) if held.any() else None,
+        "held_out": _coverage(codes[held], s.presence[held], rule, ids) if held.any() else None,
     }
     if held.any():
-        by_group = {}
-        for name, mask in _groups(info, codes.shape[1]):
-            pres = s.presence[held][:, mask]
-            if pres.any():
-                sub = species_sets(codes[held], rule).member[:, mask]
-                by_group[name] = {
-                    "presences": int(pres.sum()),
-                    "coverage": round(int((sub & pres).sum()) / int(pres.sum()), 4),
-                }
-        report["held_out_by_status"] = by_group
+        report["held_out_by_status"] = _by_group(codes[held], s.presence[held], rule, ids, info)
     if test is not None:
         t = read_surveys(test, release)
         tc = codes_at(release, t.rows, t.cols)
         inside = tc[:, 0] != NODATA
-        report["test"] = {"surveys": str(test), **_coverage(tc[inside], t.presence[inside], rule)}
-        report["test"]["sites_outside_territory"] = int((~inside).sum())
+        report["test"] = {
+            "surveys": str(test),
+            **_coverage(tc[inside], t.presence[inside], rule, ids),
+            "sites_outside_territory": int((~inside).sum()),
+            "by_status": _by_group(tc[inside], t.presence[inside], rule, ids, info),
+        }
     return report

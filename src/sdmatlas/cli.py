@@ -653,6 +653,13 @@ def calibrate_cmd(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the held-out draw.")] = 0,
     out: Annotated[Path | None, typer.Option(help="Write the report (JSON) here.")] = None,
+    mondrian: Annotated[
+        str | None,
+        typer.Option(
+            help="'iucn': one threshold per IUCN category (Mondrian conformal prediction: "
+            "each group covered at 1 - alpha); needs --species with an iucn column."
+        ),
+    ] = None,
 ) -> None:
     """Calibrate a release's species-set threshold by split conformal prediction on
     surveys, and report the coverage and set size it gives."""
@@ -664,7 +671,7 @@ def calibrate_cmd(
         rel = open_release(_location(release), Settings().storage_options)
         info = species_info_from_csv(species, rel.species_ids.tolist()) if species else None
         report = calibrate(rel, surveys, alpha, split=split, holdout=holdout, seed=seed,
-                           test=test, info=info)  # fmt: skip
+                           test=test, info=info, mondrian=mondrian)  # fmt: skip
     text = json.dumps(report, indent=2)
     if out is not None:
         out.write_text(text)

@@ -44,11 +44,32 @@ class SetRule(BaseModel):
     native_only: bool = Field(
         default=False, description="Drop species flagged as not native in the territory."
     )
+    species_thresholds: dict[int, float] | None = Field(
+        default=None,
+        description="A threshold per species id (Mondrian calibration: each group's lambda "
+        "for its species); species not listed keep `threshold`.",
+    )
+    groups: dict[str, float] | None = Field(
+        default=None, description="Mondrian calibration: the lambda of each group (a record)."
+    )
+    group_by: str | None = Field(default=None, description="What the groups are (iucn).")
 
     @property
     def threshold_code(self) -> int:
         """The smallest uint8 code whose probability is >= the threshold."""
-        return min(254, max(0, math.ceil(self.threshold / SCALE - 1e-9)))
+        return code_at_least(self.threshold)
+
+    def threshold_codes(self, species_ids: npt.NDArray[np.integer]) -> npt.NDArray[np.uint8]:
+        """Each species' threshold code (its own threshold, or the rule's)."""
+        own = self.species_thresholds or {}
+        return np.asarray(
+            [code_at_least(own.get(int(i), self.threshold)) for i in species_ids], np.uint8
+        )
+
+
+def code_at_least(p: float) -> int:
+    """The smallest uint8 code whose probability is >= ``p``."""
+    return min(254, max(0, math.ceil(p / SCALE - 1e-9)))
 
 
 def read_set_rule(path: Path) -> SetRule:
@@ -110,15 +131,22 @@ def species_sets(
     codes: npt.NDArray[np.uint8],
     rule: SetRule,
     not_native: npt.NDArray[np.bool_] | None = None,
+    species_ids: npt.NDArray[np.integer] | None = None,
 ) -> PixelSets:
-    """The set of each pixel from its uint8 codes ``[N, S]`` (NODATA: no prediction).
+    """The set of each pixel from its uint8 codes ``[N, S]`` (NODATA: no prediction);
+    ``species_ids`` (the columns' ids) for a rule with per-species thresholds.
 
     Ties: every species at the threshold is in; the top-K cap keeps the K likeliest,
     ties at the K-th broken by species order (the lower index first), so a set never
     holds more than K species."""
     c = np.asarray(codes)
     p = c.astype(np.float64) * SCALE
-    member = (c != NODATA) & (c >= rule.threshold_code)
+    tc: int | npt.NDArray[np.uint8] = rule.threshold_code
+    if rule.species_thresholds:
+        if species_ids is None:
+            raise InvalidInputError("a rule with per-species thresholds needs the species ids")
+        tc = rule.threshold_codes(species_ids)
+    member = (c != NODATA) & (c >= tc)
     if rule.floor is not None:
         member &= p >= rule.floor - 1e-12
     if rule.native_only and not_native is not None:

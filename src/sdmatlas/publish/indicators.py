@@ -197,9 +197,17 @@ def _set_stats(q: Q, info: SpeciesInfo) -> dict[str, npt.NDArray[np.float64]]:
     # member here: it occurs only outside the territory, which the caller masks.
     rule = info.set_rule
     tc = rule.threshold_code
-    if rule.floor is not None:
-        tc = max(tc, int(np.ceil(rule.floor / SCALE - 1e-9)))
     n = q.shape[0]
+    # per-species thresholds (a Mondrian rule): the level starts at the lowest of them, and
+    # each species' own code masks it (one more comparison a group)
+    own: npt.NDArray[np.uint8] | None = None
+    if rule.species_thresholds:
+        own = rule.threshold_codes(info.ids)
+        tc = int(own.min()) if n else tc
+    if rule.floor is not None:
+        fc = int(np.ceil(rule.floor / SCALE - 1e-9))
+        tc = max(tc, fc)
+        own = None if own is None else np.maximum(own, fc).astype(np.uint8)
     flat = q.reshape(n, -1)
     iucn = np.asarray(info.iucn if len(info.iucn) else np.full(n, "", object))
     rows = {c: iucn == c for c in ASSESSED}
@@ -213,10 +221,16 @@ def _set_stats(q: Q, info: SpeciesInfo) -> dict[str, npt.NDArray[np.float64]]:
         g = flat[a:b]
         return g if keep[a:b].all() else g[keep[a:b]]
 
+    def above_own(a: int, b: int, g: Q) -> npt.NDArray[np.bool_] | None:
+        """Whether each code reaches its species' own threshold (None: one threshold)."""
+        return None if own is None else g >= own[a:b][keep[a:b]][:, None]
+
     def count_ge(level: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
         out = np.zeros(flat.shape[1], np.int64)
         for a, b in groups:
-            out += (codes(a, b) >= level).view(np.uint8).sum(axis=0, dtype=np.uint32)
+            g = codes(a, b)
+            ge, mine = g >= level, above_own(a, b, g)
+            out += (ge if mine is None else ge & mine).view(np.uint8).sum(axis=0, dtype=np.uint32)
         return out
 
     npx = flat.shape[1]
@@ -244,11 +258,17 @@ def _set_stats(q: Q, info: SpeciesInfo) -> dict[str, npt.NDArray[np.float64]]:
         g = codes(a, b)
         if not len(g):
             continue
+        mine = above_own(a, b, g)
         if capped_any:  # ties at a capped pixel's k-th code: the first ones in order
-            tie = g == level
+            tie = g == level if mine is None else (g == level) & mine
             order = seen_ties + np.cumsum(tie, axis=0, dtype=np.int32)
             seen_ties = order[-1].astype(np.int64)
             m = (g > level) | (tie & (order <= room))
+            m = m if mine is None else m & mine
+            mu = m.view(np.uint8)
+            plnp = (plnp_table[g] * mu).sum(axis=0, dtype=np.float32)
+        elif mine is not None:
+            m = (g >= level) & mine
             mu = m.view(np.uint8)
             plnp = (plnp_table[g] * mu).sum(axis=0, dtype=np.float32)
         else:
