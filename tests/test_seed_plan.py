@@ -155,6 +155,27 @@ def test_zooms_beyond_the_layers_range_are_refused(svc: Services) -> None:
         list(plan(svc, [layer], ["EuropeanETRS89_LAEAQuad"], (0, 30), None))
 
 
+def test_a_sample_covering_every_dense_tile_gives_the_exact_bytes(svc: Services) -> None:
+    """With a sample as large as the dense tiles, each zoom's mean is over all of them:
+    the plan's bytes are then the rendered tiles' exact total (empty and uniform tiles
+    are exact already); a small sample draws from every zoom that has dense tiles."""
+    from sdmatlas.serve.seed_plan import calibrate, sample_dense
+
+    layers = [f"{KEY}:species:{i}" for i in (1, 5, 9)] + [f"{KEY}:indicator:richness"]
+    jobs = list(plan(svc, layers, TMS, (5, 8), None))
+    p = build_plan(svc, jobs, "png", None)
+    dense = sum(r.dense for r in p.rows.values())
+    measured = sample_dense(svc, p, "png", None, n=dense)
+    assert measured is not None and measured.tiles == dense
+    calibrate(p, measured)
+    exact = sum(len(_render(svc, job, "png")) for job in jobs)
+    assert p.total.bytes == pytest.approx(exact, rel=1e-9)
+    assert p.total.seconds > 0
+    zooms = {z for (_, _, z, _, _), v in p.verdicts.items() if v.kind == DENSE}
+    small = sample_dense(svc, p, "png", None, n=len(zooms))
+    assert small is not None and set(small.tile_bytes) == zooms
+
+
 def test_the_plan_command(settings: Settings, tmp_path: Path) -> None:
     env = {"SDMATLAS_DATABASE_URL": str(settings.database_url),
            "SDMATLAS_DATA_DIR": str(settings.data_dir), "PATH": str(BIN)}  # fmt: skip
@@ -167,6 +188,8 @@ def test_the_plan_command(settings: Settings, tmp_path: Path) -> None:
         "--zoom",
         "5-8",
         "--plan",
+        "--sample",
+        "8",
         "--plan-json",
         str(out),
     ]
@@ -176,6 +199,7 @@ def test_the_plan_command(settings: Settings, tmp_path: Path) -> None:
     t = doc["total"]
     assert t["tiles"] == t["empty"] + t["uniform"] + t["dense"] > 0
     assert {row["layer"] for row in doc["layers"]} == set(layers)
+    assert 1 <= doc["sample"]["tiles"] <= 8 + 4  # 8, and at least one of each zoom 5-8
     assert "total" in r.stdout + r.stderr and "uniform" in r.stdout + r.stderr
     bad = subprocess.run([str(BIN / "sdmatlas"), "seed", f"{KEY}:species:999", "--plan"],
                          env=env, capture_output=True, text=True)  # fmt: skip

@@ -883,9 +883,18 @@ def seed_cmd(
         typer.Option(
             "--plan",
             help="Count the tiles (empty, uniform, dense), bytes and time per layer and zoom "
-            "from the block aggregates, render nothing.",
+            "from the block aggregates; render only --sample dense tiles to measure them.",
         ),
     ] = False,
+    sample: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=1000,
+            help="With --plan: dense tiles rendered (not stored) to measure their mean size "
+            "and time per zoom; 0: the built-in means.",
+        ),
+    ] = 32,
     plan_json: Annotated[
         Path | None, typer.Option(help="With --plan: also write the plan as JSON here.")
     ] = None,
@@ -919,7 +928,8 @@ def seed_cmd(
 
     from sdmatlas.executor import ExecutorOptions
     from sdmatlas.serve.seed import parse_zooms, plan, release_layers, seed, territory_outline
-    from sdmatlas.serve.seed_plan import build_plan
+    from sdmatlas.serve.seed_plan import build_plan, sample_dense
+    from sdmatlas.serve.seed_plan import calibrate as calibrate_plan
     from sdmatlas.serve.services import Services
     from sdmatlas.serve.tiles import render
     from sdmatlas.serve.tiles.tiling import get_tms
@@ -967,7 +977,11 @@ def seed_cmd(
             jobs = popular_tiles or list(
                 plan(svc, ids, names, parse_zooms(zoom) if zoom else None, area)
             )
-            _print_plan(build_plan(svc, jobs, format, colormap), plan_json)
+            planned = build_plan(svc, jobs, format, colormap)
+            measured = sample_dense(svc, planned, format, colormap, sample)
+            if measured is not None:
+                calibrate_plan(planned, measured)
+            _print_plan(planned, plan_json, measured)
             return
         if target != "cache":
             _seed_archives(svc, settings, ids, Path(folder), zoom, area, format, colormap,
@@ -1037,7 +1051,7 @@ def _popular(
     return sorted({j[0] for j in tiles}), tiles
 
 
-def _print_plan(p: Any, out: Path | None) -> None:
+def _print_plan(p: Any, out: Path | None, sample: Any = None) -> None:
     """The planner's table: per layer and zoom, then the total."""
     from rich.table import Table
 
@@ -1049,13 +1063,21 @@ def _print_plan(p: Any, out: Path | None) -> None:
     table.add_row("total", "", str(t.tiles), str(t.empty), str(t.uniform), str(t.dense),
                   f"{t.bytes / 2**20:.2f}", f"{t.seconds:.1f}", style="bold")  # fmt: skip
     console.print(table)
+    how = (
+        f"the mean size and render time of {sample.tiles} of them rendered now"
+        if sample is not None
+        else "a measured mean size and render time (sdmatlas.serve.seed_plan)"
+    )
     console.print(
-        "dense tiles are estimated at the measured mean size and render time "
-        "(sdmatlas.serve.seed_plan); empty and uniform ones are exact and are written "
-        "without rendering"
+        f"dense tiles are estimated at {how}; empty and uniform ones are exact and are "
+        "written without rendering"
     )
     if out is not None:
-        out.write_text(json.dumps(p.as_json(), indent=1))
+        doc = p.as_json()
+        if sample is not None:
+            doc["sample"] = {"tiles": sample.tiles, "bytes": sample.tile_bytes,
+                             "seconds": sample.seconds}  # fmt: skip
+        out.write_text(json.dumps(doc, indent=1))
         console.print(f"plan written to {out}")
 
 

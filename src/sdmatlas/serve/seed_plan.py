@@ -23,9 +23,10 @@ too, so a tile may be called dense that is uniform, never the reverse (tested ag
 rendered tiles).
 
 Estimates: empty and uniform tile sizes are exact (their bytes are made, one per
-value); dense tiles use the per-tile size and time of :data:`DENSE_BYTES` and
-:data:`DENSE_SECONDS` (measured by bench/cache.py on this machine; override them with
-``--calibration``).
+value); dense tiles use the per-tile size and time measured by rendering a sample of
+them (:func:`sample_dense`, ``seed --plan --sample N``: N tiles drawn in proportion to
+each zoom's dense tiles, each zoom its own mean), or without a sample the constants
+:data:`DENSE_BYTES` and :data:`DENSE_SECONDS` (bench/cache.py on this machine).
 """
 
 from __future__ import annotations
@@ -356,4 +357,72 @@ def build_plan(
                     nbytes = dense_bytes
                 plan.verdicts[(lid, tms, z, x, y)] = v
                 plan.rows[(lid, z)].add(v.kind, nbytes, dense_seconds if v.kind == DENSE else 0.0)
+    return plan
+
+
+SAMPLE = 32
+"""Dense tiles the planner renders to measure their size and time (``seed --sample``)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What rendering a sample of the plan's dense tiles measured, per zoom."""
+
+    tiles: int
+    tile_bytes: dict[int, float]
+    seconds: dict[int, float]
+
+
+def sample_dense(
+    svc: Any, plan: Plan, fmt: str, colormap: str | None, n: int = SAMPLE, seed: int = 0
+) -> Sample | None:
+    """Render up to ``n`` of the plan's dense tiles, drawn at random in proportion to each
+    zoom's dense tiles (at least one a zoom while ``n`` allows), through the renderer with
+    no tile cache (the chunk cache starts as a seed worker's would): the mean bytes and
+    seconds of a dense tile at each zoom. Group layers (computed on request) are left
+    out. None when there is nothing to sample."""
+    import random
+    import time
+
+    from sdmatlas.serve.tiles.core import TileRequest, layer_style, render_tile
+    from sdmatlas.serve.tiles.versions import Timer
+
+    by_zoom: dict[int, list[tuple[str, str, int, int, int]]] = defaultdict(list)
+    for key, v in plan.verdicts.items():
+        if v.kind == DENSE and ":group:" not in key[0]:
+            by_zoom[key[2]].append(key)
+    total = sum(len(v) for v in by_zoom.values())
+    if not total or n <= 0:
+        return None
+    rng = random.Random(seed)
+    picks: list[tuple[str, str, int, int, int]] = []
+    for _z, keys in sorted(by_zoom.items()):
+        k = max(1, round(n * len(keys) / total)) if len(picks) < n else 0
+        picks += rng.sample(keys, min(k, len(keys)))
+    sizes: dict[int, list[float]] = defaultdict(list)
+    times: dict[int, list[float]] = defaultdict(list)
+    for lid, tms, z, x, y in picks:
+        ref = svc.layers.resolve(lid)
+        style = layer_style(ref, None if ref.kind == "classes" else colormap, None)
+        req = TileRequest.of(lid, tms, z, x, y, fmt)
+        t0 = time.perf_counter()
+        body, _ = render_tile(svc, ref, None, req, style, Timer())
+        times[z].append(time.perf_counter() - t0)
+        sizes[z].append(float(len(body)))
+    return Sample(
+        len(picks),
+        {z: sum(v) / len(v) for z, v in sizes.items()},
+        {z: sum(v) / len(v) for z, v in times.items()},
+    )
+
+
+def calibrate(plan: Plan, sample: Sample, dense_bytes: float = DENSE_BYTES,
+              dense_seconds: float = DENSE_SECONDS) -> Plan:  # fmt: skip
+    """The plan's dense estimates at the sample's measured size and time (each zoom its
+    own; a zoom without a sample tile takes the mean of all of them)."""
+    all_b = sum(sample.tile_bytes.values()) / len(sample.tile_bytes)
+    all_s = sum(sample.seconds.values()) / len(sample.seconds)
+    for (_, z), row in plan.rows.items():
+        row.bytes += row.dense * (sample.tile_bytes.get(z, all_b) - dense_bytes)
+        row.seconds += row.dense * (sample.seconds.get(z, all_s) - dense_seconds)
     return plan
