@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -157,11 +157,15 @@ class ModelCard(BaseModel):
         return h.hexdigest()
 
 
-def load_card(path: Path) -> ModelCard:
-    """Read and validate a YAML or JSON model card; its model file must exist."""
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_card(path: Path, model: type[M], what: str = "model card") -> M:
+    """A YAML or JSON card at ``path`` validated as ``model`` (its ``source`` set to the
+    file), or a :class:`ModelCardError` naming every problem."""
     path = Path(path)
     if not path.exists():
-        raise NotFoundError(f"model card {path} does not exist")
+        raise NotFoundError(f"{what} {path} does not exist")
     try:
         text = path.read_text()
         # libyaml's loader when PyYAML has it: a 10,000-species card parses in a
@@ -169,16 +173,21 @@ def load_card(path: Path) -> ModelCard:
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
         data = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=loader)
     except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise ModelCardError(f"model card {path} is not readable YAML/JSON: {exc}") from exc
+        raise ModelCardError(f"{what} {path} is not readable YAML/JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise ModelCardError(f"model card {path} must be a mapping, got {type(data).__name__}")
+        raise ModelCardError(f"{what} {path} must be a mapping, got {type(data).__name__}")
     try:
-        card = ModelCard.model_validate({**data, "source": path.resolve()})
+        return model.model_validate({**data, "source": path.resolve()})
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(card)'}: {e['msg']}" for e in exc.errors()
         )
-        raise ModelCardError(f"model card {path} is invalid: {problems}") from exc
+        raise ModelCardError(f"{what} {path} is invalid: {problems}") from exc
+
+
+def load_card(path: Path) -> ModelCard:
+    """Read and validate a YAML or JSON model card; its model file must exist."""
+    card = read_card(path, ModelCard)
     if not card.model_path().exists():
         raise ModelCardError(f"model card {path} names {card.file}, which does not exist")
     return card

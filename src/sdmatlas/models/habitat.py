@@ -20,7 +20,6 @@ over probabilities is built in. docs/habitats.md shows a text adapter plugged in
 
 from __future__ import annotations
 
-import json
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -31,12 +30,11 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sdmatlas.classes import ClassEntry, ClassScheme
-from sdmatlas.errors import ModelCardError, NotFoundError
-from sdmatlas.models.card import SpeciesOutput
+from sdmatlas.errors import ModelCardError
+from sdmatlas.models.card import SpeciesOutput, read_card
 
 ENTRY_POINT_GROUP = "sdmatlas.habitat_adapters"
 F32 = npt.NDArray[np.float32]
@@ -147,22 +145,7 @@ class HabitatCard(BaseModel):
 def load_habitat_card(path: Path) -> HabitatCard:
     """Read and validate a habitat classifier card; its model file must exist."""
     path = Path(path)
-    if not path.exists():
-        raise NotFoundError(f"habitat classifier card {path} does not exist")
-    try:
-        text = path.read_text()
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise ModelCardError(f"habitat card {path} is not readable YAML/JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ModelCardError(f"habitat card {path} must be a mapping")
-    try:
-        card = HabitatCard.model_validate({**data, "source": path.resolve()})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(card)'}: {e['msg']}" for e in exc.errors()
-        )
-        raise ModelCardError(f"habitat card {path} is invalid: {problems}") from exc
+    card = read_card(path, HabitatCard, "habitat card")
     if not card.model_path().exists():
         raise ModelCardError(f"habitat card {path} names {card.file}, which does not exist")
     return card

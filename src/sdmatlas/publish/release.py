@@ -336,37 +336,13 @@ def _setup(
             },
         )
         for name, ind in INDICATORS.items():
-            g.create_array(
-                name,
-                shape=(lg.height, lg.width),
-                chunks=(grid.chunk, grid.chunk),
-                dtype="float32",
-                fill_value=np.nan,
-                compressors=_zstd(),
-                dimension_names=("y", "x"),
-                attributes={
-                    "grid_mapping": "spatial_ref",
-                    "long_name": ind.title,
-                    "units": ind.units,
-                },
-            )
+            _plane(g, name, lg, "float32", np.nan, long_name=ind.title, units=ind.units)
         for name, layer in class_layers.items():
-            g.create_array(
-                name,
-                shape=(lg.height, lg.width),
-                chunks=(grid.chunk, grid.chunk),
-                dtype="uint8",
-                fill_value=NO_CLASS,
-                compressors=_zstd(),
-                dimension_names=("y", "x"),
-                attributes={
-                    "grid_mapping": "spatial_ref",
-                    "long_name": layer.title,
-                    "flag_values": [c.value for c in layer.scheme.classes],
-                    "flag_meanings": " ".join(c.code for c in layer.scheme.classes),
-                    "resampling": "mode of the valid children (sdmatlas.classes)",
-                },
-            )
+            classes = layer.scheme.classes
+            _plane(g, name, lg, "uint8", NO_CLASS, long_name=layer.title,
+                   flag_values=[c.value for c in classes],
+                   flag_meanings=" ".join(c.code for c in classes),
+                   resampling="mode of the valid children (sdmatlas.classes)")  # fmt: skip
     root.create_array(
         layout.PIXELS,
         shape=(h, w, s),
@@ -393,6 +369,20 @@ def _setup(
         fill_value=0,
         compressors=_zstd(),
         dimension_names=("y", "x"),
+    )
+
+
+def _plane(g: zarr.Group, name: str, lg: Grid, dtype: str, fill: Any, **attrs: Any) -> None:
+    """One [y, x] array of a level (an indicator or a class layer), in cube-sized chunks."""
+    g.create_array(
+        name,
+        shape=(lg.height, lg.width),
+        chunks=(lg.chunk, lg.chunk),
+        dtype=dtype,
+        fill_value=fill,
+        compressors=_zstd(),
+        dimension_names=("y", "x"),
+        attributes={"grid_mapping": "spatial_ref", **attrs},
     )
 
 
