@@ -50,7 +50,8 @@ def svc(settings: Settings) -> Iterator[Services]:
 
 def _layers() -> list[str]:
     return [*(f"{KEY}:species:{i}" for i in range(1, 31)),
-            f"{KEY}:indicator:richness", f"{KEY}:indicator:protected_count"]  # fmt: skip
+            f"{KEY}:indicator:richness", f"{KEY}:indicator:protected_count",
+            f"{KEY}:classes:set_worst_status"]  # fmt: skip
 
 
 def _render(svc: Services, job: tuple[str, str, int, int, int], fmt: str) -> bytes:
@@ -73,13 +74,42 @@ def test_verdicts_agree_with_the_rendered_tiles(svc: Services) -> None:
             continue  # dense tiles: a sample (their verdict promises nothing)
         values = np.load(io.BytesIO(_render(svc, job, "npy")))
         kind = svc.layers.resolve(job[0]).kind
-        nodata = values == 255 if kind == "species" else np.isnan(values)
+        nodata = values == 255 if kind in ("species", "classes") else np.isnan(values)
         if v.kind == EMPTY:
             assert nodata.all(), job
         elif v.kind == UNIFORM:
             assert not nodata.any() and (values == v.value).all(), (job, v)
         checked[v.kind] += 1
     assert checked[UNIFORM] > 50 and checked[EMPTY] > 10
+    # the class layer's empty tiles are known too (here every tile with territory holds
+    # empty sets beside others: none is uniform; test_uniform_class_tiles has those)
+    cls = Counter(v.kind for j, v in p.verdicts.items() if ":classes:" in j[0])
+    assert cls[EMPTY] and cls[DENSE], cls
+
+
+def test_uniform_class_tiles(svc: Services) -> None:
+    """A class layer's tile is uniform exactly when one class fills every block of its
+    window (all territory); any other mix is dense; no territory is empty."""
+    from sdmatlas.serve.seed_plan import TileAggregates, Window, classify_classes
+
+    rel = svc.open(svc.layers.resolve(f"{KEY}:classes:set_worst_status")).release
+    name, k = "set_worst_status", 6  # LC NT VU EN CR NA
+    win = Window(0, 16, 0, 16, 2)
+    full = np.full(4, 64, np.int64)
+
+    def agg(classes: np.ndarray, count: np.ndarray = full) -> TileAggregates:
+        return TileAggregates(8, count, full, classes=classes)
+
+    one = np.zeros((4, k), np.int64)
+    one[:, 4] = 64  # CR in every block
+    mixed = one.copy()
+    mixed[0, 4], mixed[0, 3] = 63, 1
+    holes = one.copy()
+    holes[1, 4] = 60  # 4 pixels of no class (empty sets)
+    got = [classify_classes(rel, win, a, [name])[0] for a in
+           (agg(one), agg(mixed), agg(holes), agg(one * 0, full * 0))]  # fmt: skip
+    assert [v.kind for v in got] == [UNIFORM, DENSE, DENSE, EMPTY]
+    assert got[0].value == 4 and got[0].level == 2
 
 
 def test_seeded_tiles_equal_requested_tiles(settings: Settings, tmp_path: Path) -> None:
@@ -90,7 +120,8 @@ def test_seeded_tiles_equal_requested_tiles(settings: Settings, tmp_path: Path) 
     try:
         seeder, plain = Services.build(cached, c), Services.build(settings, c)
         for fmt in ("png", "webp"):
-            jobs = list(plan(seeder, _layers()[::3], ["WebMercatorQuad"], (5, 9), None))
+            layers = [*_layers()[::3], f"{KEY}:classes:set_worst_status"]
+            jobs = list(plan(seeder, layers, ["WebMercatorQuad"], (5, 9), None))
             p = build_plan(seeder, jobs, fmt, None)
             rendered, hit, empty, written = seed_batch(
                 seeder, jobs, fmt, {"colormap": None}, [p.verdicts[j] for j in jobs]

@@ -23,6 +23,7 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 from sdmatlas.catalog import queries
+from sdmatlas.classes import ClassScheme
 from sdmatlas.errors import InvalidInputError
 from sdmatlas.executor import ExecutorOptions
 from sdmatlas.serve.cache import Entry
@@ -195,7 +196,8 @@ def planned_tile(
         level = tile_window(tms, z, x, y, rel.grid, rel.n_levels).level
     if verdict.kind == EMPTY:
         return ref.release, key, Entry(render.empty_tile(fmt, ref.dtype), True, level)
-    body = _constant(ref.kind, style, fmt, float(verdict.value or 0.0))
+    scheme = svc.open(ref).scheme(ref.var) if ref.kind == "classes" else None
+    body = _constant(ref.kind, style, fmt, float(verdict.value or 0.0), scheme)
     return ref.release, key, Entry(body, False, level)
 
 
@@ -210,8 +212,10 @@ def tile_params(ref: LayerRef, params: dict[str, str | None]) -> dict[str, str |
 
 
 @functools.lru_cache(maxsize=4096)
-def _constant(kind: str, style: render.Style, fmt: str, value: float) -> bytes:
-    return constant_tile(kind, style, fmt, value)
+def _constant(
+    kind: str, style: render.Style, fmt: str, value: float, scheme: ClassScheme | None
+) -> bytes:
+    return constant_tile(kind, style, fmt, value, scheme)
 
 
 def seed_batch(

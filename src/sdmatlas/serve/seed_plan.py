@@ -41,8 +41,10 @@ import numpy as np
 import numpy.typing as npt
 
 from sdmatlas.chunks import ChunkReader, assemble
+from sdmatlas.classes import ClassScheme
 from sdmatlas.grid import Grid
 from sdmatlas.release import Release
+from sdmatlas.release.layout import CLASS_COUNTS
 from sdmatlas.serve.tiles.tiling import (
     TILE_SIZE,
     get_tms,
@@ -115,6 +117,7 @@ class TileAggregates:
     vmax: npt.NDArray[Any] | None = None  # [blocks, S]
     vsum: npt.NDArray[Any] | None = None  # [blocks, S]
     ind: npt.NDArray[np.float64] | None = None  # [blocks, I, 4]
+    classes: npt.NDArray[Any] | None = None  # [blocks, class columns]: pixels of each class
 
     @property
     def whole(self) -> bool:
@@ -186,6 +189,9 @@ def window_aggregates(
     out.vsum = agg(e, "sum").region((by, bx, slice(0, s))).reshape(n, s)
     ind = agg(e, "indicators")
     out.ind = ind.region((by, bx, slice(0, ind.shape[2]), slice(0, 4))).reshape(n, -1, 4)
+    if rel.manifest.class_layers:
+        cls = agg(e, CLASS_COUNTS)
+        out.classes = cls.region((by, bx, slice(0, cls.shape[2]))).reshape(n, -1)
     return out
 
 
@@ -198,6 +204,30 @@ class Verdict:
     value: float | None = None
     level: int | None = None
     """The pyramid level the tile reads (known from its window: not computed again)."""
+
+
+def classify_classes(
+    rel: Release, win: Window, agg: TileAggregates | None, names: list[str]
+) -> list[Verdict]:
+    """Verdicts for class layers of one tile: empty without territory; uniform when every
+    pixel of every block (all territory) has one class, whatever the level (the mode of
+    equal classes is that class); else dense."""
+    if agg is None or int(agg.count.sum()) == 0:
+        return [Verdict(EMPTY, level=win.level)] * len(names)
+    dense = Verdict(DENSE, level=win.level)
+    if not (win.inside(rel.grid) and agg.whole) or agg.classes is None:
+        return [dense] * len(names)
+    out = []
+    for name in names:
+        cols = agg.classes[:, rel.manifest.class_columns(name)].astype(np.int64)
+        full = cols == agg.count[:, None]  # [blocks, classes]: the block is all this class
+        hit = np.flatnonzero(full.all(axis=0))
+        if len(hit):
+            value = rel.manifest.class_layers[name].scheme.classes[int(hit[0])].value
+            out.append(Verdict(UNIFORM, float(value), win.level))
+        else:
+            out.append(dense)
+    return out
 
 
 def classify(
@@ -291,16 +321,22 @@ def group_by_tile(
     return out
 
 
-def constant_tile(kind: str, style: Any, fmt: str, value: float) -> bytes:
+def constant_tile(
+    kind: str, style: Any, fmt: str, value: float, scheme: ClassScheme | None = None
+) -> bytes:
     """The tile of a layer that holds ``value`` on every pixel, as the renderer makes it
     (:func:`sdmatlas.serve.tiles.core.render_tile`): the same constant array through the
-    same palette and encoder."""
+    same palette and encoder (a class layer's: its ``scheme``'s colours)."""
     from sdmatlas.serve.tiles import render
 
     shape = (TILE_SIZE, TILE_SIZE)
     if fmt == "npy":
-        dtype = np.uint8 if kind == "species" else np.float32
+        dtype = np.uint8 if kind in ("species", "classes") else np.float32
         return render.encode_array(np.full(shape, value, dtype))
+    if kind == "classes":
+        assert scheme is not None
+        return render.encode_indexed(np.full(shape, int(value), np.uint8),
+                                     render.class_palette(scheme), fmt)  # fmt: skip
     if kind == "species":
         return render.encode_indexed(np.full(shape, int(value), np.uint8),
                                      render.code_palette(style), fmt)  # fmt: skip
@@ -341,16 +377,20 @@ def build_plan(
             rows = [opened.species_row(int(refs[lid].species_id)) for lid in sp]
             vs, vi = classify(rel, win, agg, rows, [str(refs[lid].indicator) for lid in ind])
             verdicts = dict(zip(sp + ind, vs + vi, strict=True))
+            cl = [lid for lid in release_lids if refs[lid].kind == "classes"]
+            vc = classify_classes(rel, win, agg, [str(refs[lid].indicator) for lid in cl])
+            verdicts.update(zip(cl, vc, strict=True))
             for lid in release_lids:
                 v = verdicts.get(lid, Verdict(DENSE))  # group layers: dense
                 ref = refs[lid]
                 if v.kind == EMPTY:
                     nbytes: float = len(render.empty_tile(fmt, ref.dtype))
                 elif v.kind == UNIFORM:
-                    key = (ref.kind, styles[lid].key(), fmt, v.value)
+                    scheme = opened.scheme(str(ref.indicator)) if ref.kind == "classes" else None
+                    key = (ref.kind, styles[lid].key(), fmt, v.value, scheme)
                     if key not in made:
                         made[key] = len(
-                            constant_tile(ref.kind, styles[lid], fmt, float(v.value or 0))
+                            constant_tile(ref.kind, styles[lid], fmt, float(v.value or 0), scheme)
                         )
                     nbytes = made[key]
                 else:
