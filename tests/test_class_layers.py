@@ -280,3 +280,11 @@ def test_the_cog_has_a_colour_table_and_category_names(
     assert band["categories"][:6] == [f"{c.code} {c.name}" for c in WORST_STATUS.classes]
     assert band["colorTable"]["entries"][4][:3] == list(COLOURS[4])
     ET.fromstring(Path(str(out) + ".aux.xml").read_text())  # well-formed PAM
+    # a GIS client reading the served COG over HTTP (/vsicurl/) finds the sidecar beside
+    # it and lists the classes by name too
+    remote = json.loads(subprocess.run(
+        [gdalinfo, "-json", f"/vsicurl/{live}/layers/{LAYER}/cog"], capture_output=True,
+        check=True, text=True).stdout)  # fmt: skip
+    assert remote["bands"][0]["categories"][:6] == band["categories"][:6]
+    code, _ = _error(f"{live}/layers/{KEY}:indicator:richness/cog.aux.xml")
+    assert code == 404

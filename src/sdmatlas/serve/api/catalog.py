@@ -212,6 +212,28 @@ def tile_matrix_sets() -> list[dict[str, Any]]:
 
 
 @router.get(
+    "/layers/{layer}/cog.aux.xml",
+    summary="GDAL's sidecar of a class layer's COG: the category (class) names.",
+    response_class=Response,
+    responses={200: {"content": {"application/xml": {}}}},
+)
+def cog_sidecar(request: Request, layer: Annotated[str, Path(max_length=200)]) -> Response:
+    """GDAL keeps a band's category names only in a PAM ``.aux.xml`` beside the file; a
+    client reading ``/layers/{id}/cog`` through ``/vsicurl/`` (QGIS, gdalinfo) asks for
+    this URL and lists each class by name. Only class layers have one (404 otherwise)."""
+    from sdmatlas.errors import NotFoundError
+    from sdmatlas.publish.export import category_names_xml
+
+    svc = services(request)
+    ref = svc.layers.resolve(layer)
+    if ref.kind != "classes":
+        raise NotFoundError(f"{layer} is not a class layer: its COG has no sidecar")
+    body = category_names_xml(svc.open(ref).scheme(ref.var))
+    headers = {"ETag": etag(ref.version, "aux"), "Cache-Control": "public, max-age=60"}
+    return Response(body, media_type="application/xml", headers=headers)
+
+
+@router.get(
     "/layers/{layer}/cog",
     summary="Download a layer, whole or clipped to a lon/lat bbox, as a Cloud-Optimized GeoTIFF.",
     response_class=Response,
