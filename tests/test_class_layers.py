@@ -4,6 +4,7 @@ read by GDAL, all on a live server against the release's own level-0 classes."""
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import shutil
@@ -280,6 +281,10 @@ def test_the_cog_has_a_colour_table_and_category_names(
     assert band["categories"][:6] == [f"{c.code} {c.name}" for c in WORST_STATUS.classes]
     assert band["colorTable"]["entries"][4][:3] == list(COLOURS[4])
     ET.fromstring(Path(str(out) + ".aux.xml").read_text())  # well-formed PAM
+    rows = list(csv.DictReader(out.with_suffix(".classes.csv").open()))
+    assert [(int(r["value"]), r["code"], r["name"]) for r in rows] == [
+        (c.value, c.code, c.name) for c in WORST_STATUS.classes
+    ]
     # a GIS client reading the served COG over HTTP (/vsicurl/) finds the sidecar beside
     # it and lists the classes by name too
     remote = json.loads(subprocess.run(

@@ -9,11 +9,14 @@ A class layer is its uint8 classes with a GDAL colour table (each class's colour
 nodata 255, overviews by GDAL's ``mode`` (never an average of classes), and each class's
 code and name in the band's metadata (``class_<value>``, inside the file). GDAL keeps
 *category names* only in a PAM sidecar: ``<file>.aux.xml`` is written beside the file
-with them (``gdalinfo`` and QGIS then list the classes by name).
+with them (``gdalinfo`` and QGIS then list the classes by name), and ``<stem>.classes.csv``
+maps each value to its code, name, parent and colour.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,9 +150,21 @@ def export_cog(
         raise RuntimeError(f"GDAL wrote an invalid COG for {ref}: {errors}")
     tmp.replace(out)
     if classes:
-        aux = out.with_name(out.name + ".aux.xml")
-        aux.write_text(category_names_xml(release.manifest.class_layers[ref.key].scheme))
+        scheme = release.manifest.class_layers[ref.key].scheme
+        out.with_name(out.name + ".aux.xml").write_text(category_names_xml(scheme))
+        out.with_suffix(".classes.csv").write_text(classes_csv(scheme))
     return out
+
+
+def classes_csv(scheme: ClassScheme) -> str:
+    """The table from class values to codes and names (EUNIS codes for habitats), with
+    each class's parent code and colour: ``value,code,name,parent,color``."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["value", "code", "name", "parent", "color"])
+    for c in scheme.classes:
+        w.writerow([c.value, c.code, c.name, c.parent or "", c.color])
+    return buf.getvalue()
 
 
 def _colour_table(scheme: ClassScheme) -> dict[int, tuple[int, int, int, int]]:
