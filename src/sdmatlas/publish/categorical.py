@@ -19,6 +19,7 @@ the finest level; each coarser level of its hierarchy is a derived class layer.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -99,10 +100,7 @@ class HabitatLevel:
     depth: int
 
     def __call__(self, q: Q, info: SpeciesInfo) -> npt.NDArray[np.uint8]:
-        clf = classifier_for(Path(self.card))
-        best = self._best(q, info)
-        values = np.append(clf.card.output_values(self.depth), np.uint8(NO_CLASS))
-        out: npt.NDArray[np.uint8] = values[best]
+        out: npt.NDArray[np.uint8] = _level_values(self.card, self.depth)[self._best(q, info)]
         return out
 
     def _best(self, q: Q, info: SpeciesInfo) -> npt.NDArray[np.intp]:
@@ -123,6 +121,14 @@ class HabitatLevel:
         shaped: npt.NDArray[np.intp] = best.reshape(q.shape[1:])
         _memo.last = (q, info, self.card, shaped)
         return shaped
+
+
+@functools.lru_cache(maxsize=64)
+def _level_values(card: str, depth: int) -> npt.NDArray[np.uint8]:
+    """Each output's class value at ``depth``, then NO_CLASS (for -1: off the territory);
+    made once per card and level, not per tile (it walks the hierarchy)."""
+    values = classifier_for(Path(card)).card.output_values(depth)
+    return np.append(values, np.uint8(NO_CLASS))
 
 
 _P32 = np.where(np.arange(256) == NODATA, 0.0, np.arange(256) * SCALE).astype(np.float32)
