@@ -104,7 +104,8 @@ def ours(layers: list[str], zooms: str | None, db: str) -> dict[str, Any]:
         "plan": {
             **plan,
             "planner_wall_s": round(plan_s, 2),
-            "estimated_wall_s": round(plan["seconds"] / 2, 2),
+            "estimated_wall_s": doc["wall_seconds"],  # start-up and plan + render / 2
+            "estimated_overhead_s": doc["overhead_seconds"],
         },
     }
 
@@ -138,8 +139,11 @@ def colour(cog: Path, out: Path, kind: str, key: str, rel: Any) -> None:
         lo, hi = float(info.get("min") or 0.0), float(info.get("max") or 1.0)
         style = render.parse_style(None, None, (lo, hi))
         rgba = render.index_palette(style)[render.palette_indices(data.astype(np.float32), style)]
+    # alpha="YES" marks band 4 as alpha (ExtraSamples); without it GDAL reads band 4 as
+    # undefined, and gdal2tiles drew clear pixels opaque and kept every tile of the extent
     profile.update(driver="GTiff", count=4, dtype="uint8", nodata=None, photometric="RGB",
-                   compress="deflate", tiled=True, blockxsize=256, blockysize=256)  # fmt: skip
+                   alpha="YES", compress="deflate", tiled=True, blockxsize=256,
+                   blockysize=256)  # fmt: skip
     profile.pop("scales", None)
     with rasterio.open(out, "w", **profile) as dst:
         dst.write(np.moveaxis(rgba, -1, 0))
@@ -153,7 +157,7 @@ def theirs(layers: list[str], zooms: str) -> dict[str, Any]:
 
     rel = open_release(WORK / "tiles" / "releases" / KEY)
     work = Path(tempfile.mkdtemp(prefix="g2t-", dir=OUT))
-    total_wall, tiles = 0.0, 0
+    total_wall, tiles, clear = 0.0, 0, 0
     for lid in layers:
         kind, key = lid.split(":")[1:]
         cog = work / f"{key}.tif"
@@ -166,14 +170,18 @@ def theirs(layers: list[str], zooms: str) -> dict[str, Any]:
                         "-r", "near", "--xyz", str(rgba), str(out_dir)], check=True,
                        capture_output=True)  # fmt: skip
         total_wall += time.perf_counter() - t
-        tiles += sum(1 for _ in out_dir.rglob("*.png"))
+        pngs = list(out_dir.rglob("*.png"))
+        tiles += len(pngs)
+        clear += sum(_transparent(p.read_bytes()) for p in pngs)
         shutil.rmtree(out_dir)
         cog.unlink()
         rgba.unlink()
     return {
         "tiles": tiles,
+        "transparent": clear,  # left in despite --exclude (none expected)
+        "visible": tiles - clear,
         "wall_s": round(total_wall, 2),
-        "tiles_per_s": round(tiles / total_wall, 1),
+        "tiles_per_s": round((tiles - clear) / total_wall, 1),
     }
 
 

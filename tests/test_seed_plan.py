@@ -207,6 +207,65 @@ def test_a_sample_covering_every_dense_tile_gives_the_exact_bytes(svc: Services)
     assert small is not None and set(small.tile_bytes) == zooms
 
 
+def test_a_tile_index_map_is_counted_once_per_tile_position(svc: Services) -> None:
+    """A seed builds a tile's index map once for all its layers: the time estimate counts
+    it once per tile position holding a dense tile, besides each tile's own time and
+    every tile's write (a made-up sample, so the total is known exactly)."""
+    from sdmatlas.serve.seed_plan import WRITE_SECONDS, Sample, calibrate
+
+    layers = [f"{KEY}:species:{i}" for i in (1, 5, 9)] + [f"{KEY}:indicator:richness"]
+    jobs = list(plan(svc, layers, TMS, (5, 8), None))
+    p = build_plan(svc, jobs, "png", None)
+    zooms = range(5, 9)
+    calibrate(p, Sample(4, dict.fromkeys(zooms, 1000.0), dict.fromkeys(zooms, 0.01),
+                        dict.fromkeys(zooms, 1.0)))  # fmt: skip
+    dense = [key for key, v in p.verdicts.items() if v.kind == DENSE]
+    positions = {key[1:] for key in dense}
+    assert len(positions) < len(dense)  # layers share tiles: the case that matters
+    expected = len(jobs) * WRITE_SECONDS + len(dense) * 0.01 + len(positions) * 1.0
+    assert p.total.seconds == pytest.approx(expected, rel=1e-9)
+    p.overhead, p.processes = 2.0, 4
+    assert p.wall_seconds == pytest.approx(2.0 + expected / 4)
+    assert p.as_json()["wall_seconds"] == round(2.0 + expected / 4, 2)
+
+
+def test_seed_workers_fork_only_from_a_process_without_threads() -> None:
+    """Workers fork (starting with every module imported) from a process running one
+    thread; from one running others, they are spawned."""
+    import threading
+
+    from sdmatlas.serve.seed import start_method
+
+    code = "from sdmatlas.serve.seed import start_method; print(start_method())"
+    alone = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert alone.stdout.strip() == "fork", alone.stderr
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert start_method() == "spawn"
+    finally:
+        stop.set()
+        other.join()
+
+
+def test_primed_layers_are_resolved_without_the_catalog(settings: Settings) -> None:
+    """A seed sends its workers the layers it resolved: a worker then asks the catalog
+    nothing (here: a resolver whose catalog is gone still resolves them)."""
+    from sdmatlas.errors import DatabaseUnavailableError
+    from sdmatlas.serve.tiles.layers import LayerResolver
+
+    c = Catalog.from_settings(settings)
+    ref = LayerResolver(c, 60.0).resolve(f"{KEY}:species:1")
+    c.dispose()
+    gone = Catalog(f"sqlite:///{Path(settings.data_dir) / 'nowhere' / 'x.sqlite'}")
+    worker = LayerResolver(gone, 60.0)
+    worker.prime([ref])
+    assert worker.resolve(ref.id) == ref
+    with pytest.raises(DatabaseUnavailableError):  # not primed: the catalog is asked
+        worker.resolve(f"{KEY}:species:2")
+
+
 def test_the_plan_command(settings: Settings, tmp_path: Path) -> None:
     env = {"SDMATLAS_DATABASE_URL": str(settings.database_url),
            "SDMATLAS_DATA_DIR": str(settings.data_dir), "PATH": str(BIN)}  # fmt: skip

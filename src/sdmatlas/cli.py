@@ -928,7 +928,7 @@ def seed_cmd(
 
     from sdmatlas.executor import ExecutorOptions
     from sdmatlas.serve.seed import parse_zooms, plan, release_layers, seed, territory_outline
-    from sdmatlas.serve.seed_plan import build_plan, sample_dense
+    from sdmatlas.serve.seed_plan import build_plan, process_elapsed, sample_dense
     from sdmatlas.serve.seed_plan import calibrate as calibrate_plan
     from sdmatlas.serve.services import Services
     from sdmatlas.serve.tiles import render
@@ -978,6 +978,8 @@ def seed_cmd(
                 plan(svc, ids, names, parse_zooms(zoom) if zoom else None, area)
             )
             planned = build_plan(svc, jobs, format, colormap)
+            # a seed does all this again before its first tile (the sample aside)
+            planned.overhead, planned.processes = process_elapsed(), processes
             measured = sample_dense(svc, planned, format, colormap, sample)
             if measured is not None:
                 calibrate_plan(planned, measured)
@@ -994,10 +996,16 @@ def seed_cmd(
         )
         columns = [*Progress.get_default_columns()[:-1], MofNCompleteColumn(),
                    TimeElapsedColumn(), TimeRemainingColumn()]  # fmt: skip
-        with Progress(*columns, console=console, transient=False) as bar:
+        # no refresh thread: seed() forks its workers when this process runs no other one
+        with Progress(*columns, console=console, transient=False, auto_refresh=False) as bar:
             task = bar.add_task(f"seeding {len(ids)} layer(s)", total=len(jobs))
-            report = seed(settings, jobs, format, {"colormap": colormap}, processes,
-                          lambda n: bar.advance(task, n), verdicts, on_dask)  # fmt: skip
+
+            def advance(n: int) -> None:
+                bar.update(task, advance=n, refresh=True)
+
+            refs = {lid: svc.layers.resolve(lid) for lid in dict.fromkeys(j[0] for j in jobs)}
+            report = seed(settings, jobs, format, {"colormap": colormap}, processes, advance,
+                          verdicts, on_dask, refs)  # fmt: skip
     console.print(
         f"seeded {report.planned} tiles: {report.rendered} rendered, {report.uniform} empty "
         f"or uniform written from the plan, {report.cached} already "
@@ -1072,11 +1080,16 @@ def _print_plan(p: Any, out: Path | None, sample: Any = None) -> None:
         f"dense tiles are estimated at {how}; empty and uniform ones are exact and are "
         "written without rendering"
     )
+    console.print(
+        f"estimated wall time: {p.wall_seconds:.1f} s ({p.overhead:.1f} s to start and plan, "
+        f"then {t.seconds:.1f} s of rendering over {p.processes} process(es))"
+    )
     if out is not None:
         doc = p.as_json()
         if sample is not None:
             doc["sample"] = {"tiles": sample.tiles, "bytes": sample.tile_bytes,
-                             "seconds": sample.seconds}  # fmt: skip
+                             "seconds": sample.seconds,
+                             "index_seconds": sample.index_seconds}  # fmt: skip
         out.write_text(json.dumps(doc, indent=1))
         console.print(f"plan written to {out}")
 
@@ -1090,7 +1103,7 @@ def _seed_archives(
     from rich.progress import MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from sdmatlas.serve.archive import ARCHIVE_TMS, check_folder, write_layer
-    from sdmatlas.serve.seed import parse_zooms, plan
+    from sdmatlas.serve.seed import parse_zooms, plan, worker_pool
     from sdmatlas.serve.seed_plan import build_plan
 
     check_folder(folder)
@@ -1098,14 +1111,14 @@ def _seed_archives(
     refs = [svc.layers.resolve(lid) for lid in ids]  # unknown layers: an error, no work
     plans = {ref.id: list(plan(svc, [ref.id], [ARCHIVE_TMS], zooms, area)) for ref in refs}
     total = sum(len(p) for p in plans.values())
-    with Progress(*Progress.get_default_columns()[:-1], MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console) as bar:  # fmt: skip
+    columns = [*Progress.get_default_columns()[:-1], MofNCompleteColumn(), TimeElapsedColumn()]
+    # the workers start before the progress bar's thread (see worker_pool)
+    with worker_pool(settings, processes) as pool, Progress(*columns, console=console) as bar:
         task = bar.add_task(f"archiving {len(refs)} layer(s)", total=total)
         for ref in refs:
             verdicts = build_plan(svc, plans[ref.id], format, colormap).verdicts
-            r = write_layer(svc, settings, ref, plans[ref.id], folder, format,
-                            {"colormap": colormap}, processes,
-                            lambda n: bar.advance(task, n), verdicts, kind)  # fmt: skip
+            r = write_layer(svc, ref, plans[ref.id], folder, format, {"colormap": colormap},
+                            pool, lambda n: bar.advance(task, n), verdicts, kind)  # fmt: skip
             what = {"written": f"{r.tiles} tiles ({r.unique} distinct), {r.empty} empty left out",
                     "current": "already of this layer version",
                     "no data": "no tile with data: no archive"}[r.status]  # fmt: skip

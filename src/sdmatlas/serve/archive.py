@@ -31,12 +31,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import multiprocessing
 import os
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,9 +48,8 @@ from sdmatlas.errors import InvalidInputError
 from sdmatlas.serve import seed as seeding
 from sdmatlas.serve.seed_plan import Verdict
 from sdmatlas.serve.services import Services
-from sdmatlas.serve.tiles.core import TileRequest, make_tile
+from sdmatlas.serve.tiles.core import make_tile
 from sdmatlas.serve.tiles.layers import LayerRef
-from sdmatlas.settings import Settings
 
 #: PMTiles addresses tiles in this TileMatrixSet only (z/x/y of spherical Mercator).
 ARCHIVE_TMS = "WebMercatorQuad"
@@ -109,12 +107,10 @@ def archive_version(path: Path) -> str | None:
 
 def _render(
     jobs: list[seeding.Job], fmt: str, params: dict[str, str | None],
-    verdicts: list[Verdict | None],
+    verdicts: list[Verdict | None], refs: list[LayerRef],
 ) -> list[bytes | None]:  # fmt: skip
     """In a seed worker: each tile's body, or None for an empty tile."""
-    svc = seeding._worker["svc"]
-    assert isinstance(svc, Services)
-    return render_batch(svc, jobs, fmt, params, verdicts)
+    return render_batch(seeding.worker_services(refs), jobs, fmt, params, verdicts)
 
 
 def render_batch(
@@ -124,14 +120,13 @@ def render_batch(
     """Each tile's body (None: empty): made from the planner's verdict for empty and
     uniform tiles, rendered for the others."""
     out: list[bytes | None] = []
-    for i, (layer, tms, z, x, y) in enumerate(jobs):
-        versioned = seeding.tile_params(svc.layers.resolve(layer), params)
-        made = seeding.planned_tile(svc, (layer, tms, z, x, y), fmt, versioned,
-                                    verdicts[i] if verdicts else None)  # fmt: skip
+    for i, job in enumerate(jobs):
+        t = seeding.seed_tile(svc, job, fmt, params)
+        made = seeding.planned_entry(svc, t, verdicts[i] if verdicts else None)
         if made is not None:
-            out.append(None if made[2].empty else made[2].body)
+            out.append(None if made.empty else made.body)
             continue
-        tile = make_tile(svc, TileRequest.of(layer, tms, z, x, y, fmt, versioned))
+        tile = make_tile(svc, t.req)
         assert tile is not None
         out.append(None if tile.empty else tile.body)
     return out
@@ -139,19 +134,19 @@ def render_batch(
 
 def write_layer(
     svc: Services,
-    settings: Settings,
     ref: LayerRef,
     jobs: list[seeding.Job],
     folder: Path,
     fmt: str,
     params: dict[str, str | None],
-    processes: int,
+    pool: Executor,
     progress: Callable[[int], None] | None = None,
     verdicts: dict[seeding.Job, Verdict] | None = None,
     kind: str = "pmtiles",
 ) -> ArchiveReport:
     """The layer's archive (``kind``: pmtiles or mbtiles) in ``folder`` from its planned
-    WebMercatorQuad tiles."""
+    WebMercatorQuad tiles, rendered by ``pool`` (:func:`sdmatlas.serve.seed.worker_pool`,
+    one for all the layers of a seed)."""
     path = archive_path(folder, ref.id, kind)
     if archive_version(path) == ref.version:
         if progress is not None:
@@ -165,8 +160,8 @@ def write_layer(
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as f, _sink(kind, f, tmp) as sink:
-            for (_, _, z, x, y), body in _rendered(settings, jobs, fmt, params, processes,
-                                                   progress, verdicts):  # fmt: skip
+            for (_, _, z, x, y), body in _rendered(pool, ref, jobs, fmt, params, progress,
+                                                   verdicts):  # fmt: skip
                 if body is None:
                     report.empty += 1
                     continue
@@ -271,25 +266,23 @@ def _sink(kind: str, f: Any, path: Path) -> Iterator[_PMTilesSink | _MBTilesSink
 
 
 def _rendered(
-    settings: Settings,
+    pool: Executor,
+    ref: LayerRef,
     jobs: list[seeding.Job],
     fmt: str,
     params: dict[str, str | None],
-    processes: int,
     progress: Callable[[int], None] | None,
     verdicts: dict[seeding.Job, Verdict] | None = None,
 ) -> Iterator[tuple[seeding.Job, bytes | None]]:
-    """Tile bodies in the order of ``jobs``, rendered by seed worker processes."""
+    """Tile bodies in the order of ``jobs``, rendered by the seed's worker processes."""
     batches = [jobs[i : i + seeding.BATCH] for i in range(0, len(jobs), seeding.BATCH)]
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max(1, processes), ctx, seeding._init, (settings,)) as pool:
-        n = len(batches)
-        marks = [[(verdicts or {}).get(j) for j in b] for b in batches]
-        results = pool.map(_render, batches, [fmt] * n, [params] * n, marks)  # in order
-        for batch, bodies in zip(batches, results, strict=True):
-            yield from zip(batch, bodies, strict=True)
-            if progress is not None:
-                progress(len(batch))
+    n = len(batches)
+    marks = [[(verdicts or {}).get(j) for j in b] for b in batches]
+    results = pool.map(_render, batches, [fmt] * n, [params] * n, marks, [[ref]] * n)  # in order
+    for batch, bodies in zip(batches, results, strict=True):
+        yield from zip(batch, bodies, strict=True)
+        if progress is not None:
+            progress(len(batch))
 
 
 def _e7(v: float) -> int:

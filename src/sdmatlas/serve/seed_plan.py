@@ -32,7 +32,8 @@ each zoom's dense tiles, each zoom its own mean), or without a sample the consta
 from __future__ import annotations
 
 import math
-from collections import OrderedDict, defaultdict
+import time
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +63,9 @@ DENSE_BYTES = 9_000.0
 """Mean PNG bytes of a dense 256 x 256 species tile (bench/cache.py, 2026-12)."""
 DENSE_SECONDS = 0.004
 """Seconds to render a dense tile in one worker process (bench/cache.py, 2026-12)."""
+WRITE_SECONDS = 0.0003
+"""Seconds to look a tile up in the disk cache and write it there, any tile (a profile of
+bench/seed.py's seed, 2026-12-03: 0.32 ms; rendering excluded)."""
 
 
 @dataclass(frozen=True)
@@ -281,10 +285,21 @@ class PlanRow:
 
 @dataclass
 class Plan:
-    """Per layer and zoom, and in total; and each job's verdict (for the seeder)."""
+    """Per layer and zoom, and in total; and each job's verdict (for the seeder).
+
+    ``seconds`` (per row and in total) is rendering work, summed over tiles; the wall
+    time of a seed is ``overhead`` (what a seed does before its first tile: the process
+    start, imports, the catalog, the tile list and this plan, which is what the planner
+    itself took) plus that work spread over ``processes`` workers."""
 
     rows: dict[tuple[str, int], PlanRow] = field(default_factory=lambda: defaultdict(PlanRow))
     verdicts: dict[tuple[str, str, int, int, int], Verdict] = field(default_factory=dict)
+    overhead: float = 0.0
+    processes: int = 1
+
+    @property
+    def wall_seconds(self) -> float:
+        return self.overhead + self.total.seconds / max(1, self.processes)
 
     @property
     def total(self) -> PlanRow:
@@ -305,6 +320,9 @@ class Plan:
 
         return {
             "total": row(self.total),
+            "overhead_seconds": round(self.overhead, 2),
+            "processes": self.processes,
+            "wall_seconds": round(self.wall_seconds, 2),
             "layers": [
                 {"layer": lid, "zoom": z, **row(r)} for (lid, z), r in sorted(self.rows.items())
             ],
@@ -396,7 +414,8 @@ def build_plan(
                 else:
                     nbytes = dense_bytes
                 plan.verdicts[(lid, tms, z, x, y)] = v
-                plan.rows[(lid, z)].add(v.kind, nbytes, dense_seconds if v.kind == DENSE else 0.0)
+                work = WRITE_SECONDS + (dense_seconds if v.kind == DENSE else 0.0)
+                plan.rows[(lid, z)].add(v.kind, nbytes, work)
     return plan
 
 
@@ -406,11 +425,14 @@ SAMPLE = 32
 
 @dataclass(frozen=True)
 class Sample:
-    """What rendering a sample of the plan's dense tiles measured, per zoom."""
+    """What rendering a sample of the plan's dense tiles measured, per zoom: a tile's
+    bytes, its own seconds (reading, colouring, encoding) and the seconds of a tile's
+    index map, which a seed builds once for all the layers of a tile."""
 
     tiles: int
     tile_bytes: dict[int, float]
     seconds: dict[int, float]
+    index_seconds: dict[int, float] = field(default_factory=dict)
 
 
 def sample_dense(
@@ -422,7 +444,6 @@ def sample_dense(
     seconds of a dense tile at each zoom. Group layers (computed on request) are left
     out. None when there is nothing to sample."""
     import random
-    import time
 
     from sdmatlas.serve.tiles.core import TileRequest, layer_style, render_tile
     from sdmatlas.serve.tiles.versions import Timer
@@ -441,28 +462,51 @@ def sample_dense(
         picks += rng.sample(keys, min(k, len(keys)))
     sizes: dict[int, list[float]] = defaultdict(list)
     times: dict[int, list[float]] = defaultdict(list)
+    index: dict[int, list[float]] = defaultdict(list)
+    seen: set[tuple[str, int, int, int]] = set()
     for lid, tms, z, x, y in picks:
         ref = svc.layers.resolve(lid)
         style = layer_style(ref, None if ref.kind == "classes" else colormap, None)
         req = TileRequest.of(lid, tms, z, x, y, fmt)
+        timer = Timer()
         t0 = time.perf_counter()
-        body, _ = render_tile(svc, ref, None, req, style, Timer())
-        times[z].append(time.perf_counter() - t0)
+        body, _ = render_tile(svc, ref, None, req, style, timer)
+        took = time.perf_counter() - t0
+        built = sum(ms for name, ms in timer.spans if name == "index") / 1000
+        if (tms, z, x, y) not in seen:  # built here, not taken from the index cache
+            index[z].append(built)
+            seen.add((tms, z, x, y))
+        times[z].append(took - built)
         sizes[z].append(float(len(body)))
-    return Sample(
-        len(picks),
-        {z: sum(v) / len(v) for z, v in sizes.items()},
-        {z: sum(v) / len(v) for z, v in times.items()},
-    )
+    return Sample(len(picks), _means(sizes), _means(times), _means(index))
+
+
+def _means(values: dict[int, list[float]]) -> dict[int, float]:
+    return {z: sum(v) / len(v) for z, v in values.items() if v}
 
 
 def calibrate(plan: Plan, sample: Sample, dense_bytes: float = DENSE_BYTES,
               dense_seconds: float = DENSE_SECONDS) -> Plan:  # fmt: skip
     """The plan's dense estimates at the sample's measured size and time (each zoom its
-    own; a zoom without a sample tile takes the mean of all of them)."""
+    own; a zoom without a sample tile takes the mean of all of them). A tile's index map
+    is counted once per tile position, shared among the dense layers there (a seed goes
+    tile by tile, every layer of a tile on one map)."""
     all_b = sum(sample.tile_bytes.values()) / len(sample.tile_bytes)
     all_s = sum(sample.seconds.values()) / len(sample.seconds)
+    idx = sample.index_seconds
+    all_i = sum(idx.values()) / len(idx) if idx else 0.0
     for (_, z), row in plan.rows.items():
         row.bytes += row.dense * (sample.tile_bytes.get(z, all_b) - dense_bytes)
         row.seconds += row.dense * (sample.seconds.get(z, all_s) - dense_seconds)
+    dense = [key for key, v in plan.verdicts.items() if v.kind == DENSE]
+    sharing = Counter(key[1:] for key in dense)  # dense layers at each tile position
+    for lid, tms, z, x, y in dense:
+        plan.rows[(lid, z)].seconds += idx.get(z, all_i) / sharing[(tms, z, x, y)]
     return plan
+
+
+def process_elapsed() -> float:
+    """Seconds since this process started (its start-up and imports included)."""
+    import psutil  # type: ignore[import-untyped]
+
+    return max(0.0, time.time() - float(psutil.Process().create_time()))

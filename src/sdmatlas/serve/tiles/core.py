@@ -152,7 +152,7 @@ def make_tile(
             with svc.tiles.flight(ref.release, key):  # concurrent requests render it once
                 hit = svc.tiles.get(ref.release, key)
                 if hit is None:
-                    entry = _render_entry(svc, ref, rows, req, style, timer)
+                    entry = render_entry(svc, ref, rows, req, style, timer)
                     # tiles first asked for without ?v= expire from the disk cache
                     entry = replace(entry, transient=req.v != ref.version)
                     svc.tiles.put(ref.release, key, entry)
@@ -160,7 +160,7 @@ def make_tile(
         if hit is not None:
             entry, source = hit[0], f"hit-{hit[1]}"
     if entry is None:
-        entry = _render_entry(svc, ref, rows, req, style, timer)
+        entry = render_entry(svc, ref, rows, req, style, timer)
     metrics.TILE_BYTES.observe(len(entry.body))
     extra = {}
     if req.format == "npy" and ref.kind == "species":
@@ -171,11 +171,12 @@ def make_tile(
                 entry.level, source, timer.header(), extra)  # fmt: skip
 
 
-def _render_entry(
+def render_entry(
     svc: Services, ref: LayerRef, rows: npt.NDArray[np.intp] | None, req: TileRequest,
     style: render.Style, timer: Timer,
 ) -> Entry:  # fmt: skip
-    """Render a tile (the cache's miss path), with its stage times in the metrics."""
+    """Render a tile (the cache's miss path, and seeding's), with its stage times in the
+    metrics."""
     n = len(timer.spans)
     body, empty = render_tile(svc, ref, rows, req, style, timer)
     metrics.RENDERS.inc()

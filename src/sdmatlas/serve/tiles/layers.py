@@ -21,6 +21,7 @@ import hashlib
 import re
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -122,6 +123,14 @@ class LayerResolver:
                 self._cache.clear()
             self._cache[layer_id] = (now, ref)
         return ref
+
+    def prime(self, refs: Iterable[LayerRef]) -> None:
+        """Take layers another process resolved just now (a seed's workers get their
+        layers from the seed, not one catalog query each)."""
+        now = time.monotonic()
+        with self._lock:
+            for ref in refs:
+                self._cache[ref.id] = (now, ref)
 
     def _lookup(self, layer_id: str) -> LayerRef:
         release, kind, name = parse_layer_id(layer_id)
