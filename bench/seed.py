@@ -79,10 +79,7 @@ def ours(layers: list[str], zooms: str | None, db: str) -> dict[str, Any]:
     m = SEEDED.search(" ".join(out.stderr.split()))
     assert m, out.stderr
     planned, rendered, written, _, empty = (int(v) for v in m.groups())
-    files = [  # tile entries; not the render locks in .locks/
-        p for p in cache_dir.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(cache_dir).parts)
-    ]  # fmt: skip
+    files = cache_files(cache_dir)
     stored = sum(p.stat().st_size - 2 for p in files)  # less the cache entry's 2-byte header
     clear = sum(_transparent(p.read_bytes()[2:]) for p in files)
     # tiles with something to see: gdal2tiles --exclude leaves out fully transparent tiles
@@ -108,6 +105,26 @@ def ours(layers: list[str], zooms: str | None, db: str) -> dict[str, Any]:
             "estimated_overhead_s": doc["overhead_seconds"],
         },
     }
+
+
+def cache_files(cache_dir: Path) -> list[Path]:
+    """The tile entries of a disk cache (not the render locks in .locks/)."""
+    return [
+        p for p in cache_dir.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(cache_dir).parts)
+    ]  # fmt: skip
+
+
+def visible_in_cache(cache_dir: Path) -> tuple[int, int]:
+    """(tiles, fully transparent ones) of a disk cache (entries: 2 header bytes + PNG)."""
+    files = cache_files(cache_dir)
+    return len(files), sum(_transparent(p.read_bytes()[2:]) for p in files)
+
+
+def visible_in_folder(folder: Path) -> tuple[int, int]:
+    """(tiles, fully transparent ones) of a gdal2tiles output folder."""
+    pngs = list(folder.rglob("*.png"))
+    return len(pngs), sum(_transparent(p.read_bytes()) for p in pngs)
 
 
 def _transparent(png: bytes) -> bool:
@@ -170,9 +187,8 @@ def theirs(layers: list[str], zooms: str) -> dict[str, Any]:
                         "-r", "near", "--xyz", str(rgba), str(out_dir)], check=True,
                        capture_output=True)  # fmt: skip
         total_wall += time.perf_counter() - t
-        pngs = list(out_dir.rglob("*.png"))
-        tiles += len(pngs)
-        clear += sum(_transparent(p.read_bytes()) for p in pngs)
+        n, c = visible_in_folder(out_dir)
+        tiles, clear = tiles + n, clear + c
         shutil.rmtree(out_dir)
         cog.unlink()
         rgba.unlink()

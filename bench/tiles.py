@@ -129,6 +129,18 @@ def widest_species(rel: Path, n: int) -> tuple[list[int], tuple[float, float, fl
     return sids, box
 
 
+def densest_species(rel: Path) -> int:
+    """The species drawn on the most pixels (p > 0: codes 1-254 of its histogram), the
+    dense layer a seed handles worst (few tiles it can write without rendering)."""
+    from sdmatlas.testing.releases import release_group
+    from sdmatlas.zarr_access import array
+
+    g = release_group(rel)
+    hist = np.asarray(array(g, "stats/histogram")[:])
+    ids = np.asarray(array(g, "species")[:])
+    return int(ids[int(np.argmax(hist[:, 1:255].sum(axis=1)))])
+
+
 def export(rel: Path, sids: list[int]) -> Path:
     """One COG per species for the peers, in one directory: sp<id>.tif (Terracotta's
     keys are alphanumeric)."""
