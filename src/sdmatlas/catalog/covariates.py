@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -25,7 +25,9 @@ from sdmatlas.errors import InvalidInputError, NotFoundError
 from sdmatlas.grid import Grid
 from sdmatlas.models.card import ModelCard, load_card
 from sdmatlas.predict.covariates import CovariateStack
-from sdmatlas.territory import Territory, territory_from_mask_raster
+
+if TYPE_CHECKING:
+    from sdmatlas.territory import Territory
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ class CovariateSet:
 
     def territory(self) -> Territory:
         """The coverage: where the model may predict (the reference grid's mask)."""
+        from sdmatlas.territory import territory_from_mask_raster  # rasterio: when used
+
         if not self.territory_path.exists():
             raise NotFoundError(f"the coverage mask {self.territory_path} does not exist")
         t = territory_from_mask_raster(self.territory_path, chunk=self.grid.chunk)
@@ -101,6 +105,8 @@ def register_covariates(
     validate_period(period)
     card_path = Path(card_path).resolve()
     card = load_card(card_path)
+    from sdmatlas.territory import territory_from_mask_raster  # rasterio: when used
+
     terr = territory_from_mask_raster(Path(territory), chunk=chunk)
     needed = {i.name for i in card.inputs}
     extra = sorted(set(covariates) - needed)

@@ -12,9 +12,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import rasterio
 from affine import Affine
-from rasterio.windows import Window
 
 from sdmatlas.errors import CovariateError, GridError, ModelMismatchError, NotFoundError
 from sdmatlas.grid import Grid
@@ -37,6 +35,9 @@ class CovariateInfo:
 
 
 def _describe(name: str, path: Path) -> CovariateInfo:
+    import rasterio  # here, not at import: rasterio takes 0.3 s to import, and the API and
+    # seed workers import this module whether or not they predict
+
     if not path.exists():
         raise NotFoundError(f"covariate {name!r}: file {path} does not exist")
     try:
@@ -176,8 +177,10 @@ class CovariateStack:
             return out
         src = self._handles.get(name)
         if src is None:
+            import rasterio  # (see _describe)
+
             src = self._handles[name] = rasterio.open(info.path)
-        data = src.read(1, window=Window(cc0, rr0, cc1 - cc0, rr1 - rr0))
+        data = src.read(1, window=((rr0, rr1), (cc0, cc1)))
         block = data.astype(out.dtype)
         if info.nodata is not None:
             nd = data == info.nodata if not np.isnan(info.nodata) else np.isnan(data)
