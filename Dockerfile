@@ -4,12 +4,14 @@
 # as an unprivileged user, with a health check on /health.
 
 FROM python:3.11-slim-bookworm AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 NUMBA_CACHE_DIR=/opt/numba-cache
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
+# the index-map kernels compiled once here (numba's cache), not in every new container
 RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir '.[s3]'
+    && /opt/venv/bin/pip install --no-cache-dir '.[s3]' \
+    && /opt/venv/bin/python -c "from sdmatlas.serve.tiles.tiling import warm_kernels; warm_kernels()"
 
 FROM python:3.11-slim-bookworm AS runtime
 LABEL org.opencontainers.image.title="sdmatlas" \
@@ -19,7 +21,9 @@ RUN groupadd --gid 10001 sdmatlas \
     && mkdir -p /data \
     && chown sdmatlas:sdmatlas /data
 COPY --from=build /opt/venv /opt/venv
+COPY --from=build --chown=10001:10001 /opt/numba-cache /opt/numba-cache
 ENV PATH=/opt/venv/bin:$PATH \
+    NUMBA_CACHE_DIR=/opt/numba-cache \
     PYTHONUNBUFFERED=1 \
     SDMATLAS_HOST=0.0.0.0 \
     SDMATLAS_PORT=8000 \

@@ -11,9 +11,12 @@ disk; seeding against gdal2tiles.
   memory + disk cache, warmed by one pass. The load: ``--requests`` random URLs from
   that set, through bench/loadgen.py at concurrency 8. nginx is the practical limit
   of serving bytes from disk on this machine.
-* Seeding: PNG tiles of the densest species (drawn, p > 0, on the most pixels: the worst
-  case for writing tiles from the plan) at zooms 5 to 11 (its native zoom 7 and the 4
-  a seed may go past it), viridis, 2 processes each:
+* Seeding: PNG tiles of one dense layer (the densest species, drawn, p > 0, on the most
+  pixels: the worst case for writing tiles from the plan), twice: of that release at
+  zooms 5 to 11 (its native zoom 7 and the 4 a seed may go past it: ~1,700 tiles, where
+  start-up weighs much), and of a 250 m slice of 64 species on the same square
+  (bench/tiles.py ``ensure_fine_release``) at zooms 5 to 13 (~27,000 tiles), viridis,
+  2 processes each:
   ``sdmatlas seed`` into an empty disk cache, against ``gdal2tiles.py
   --processes=2 --exclude`` (Debian's gdal-bin) on the layer exported as a COG and
   coloured with the API's own palette beforehand into an RGBA GeoTIFF (not timed, which
@@ -51,6 +54,7 @@ from tiles import (
     Server,
     catalog_url,
     densest_species,
+    ensure_fine_release,
     ensure_release,
     run_load,
     widest_species,
@@ -61,7 +65,8 @@ SEEDED = re.compile(
     r"seeded (\d+) tiles: (\d+) rendered, (\d+) empty or uniform written from the plan, "
     r"(\d+) already cached, (\d+) empty"
 )
-ZOOMS = "5-11"  # native 7 + 4 (seed refuses more): start-up amortised on both sides
+ZOOMS = "5-11"  # native 7 + 4 (seed refuses more): ~1,700 tiles, start-up weighs much
+FINE_ZOOMS = "5-13"  # the 250 m slice: native 9 + 4, ~27,000 tiles
 
 
 def apt(packages: dict[str, str]) -> None:
@@ -155,38 +160,42 @@ http {{
             "sdmatlas_over_nginx": ratio}  # fmt: skip
 
 
-def seeding_vs_gdal2tiles(db: str, layer: str, sid: int) -> dict[str, Any]:
+def seeding_vs_gdal2tiles(db: str, rel: Path, sid: int, zooms: str) -> dict[str, Any]:
     from sdmatlas.publish.export import export_cog
     from sdmatlas.storage import open_release
     from seed import colour, visible_in_cache, visible_in_folder  # (bench/seed.py imports us)
 
     cache_dir = OUT / "seed-cache"
     shutil.rmtree(cache_dir, ignore_errors=True)
-    ours = seed(layer, ZOOMS, env_for(db, cache_dir, '["disk"]'))
+    opened = open_release(rel)
+    layer = f"{opened.manifest.release_id}:species:{sid}"
+    ours = seed(layer, zooms, env_for(db, cache_dir, '["disk"]'))
     # tiles with something to see, on both sides (gdal2tiles --exclude leaves out fully
     # transparent tiles: a species at p = 0 on a whole tile fades to clear)
     n, clear = visible_in_cache(cache_dir)
     ours |= {"tiles": n, "transparent": clear, "visible": n - clear,
              "tiles_per_s": round((n - clear) / ours["wall_s"], 1)}  # fmt: skip
+    shutil.rmtree(cache_dir)
     work = Path(tempfile.mkdtemp(prefix="g2t-", dir=OUT))
     cog = work / "layer.tif"
-    rel = open_release(WORK / "tiles" / "releases" / KEY)
-    export_cog(rel, f"species/{sid}", cog)
+    export_cog(opened, f"species/{sid}", cog)
     # coloured with the API's own palette (the gdaldem color-relief recipe used before gave
     # alpha 0 on every pixel: it did not match the codes), as bench/seed.py does
     rgba = work / "rgba.tif"
-    colour(cog, rgba, "species", str(sid), rel)
+    colour(cog, rgba, "species", str(sid), opened)
     out_dir = work / "tiles"
     t = time.perf_counter()
-    subprocess.run(["gdal2tiles.py", "--processes=2", "--exclude", "-z", ZOOMS, "-w", "none",
+    subprocess.run(["gdal2tiles.py", "--processes=2", "--exclude", "-z", zooms, "-w", "none",
                     "-r", "near", "--xyz", str(rgba), str(out_dir)], check=True,
                    capture_output=True)  # fmt: skip
     wall = time.perf_counter() - t
     n, clear = visible_in_folder(out_dir)
+    shutil.rmtree(work)
     theirs = {"tiles": n, "transparent": clear, "visible": n - clear, "wall_s": round(wall, 2),
               "tiles_per_s": round((n - clear) / wall, 1)}  # fmt: skip
     ratio = round(ours["tiles_per_s"] / theirs["tiles_per_s"], 2)
-    return {"sdmatlas": ours, "gdal2tiles": theirs, "sdmatlas_over_gdal2tiles": ratio}
+    return {"layer": layer, "zooms": zooms, "sdmatlas": ours, "gdal2tiles": theirs,
+            "sdmatlas_over_gdal2tiles": ratio}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,11 +230,16 @@ def main() -> None:
           f"{c['sdmatlas']['p50_ms']} ms), nginx {c['nginx']['tiles_per_s']}/s (p50 "
           f"{c['nginx']['p50_ms']} ms): {c['sdmatlas_over_nginx']} of nginx")  # fmt: skip
     if args.part in ("all", "seeding"):
-        dense = densest_species(rel)  # drawn on 70 % of the territory
-        results["seeding"] = s = seeding_vs_gdal2tiles(db, f"{KEY}:species:{dense}", dense)
-        print(f"seeding z{ZOOMS}: sdmatlas {s['sdmatlas']['tiles_per_s']} tiles/s, "
-          f"gdal2tiles {s['gdal2tiles']['tiles_per_s']} tiles/s: "
-          f"{s['sdmatlas_over_gdal2tiles']}x")  # fmt: skip
+        fine = ensure_fine_release()
+        fine_db = catalog_url(fine, OUT / "fine-catalog.sqlite")
+        results["seeding"] = [  # the densest species of each: drawn on ~70 % of the land
+            seeding_vs_gdal2tiles(db, rel, densest_species(rel), ZOOMS),
+            seeding_vs_gdal2tiles(fine_db, fine, densest_species(fine), FINE_ZOOMS),
+        ]
+        for s in results["seeding"]:
+            print(f"seeding {s['layer']} z{s['zooms']}: sdmatlas {s['sdmatlas']['tiles_per_s']} "
+                  f"tiles/s, gdal2tiles {s['gdal2tiles']['tiles_per_s']} tiles/s: "
+                  f"{s['sdmatlas_over_gdal2tiles']}x")  # fmt: skip
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"results in {out}")
 

@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "data" / "bench"
 BIN = Path(sys.executable).parent
 KEY = "bench-tiles"
+FINE_KEY = "bench-fine"
 PEERS = {
     "titiler": ["titiler.application", "uvicorn"],
     "terracotta": ["terracotta", "gunicorn"],
@@ -91,12 +92,35 @@ def ensure_release() -> Path:
     return rel
 
 
-def catalog_url(rel: Path) -> str:
+def ensure_fine_release() -> Path:
+    """A finer slice: 64 synthetic species on the same 512 km square at 250 m (2048 x 2048
+    px, native WebMercatorQuad zoom 9), published once; bench/cache.py seeds a dense
+    layer of it, a seed large enough (z5-13: ~27,000 tiles) for start-up not to dominate."""
+    from sdmatlas.predict.cube import is_cube, open_cube
+    from sdmatlas.publish.release import publish
+    from sdmatlas.publish.species_csv import species_info_from_csv
+    from sdmatlas.testing.synthetic import write_synthetic_cube
+
+    cube = WORK / "synthetic-64x2048" / "cube.zarr"
+    if not is_cube(cube):
+        shutil.rmtree(cube, ignore_errors=True)
+        write_synthetic_cube(cube, n_species=64, size=2048, res=250.0)
+    rel = WORK / "fine" / "releases" / FINE_KEY
+    if not _current(rel):
+        shutil.rmtree(rel, ignore_errors=True)
+        print("publishing the 64-species 250 m release (about a minute on 2 cores)")
+        ids = open_cube(cube).species_ids
+        publish(cube, rel.parent, FINE_KEY, species_info_from_csv(None, ids))
+    return rel
+
+
+def catalog_url(rel: Path, db: Path | None = None) -> str:
+    """A new SQLite catalog (``db``, default the tiles benchmark's) with ``rel`` in it."""
     from sdmatlas.catalog.db import Catalog
     from sdmatlas.catalog.register import register_release
     from sdmatlas.storage import open_release
 
-    db = WORK / "tiles" / "catalog.sqlite"
+    db = db or WORK / "tiles" / "catalog.sqlite"
     db.unlink(missing_ok=True)
     url = f"sqlite:///{db}"
     c = Catalog(url)

@@ -202,6 +202,52 @@ def test_the_fast_index_equals_the_full_transform(grid: Grid) -> None:
                 assert np.array_equal(np.where(ok, c, -1), idx.cols), (name, tile)
 
 
+def test_the_compiled_index_kernel_equals_the_numpy_reference(
+    grid: Grid, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The numba kernels of the index map give the NumPy path's TileIndex, field for
+    field (which the tests above hold to the exact transform): every matrix set, zooms
+    from tiles wider than the grid to tiles finer than its pixels, tiles half off the
+    grid and wholly off it, and odd-sized windows."""
+    from sdmatlas.serve.tiles import tiling
+
+    def both(build: Any, *args: Any) -> tuple[Any, Any]:
+        out = []
+        for compiled in (True, False):
+            monkeypatch.setattr(tiling, "COMPILED", compiled)
+            out.append(build(*args, grid, 4))
+        return out[0], out[1]
+
+    def same(a: Any, b: Any) -> bool:
+        return bool(
+            a.level == b.level and (a.r0, a.c0, a.h, a.w) == (b.r0, b.c0, b.h, b.w)
+            and np.array_equal(a.rows, b.rows) and np.array_equal(a.cols, b.cols)
+            and np.array_equal(a.inside, b.inside) and np.array_equal(a.offsets, b.offsets)
+            and a.offsets.dtype == b.offsets.dtype and a.rows.dtype == b.rows.dtype
+        )  # fmt: skip
+
+    kinds = set()
+    for name in TMS_NAMES:
+        tms = morecantile.tms.get(name)
+        for z in range(2, 15):
+            tiles = tiles_over(grid, tms, z)
+            m = tms.matrix(z)
+            edge = [morecantile.Tile(min(t.x + 1, m.matrixWidth - 1), t.y, z) for t in tiles[-2:]]
+            for tile in tiles[:4] + tiles[-2:] + edge:
+                a, b = both(tiling.tile_index, tms, tile.z, tile.x, tile.y)
+                assert same(a, b), (name, tile)
+                kinds.add("full" if a.full else "empty" if a.empty else "part")
+    assert kinds == {"full", "empty", "part"}
+    rng = np.random.default_rng(3)
+    for _ in range(12):
+        x0, y0 = grid.x0 + rng.uniform(-0.3, 0.8) * grid.width * grid.res, grid.y0
+        box = (x0, y0 - rng.uniform(0.1, 1.2) * grid.height * grid.res,
+               x0 + rng.uniform(0.1, 1.2) * grid.width * grid.res, y0)  # fmt: skip
+        width, height = (int(v) for v in rng.integers(33, 600, 2))
+        a, b = both(tiling.window_index, grid.crs, box, width, height)
+        assert same(a, b), (box, width, height)
+
+
 def test_the_window_index_of_wms_maps_equals_the_full_transform(grid: Grid) -> None:
     """Any window (odd sizes, not square, any served CRS) maps like the exact transform."""
     from pyproj import Transformer

@@ -932,7 +932,7 @@ def seed_cmd(
     from sdmatlas.serve.seed_plan import calibrate as calibrate_plan
     from sdmatlas.serve.services import Services
     from sdmatlas.serve.tiles import render
-    from sdmatlas.serve.tiles.tiling import get_tms
+    from sdmatlas.serve.tiles.tiling import get_tms, warm_kernels
 
     settings = Settings()
     with _errors(), _catalog(settings) as catalog:
@@ -978,7 +978,9 @@ def seed_cmd(
                 plan(svc, ids, names, parse_zooms(zoom) if zoom else None, area)
             )
             planned = build_plan(svc, jobs, format, colormap)
-            # a seed does all this again before its first tile (the sample aside)
+            # a seed does all this again before its first tile (the sample aside), and its
+            # workers load the compiled index-map kernels (in parallel): timed here too
+            warm_kernels()
             planned.overhead, planned.processes = process_elapsed(), processes
             measured = sample_dense(svc, planned, format, colormap, sample)
             if measured is not None:

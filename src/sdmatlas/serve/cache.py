@@ -160,8 +160,12 @@ class DiskCache:
         p = self.path(ns, key)
         tmp = p.with_name(f".{key}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as fh:
+            try:
+                fh = open(tmp, "wb")  # noqa: SIM115 (closed below)
+            except FileNotFoundError:  # the first tile of this directory: made on demand,
+                p.parent.mkdir(parents=True, exist_ok=True)  # not checked on every write
+                fh = open(tmp, "wb")  # noqa: SIM115
+            with fh:
                 fh.write(value)
             os.replace(tmp, p)
         except OSError as exc:

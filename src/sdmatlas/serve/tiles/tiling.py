@@ -284,12 +284,6 @@ def window_index(
     gy0, gy1 = (g.y0 - float(ly.max())) / g.res, (g.y0 - float(ly.min())) / g.res
     if gx1 < -1 or gx0 > g.width + 1 or gy1 < -1 or gy0 > g.height + 1:
         return TileIndex.build(k, *_outside(height, width))
-    fx = _bilinear(lx, height, width, "pos")
-    fx -= g.x0
-    fx /= g.res
-    fy = _bilinear(ly, height, width, "pos")
-    np.subtract(g.y0, fy, out=fy)
-    fy /= g.res
     # Interpolation error, measured at the cell centres and edge midpoints of the lattice
     # (centres alone miss it where the two curvatures cancel there).
     mj, mi = _mesh(height, width, "mid")
@@ -299,6 +293,14 @@ def window_index(
     if not math.isfinite(err) or err > 0.25:
         return _exact_index(crs, bounds, width, height, grid, n_levels, k)
     tol = 4 * err + 1e-9
+    if COMPILED:
+        return _compiled_index(t, bounds, width, height, lx, ly, g, k, tol)
+    fx = _bilinear(lx, height, width, "pos")
+    fx -= g.x0
+    fx /= g.res
+    fy = _bilinear(ly, height, width, "pos")
+    np.subtract(g.y0, fy, out=fy)
+    fy /= g.res
     cols, rows = np.floor(fx), np.floor(fy)
     fx -= cols  # now the fractions within the pixel
     fy -= rows
@@ -311,6 +313,47 @@ def window_index(
         cols[j, i] = np.floor((np.asarray(ex_x) - g.x0) / g.res)
         rows[j, i] = np.floor((g.y0 - np.asarray(ex_y)) / g.res)
     return _from_floors(cols, rows, g, k)
+
+
+COMPILED = True
+"""Whether :func:`window_index` runs its per-pixel part compiled
+(:mod:`sdmatlas.serve.tiles.index_kernel`) or in NumPy (the reference, kept for tests)."""
+
+
+@functools.cache
+def warm_kernels() -> None:
+    """Load (or compile) the index-map kernels now: a window of one lattice cell."""
+    g = Grid(crs="EPSG:3857", res=1.0, x0=0.0, y0=64.0, width=64, height=64, chunk=64)
+    window_index("EPSG:3857", (0.0, 0.0, 64.0, 64.0), 2 * _STEP, 2 * _STEP, g, 1)
+
+
+def _compiled_index(
+    t: Transformer, bounds: tuple[float, ...], width: int, height: int, lx: F64, ly: F64,
+    g: Grid, k: int, tol: float,
+) -> TileIndex:  # fmt: skip
+    """The NumPy path's result (interpolated floors, near-edge pixels transformed
+    exactly), from the compiled kernels."""
+    from sdmatlas.serve.tiles import index_kernel
+
+    kj, tj = _interp(height, "pos")
+    ki, ti = _interp(width, "pos")
+    rows, cols, nj, ni = index_kernel.lattice_floors(
+        np.ascontiguousarray(lx), np.ascontiguousarray(ly), kj, tj, ki, ti,
+        float(g.x0), float(g.y0), float(g.res), float(tol), g.width, g.height,
+    )  # fmt: skip
+    if len(nj):
+        ex_x, ex_y = t.transform(
+            *_centres(bounds, ni.astype(np.float64), nj.astype(np.float64), width, height)
+        )
+        with np.errstate(invalid="ignore"):  # inf or NaN off a projection's edge: outside
+            fc = np.floor((np.asarray(ex_x) - g.x0) / g.res)
+            fr = np.floor((g.y0 - np.asarray(ex_y)) / g.res)
+            cols[nj, ni] = np.where(np.isfinite(fc), np.clip(fc, -1, g.width), -1)
+            rows[nj, ni] = np.where(np.isfinite(fr), np.clip(fr, -1, g.height), -1)
+    inside, r0, c0, h, w, offsets = index_kernel.index_arrays(rows, cols, g.width, g.height)
+    if 0 < h * w < 2**31:  # as TileIndex.build: int32 offsets where they fit
+        offsets = offsets.astype(np.int32)
+    return TileIndex(k, rows, cols, inside, int(r0), int(c0), int(h), int(w), offsets)
 
 
 def _outside(height: int, width: int) -> tuple[I32, I32]:
