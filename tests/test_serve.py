@@ -248,6 +248,32 @@ def test_the_compiled_index_kernel_equals_the_numpy_reference(
         assert same(a, b), (box, width, height)
 
 
+def test_without_the_compiled_kernels_the_numpy_path_draws_the_maps(
+    grid: Grid, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where numba cannot load the kernels (not installed; no writable cache directory,
+    where numba refuses to define a cached function), tiles still get their maps, from
+    the NumPy path, and a warning says so."""
+    import sys
+
+    from sdmatlas.serve.tiles import tiling
+
+    tms = morecantile.tms.get("WebMercatorQuad")
+    tile = tiles_over(grid, tms, 9)[0]
+    monkeypatch.setattr(tiling, "COMPILED", False)
+    reference = tiling.tile_index(tms, tile.z, tile.x, tile.y, grid, 4)
+    monkeypatch.setattr(tiling, "COMPILED", True)
+    monkeypatch.setitem(sys.modules, "sdmatlas.serve.tiles.index_kernel", None)  # unimportable
+    tiling._kernels.cache_clear()
+    try:
+        got = tiling.tile_index(tms, tile.z, tile.x, tile.y, grid, 4)
+        assert np.array_equal(got.rows, reference.rows)
+        assert np.array_equal(got.offsets, reference.offsets)
+        assert "using the NumPy path" in caplog.text
+    finally:
+        tiling._kernels.cache_clear()
+
+
 def test_the_window_index_of_wms_maps_equals_the_full_transform(grid: Grid) -> None:
     """Any window (odd sizes, not square, any served CRS) maps like the exact transform."""
     from pyproj import Transformer

@@ -20,10 +20,13 @@ per-pixel part (interpolation, floors, masks, offsets) runs compiled
 from __future__ import annotations
 
 import functools
+import importlib
+import logging
 import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import morecantile
 import numpy as np
@@ -32,6 +35,8 @@ from pyproj import CRS, Transformer
 
 from sdmatlas.errors import InvalidInputError, NotFoundError
 from sdmatlas.grid import Grid
+
+log = logging.getLogger(__name__)
 
 #: TileMatrixSets served (morecantile's definitions of the OGC TMS 2.0 registry).
 TMS_NAMES: tuple[str, ...] = ("WebMercatorQuad", "WGS1984Quad", "EuropeanETRS89_LAEAQuad")
@@ -295,7 +300,7 @@ def window_index(
     if not math.isfinite(err) or err > 0.25:
         return _exact_index(crs, bounds, width, height, grid, n_levels, k)
     tol = 4 * err + 1e-9
-    if COMPILED:
+    if COMPILED and _kernels() is not None:
         return _compiled_index(t, bounds, width, height, lx, ly, g, k, tol)
     fx = _bilinear(lx, height, width, "pos")
     fx -= g.x0
@@ -323,6 +328,18 @@ COMPILED = True
 
 
 @functools.cache
+def _kernels() -> Any:
+    """The compiled kernels' module; None where numba cannot load them (not installed, or
+    no writable cache directory: numba refuses to define a cached function then), and
+    then the NumPy path draws the same maps, slower (a warning says so once)."""
+    try:
+        return importlib.import_module("sdmatlas.serve.tiles.index_kernel")
+    except Exception as exc:  # any failure of numba's: the reference path still works
+        log.warning("index-map kernels unavailable (%s); using the NumPy path", exc)
+        return None
+
+
+@functools.cache
 def warm_kernels() -> None:
     """Load (or compile) the index-map kernels now: a window of one lattice cell."""
     g = Grid(crs="EPSG:3857", res=1.0, x0=0.0, y0=64.0, width=64, height=64, chunk=64)
@@ -335,8 +352,8 @@ def _compiled_index(
 ) -> TileIndex:  # fmt: skip
     """The NumPy path's result (interpolated floors, near-edge pixels transformed
     exactly), from the compiled kernels."""
-    from sdmatlas.serve.tiles import index_kernel
-
+    index_kernel = _kernels()
+    assert index_kernel is not None
     kj, tj = _interp(height, "pos")
     ki, ti = _interp(width, "pos")
     rows, cols, nj, ni = index_kernel.lattice_floors(
