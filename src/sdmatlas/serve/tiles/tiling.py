@@ -314,12 +314,22 @@ def window_index(
     near = (fx < tol) | (fx > 1 - tol) | (fy < tol) | (fy > 1 - tol)
     if near.any():
         j, i = np.nonzero(near)
-        ex_x, ex_y = t.transform(
-            *_centres(bounds, i.astype(np.float64), j.astype(np.float64), width, height)
-        )
-        cols[j, i] = np.floor((np.asarray(ex_x) - g.x0) / g.res)
-        rows[j, i] = np.floor((g.y0 - np.asarray(ex_y)) / g.res)
+        cols[j, i], rows[j, i] = _exact_floors(t, bounds, j, i, width, height, g)
     return _from_floors(cols, rows, g, k)
+
+
+def _exact_floors(
+    t: Transformer, bounds: tuple[float, ...], j: npt.NDArray[np.integer],
+    i: npt.NDArray[np.integer], width: int, height: int, g: Grid,
+) -> tuple[F64, F64]:  # fmt: skip
+    """The level pixel (column, row floors) under window pixels (j, i), by PROJ."""
+    ex_x, ex_y = t.transform(
+        *_centres(bounds, i.astype(np.float64), j.astype(np.float64), width, height)
+    )
+    with np.errstate(invalid="ignore"):
+        cols = np.floor((np.asarray(ex_x) - g.x0) / g.res)
+        rows = np.floor((g.y0 - np.asarray(ex_y)) / g.res)
+    return cols, rows
 
 
 COMPILED = True
@@ -361,12 +371,8 @@ def _compiled_index(
         float(g.x0), float(g.y0), float(g.res), float(tol), g.width, g.height,
     )  # fmt: skip
     if len(nj):
-        ex_x, ex_y = t.transform(
-            *_centres(bounds, ni.astype(np.float64), nj.astype(np.float64), width, height)
-        )
+        fc, fr = _exact_floors(t, bounds, nj, ni, width, height, g)
         with np.errstate(invalid="ignore"):  # inf or NaN off a projection's edge: outside
-            fc = np.floor((np.asarray(ex_x) - g.x0) / g.res)
-            fr = np.floor((g.y0 - np.asarray(ex_y)) / g.res)
             cols[nj, ni] = np.where(np.isfinite(fc), np.clip(fc, -1, g.width), -1)
             rows[nj, ni] = np.where(np.isfinite(fr), np.clip(fr, -1, g.height), -1)
     inside, r0, c0, h, w, offsets = index_kernel.index_arrays(rows, cols, g.width, g.height)
