@@ -152,13 +152,30 @@ class ChunkWriter:
         _put(path, b"".join([*pieces, index_bytes, crc]))
 
 
+PARTIAL = ".partial"
+
+
+def remove_partials(root: Path) -> int:
+    """Delete the temporary files of writes that a killed process interrupted, anywhere
+    under ``root``; returns how many. Call it only when no writer can still be running
+    there (a resumed run that holds the work's lock, or one whose tasks all finished):
+    a live writer's temporary file would go too, and its rename fail."""
+    removed = 0
+    for p in root.rglob(f"*{PARTIAL}"):
+        p.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 def _put(path: str, body: bytes | None) -> None:
-    """Write ``body`` at ``path`` atomically, or remove ``path`` when ``body`` is None."""
+    """Write ``body`` at ``path`` atomically (a temporary ``<path>.<hex>.partial``, then a
+    rename: a SIGKILL between the two leaves it, see :func:`remove_partials`), or remove
+    ``path`` when ``body`` is None."""
     if body is None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         return
-    tmp = f"{path}.{uuid.uuid4().hex[:12]}.partial"
+    tmp = f"{path}.{uuid.uuid4().hex[:12]}{PARTIAL}"
     try:
         fh = open(tmp, "wb")  # noqa: SIM115 - closed below
     except FileNotFoundError:  # the chunk's directory does not exist yet

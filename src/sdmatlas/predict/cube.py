@@ -36,7 +36,7 @@ from pyproj import CRS
 from zarr.codecs import ZstdCodec
 
 from sdmatlas import quantize
-from sdmatlas.chunk_writer import ChunkWriter
+from sdmatlas.chunk_writer import ChunkWriter, remove_partials
 from sdmatlas.errors import IncompleteReleaseError, NotFoundError, ReleaseExistsError
 from sdmatlas.grid import ChunkWindow, Grid
 from sdmatlas.zarr_access import sdmatlas_attrs
@@ -146,14 +146,11 @@ class Cube:
     def remove_partials(self) -> int:
         """Delete temporary files left by writes that a killed run interrupted.
 
-        Zarr's local store writes ``<chunk>.<uuid>.partial`` and renames it into
-        place; a SIGKILL between the two leaves the temporary file behind.
-        Readers never see it, but it wastes space. Returns how many were removed.
+        The chunk writer writes ``<shard>.<hex>.partial`` and renames it into place; a
+        SIGKILL between the two leaves the temporary file behind. Readers never see it,
+        but it wastes space. Returns how many were removed.
         """
-        removed = 0
-        for p in (self.path / PROBABILITY).rglob("*.partial"):
-            p.unlink(missing_ok=True)
-            removed += 1
+        removed = remove_partials(self.path / PROBABILITY)
         for p in self._marker_dir.glob(".*") if self._marker_dir.exists() else []:
             p.unlink(missing_ok=True)
             removed += 1

@@ -31,6 +31,7 @@ import numpy.typing as npt
 import zarr
 from zarr.codecs import TransposeCodec, ZstdCodec
 
+from sdmatlas.chunk_writer import remove_partials
 from sdmatlas.classes import NO_CLASS
 from sdmatlas.errors import (
     IncompleteReleaseError,
@@ -265,6 +266,9 @@ def publish(
             ws.write_plan(plan)
         location = str(ws.release_dir.resolve())
         _run(location, None, ws, cube, grid, species, options, tile, release_id, progress, layers)
+        # every task has finished and we hold the lock: a temporary file still there is a
+        # write a killed run interrupted (its task ran again since), not part of the release
+        remove_partials(ws.release_dir)
         store.commit(Staging(release_id, zarr.open_group(location, mode="r"), location))
         ws.remove()
     finally:
