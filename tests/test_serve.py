@@ -202,6 +202,47 @@ def test_the_fast_index_equals_the_full_transform(grid: Grid) -> None:
                 assert np.array_equal(np.where(ok, c, -1), idx.cols), (name, tile)
 
 
+def test_zoomed_in_tiles_use_coarser_lattices_and_still_map_exactly(
+    grid: Grid, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the grid's resolution a tile's lattice is every 64 or 32 pixels, not 16
+    (less PROJ work); the map is still the exact transform of every pixel, inside the
+    grid and on its edge; at and below the grid's resolution the lattice stays at 16."""
+    from sdmatlas.serve.tiles import tiling
+
+    used: dict[tuple[str, int], set[int]] = {}
+    of = tiling._Probe.of
+
+    def spy(t: Any, bounds: Any, width: int, height: int, step: int) -> Any:
+        used.setdefault((name, zoom), set()).add(step)
+        return of(t, bounds, width, height, step)
+
+    monkeypatch.setattr(tiling._Probe, "of", spy)
+    for name in TMS_NAMES:
+        tms = morecantile.tms.get(name)
+        for zoom in range(5, 17):
+            tiles = tiles_over(grid, tms, zoom)
+            m = tms.matrix(zoom)
+            middle = tiles[len(tiles) // 2]
+            edge = morecantile.Tile(min(tiles[-1].x + 1, m.matrixWidth - 1), tiles[-1].y, zoom)
+            for tile in (tiles[0], middle, tiles[-1], edge):
+                idx = tile_index(tms, tile.z, tile.x, tile.y, grid, 4)
+                gx, gy = exact_grid_xy(tms, tile.z, tile.x, tile.y, grid.crs)
+                g = level_grid(grid, idx.level)
+                with np.errstate(invalid="ignore"):
+                    c, r = np.floor((gx - g.x0) / g.res), np.floor((g.y0 - gy) / g.res)
+                ok = (c >= 0) & (c < g.width) & (r >= 0) & (r < g.height)
+                assert np.array_equal(np.where(ok, r, -1), idx.rows), (name, tile)
+                assert np.array_equal(np.where(ok, c, -1), idx.cols), (name, tile)
+    assert all(used[(name, 16)] == {64} for name in TMS_NAMES), used
+    assert 32 in set().union(*used.values()), used
+    mercator = morecantile.tms.get("WebMercatorQuad")
+    for zoom in range(5, 17):
+        left, _, right, _ = tiling.tile_bounds(mercator, zoom, 0, 0)
+        if (right - left) / 256 * 0.5 > grid.res:  # pixels larger than the grid's, even at 60 N
+            assert used[("WebMercatorQuad", zoom)] == {16}, (zoom, used)
+
+
 def test_the_compiled_index_kernel_equals_the_numpy_reference(
     grid: Grid, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,13 +7,25 @@ its centre, as ``rasterio.warp.reproject(..., resampling=nearest)`` does.
 
 Why not transform all 65,536 pixel centres with PROJ: that alone takes 8 to 14 ms per
 tile (EPSG:3857 to EPSG:3035 on one core), more than everything else on the request.
-Instead the centres of a 17 x 17 lattice (every 16 pixels, plus the last row and
-column) are transformed exactly and the rest interpolated bilinearly, which is exact
-to within the interpolation error. That error is measured on each tile at the
+Instead the centres of a lattice (every 16 pixels, plus the last row and column: 17 x
+17 on a tile) are transformed exactly and the rest interpolated bilinearly, which is
+exact to within the interpolation error. That error is measured on each tile at the
 lattice's cell centres and edge midpoints, and every pixel whose position falls
 within four times that error of a cell edge of the grid is transformed exactly. The
-result equals the full transform (tested), at about 2 % of its PROJ calls. The
-per-pixel part (interpolation, floors, masks, offsets) runs compiled
+result equals the full transform (tested), at about 2 % of its PROJ calls.
+
+Where a window is small on the grid (tiles zoomed in past the release's resolution,
+most of the tiles of a seed), the lattice is coarser: every 64 or 32 pixels. The
+interpolation error grows with the square of the spacing, so there it stays far below
+a pixel, and the same measure and the same exact transform of the pixels near an edge
+keep the map exact; it saves most of the PROJ work (a 5 x 5 lattice and its 9 x 9
+check points instead of 17 x 17 and 33 x 33). The spacing is chosen per window from
+the error measured on the coarsest lattice, to the least expected PROJ work (the check
+points of a finer lattice against the near-edge pixels the coarser one leaves). The
+pyramid level is always chosen from the 16-pixel lattice's centre cell, so the
+spacing never changes which level a window reads.
+
+The per-pixel part (interpolation, floors, masks, offsets) runs compiled
 (:mod:`sdmatlas.serve.tiles.index_kernel`); the NumPy version here is its reference.
 """
 
@@ -41,7 +53,8 @@ log = logging.getLogger(__name__)
 #: TileMatrixSets served (morecantile's definitions of the OGC TMS 2.0 registry).
 TMS_NAMES: tuple[str, ...] = ("WebMercatorQuad", "WGS1984Quad", "EuropeanETRS89_LAEAQuad")
 TILE_SIZE = 256
-_STEP = 16  # lattice spacing of exactly transformed pixel centres
+_STEP = 16  # lattice spacing of exactly transformed pixel centres (the finest; the level's)
+_STEPS = (64, 32, _STEP)  # the spacings a window's lattice may take, coarsest first
 
 I32 = npt.NDArray[np.int32]
 F64 = npt.NDArray[np.float64]
@@ -117,53 +130,64 @@ def _exact_xy(
 
 
 @functools.cache
-def _lattice(n: int) -> F64:
+def _lattice(n: int, step: int = _STEP) -> F64:
     """Pixel positions transformed exactly along an axis of n pixels."""
-    return np.unique(np.r_[np.arange(0, n, _STEP), n - 1]).astype(np.float64)
+    return np.unique(np.r_[np.arange(0, n, step), n - 1]).astype(np.float64)
 
 
 @functools.cache
-def _mid(n: int) -> F64:
-    lat = _lattice(n)
+def _mid(n: int, step: int = _STEP) -> F64:
+    """The lattice's points and the midpoints between them (the lattice's points are
+    every other one, from the first)."""
+    lat = _lattice(n, step)
     return np.union1d(lat, (lat[:-1] + lat[1:]) / 2)
 
 
 @functools.cache
-def _mesh(height: int, width: int, at: str) -> tuple[F64, F64]:
-    """(rows, columns) of the lattice points (``"lattice"``) or of the lattice's cell
-    centres and edge midpoints (``"mid"``) of a window, made once a size."""
-    pick = _lattice if at == "lattice" else _mid
-    jj, ii = np.meshgrid(pick(height), pick(width), indexing="ij")
-    jj.flags.writeable = ii.flags.writeable = False  # shared by every window of this size
+def _probe(height: int, width: int, step: int) -> tuple[F64, F64]:
+    """(rows, columns) of a window's points transformed at once: the ``step`` lattice's
+    cell centres and edge midpoints (its own points among them, every other one along
+    each axis). Made once a size and spacing."""
+    jj, ii = np.meshgrid(_mid(height, step), _mid(width, step), indexing="ij")
+    jj.flags.writeable = ii.flags.writeable = False  # shared by every such window
     return jj, ii
 
 
 @functools.cache
-def _interp(n: int, at: str) -> tuple[npt.NDArray[np.intp], F64]:
-    lat = _lattice(n)
-    positions = np.arange(n, dtype=np.float64) if at == "pos" else _mid(n)
+def _centre_cell(height: int, width: int) -> tuple[F64, F64, float]:
+    """(rows, columns) of the two points of the 16-pixel lattice's centre cell, whose
+    distance chooses the pyramid level, and their distance in window pixels."""
+    lat_j, lat_i = _lattice(height), _lattice(width)
+    cj, ci = len(lat_j) // 2, min(len(lat_i) // 2, len(lat_i) - 2)
+    return lat_j[[cj, cj]], lat_i[[ci, ci + 1]], float(lat_i[ci + 1] - lat_i[ci])
+
+
+@functools.cache
+def _interp(n: int, at: str, step: int = _STEP) -> tuple[npt.NDArray[np.intp], F64]:
+    lat = _lattice(n, step)
+    positions = np.arange(n, dtype=np.float64) if at == "pos" else _mid(n, step)
     k = np.clip(np.searchsorted(lat, positions, side="right") - 1, 0, len(lat) - 2)
     return k, (positions - lat[k]) / (lat[k + 1] - lat[k])
 
 
 @functools.cache
-def _weights(n: int, at: str) -> F64:
+def _weights(n: int, at: str, step: int = _STEP) -> F64:
     """The interpolation matrix from an axis's lattice to its positions (2 weights a row)."""
-    k, t = _interp(n, at)
-    w = np.zeros((len(k), len(_lattice(n))))
+    k, t = _interp(n, at, step)
+    w = np.zeros((len(k), len(_lattice(n, step))))
     rows = np.arange(len(k))
     w[rows, k] = 1 - t
     w[rows, k + 1] += t
     return w
 
 
-def _bilinear(v: F64, height: int, width: int, at: str) -> F64:
+def _bilinear(v: F64, height: int, width: int, at: str, step: int = _STEP) -> F64:
     """Bilinear interpolation of values ``v`` known on the lattice, at the window's pixel
     positions (``"pos"``) or at the lattice's midpoints (``"mid"``): ``Wr v Wc^T``.
     The products take 0.05 ms for a tile against 0.6 ms for gathers, with one BLAS
     thread per process: ``sdmatlas serve`` and ``sdmatlas seed`` set it, because idle
     BLAS threads spinning in every worker cost far more under load than they save."""
-    out: F64 = _weights(height, at) @ v @ _weights(width, at).T
+    out: F64 = _weights(height, at, step) @ v @ _weights(width, at, step).T
     return out
 
 
@@ -272,40 +296,44 @@ def window_index(
     if min(width, height) < 2 * _STEP:  # a lattice would save nothing
         return _exact_index(crs, bounds, width, height, grid, n_levels, level)
     t = transformer(crs, grid.crs)
-    lat_j, lat_i = _lattice(height), _lattice(width)
-    jj, ii = _mesh(height, width, "lattice")
-    lx, ly = t.transform(*_centres(bounds, ii, jj, width, height))
-    lx, ly = np.asarray(lx), np.asarray(ly)
-    if not (np.isfinite(lx).all() and np.isfinite(ly).all()):  # a projection's edge
-        return _exact_index(crs, bounds, width, height, grid, n_levels, level)
-    k = level
-    if k is None:  # source pixel size at the window centre: the level that fits the zoom
-        cj, ci = len(lat_j) // 2, min(len(lat_i) // 2, len(lat_i) - 2)
-        size = math.hypot(lx[cj, ci + 1] - lx[cj, ci], ly[cj, ci + 1] - ly[cj, ci]) / (
-            lat_i[ci + 1] - lat_i[ci]
-        )
-        k = choose_level(grid, n_levels, size)
+    # source pixel size at the window centre: the level that fits the zoom
+    cj, ci, span = _centre_cell(height, width)
+    cx, cy = (np.asarray(v) for v in t.transform(*_centres(bounds, ci, cj, width, height)))
+    size = math.hypot(cx[1] - cx[0], cy[1] - cy[0]) / span
+    # windows zoomed in past the grid's pixels start from the coarsest lattice
+    steps = [s for s in _STEPS if min(width, height) >= 2 * s] if size <= grid.res / 2 else []
+    probe = _Probe.of(t, bounds, width, height, steps[0] if steps else _STEP)
+    if not (probe.lattice_finite and math.isfinite(size)):
+        if probe.step == _STEP:  # a projection's edge
+            return _exact_index(crs, bounds, width, height, grid, n_levels, level)
+        probe = _Probe.of(t, bounds, width, height, _STEP)  # decided as on the fine lattice
+        if not probe.lattice_finite:
+            return _exact_index(crs, bounds, width, height, grid, n_levels, level)
+    k = choose_level(grid, n_levels, size) if level is None else level
     g = level_grid(grid, k)
+    err = probe.error(g)
+    if probe.step > _STEP:
+        finer = _finer_step(probe.step, err, steps, width, height)
+        if finer != probe.step:
+            probe = _Probe.of(t, bounds, width, height, finer)
+            err = probe.error(g)
+            if not probe.lattice_finite:
+                return _exact_index(crs, bounds, width, height, grid, n_levels, k)
+    step, lx, ly = probe.step, probe.lx, probe.ly
     # A window whose lattice lies wholly off the level (one pixel of margin) is empty.
     gx0, gx1 = (float(lx.min()) - g.x0) / g.res, (float(lx.max()) - g.x0) / g.res
     gy0, gy1 = (g.y0 - float(ly.max())) / g.res, (g.y0 - float(ly.min())) / g.res
     if gx1 < -1 or gx0 > g.width + 1 or gy1 < -1 or gy0 > g.height + 1:
         return TileIndex.build(k, *_outside(height, width))
-    # Interpolation error, measured at the cell centres and edge midpoints of the lattice
-    # (centres alone miss it where the two curvatures cancel there).
-    mj, mi = _mesh(height, width, "mid")
-    mx, my = t.transform(*_centres(bounds, mi, mj, width, height))
-    ax, ay = _bilinear(lx, height, width, "mid"), _bilinear(ly, height, width, "mid")
-    err = max(float(np.abs(ax - mx).max()), float(np.abs(ay - my).max())) / g.res
     if not math.isfinite(err) or err > 0.25:
         return _exact_index(crs, bounds, width, height, grid, n_levels, k)
     tol = 4 * err + 1e-9
     if COMPILED and _kernels() is not None:
-        return _compiled_index(t, bounds, width, height, lx, ly, g, k, tol)
-    fx = _bilinear(lx, height, width, "pos")
+        return _compiled_index(t, bounds, width, height, lx, ly, g, k, tol, step)
+    fx = _bilinear(lx, height, width, "pos", step)
     fx -= g.x0
     fx /= g.res
-    fy = _bilinear(ly, height, width, "pos")
+    fy = _bilinear(ly, height, width, "pos", step)
     np.subtract(g.y0, fy, out=fy)
     fy /= g.res
     cols, rows = np.floor(fx), np.floor(fy)
@@ -316,6 +344,66 @@ def window_index(
         j, i = np.nonzero(near)
         cols[j, i], rows[j, i] = _exact_floors(t, bounds, j, i, width, height, g)
     return _from_floors(cols, rows, g, k)
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """A window's points transformed at once for one lattice spacing (:func:`_probe`):
+    the grid coordinates of the lattice and of its check points."""
+
+    step: int
+    height: int
+    width: int
+    mx: F64
+    my: F64
+
+    @classmethod
+    def of(
+        cls, t: Transformer, bounds: tuple[float, ...], width: int, height: int, step: int
+    ) -> _Probe:
+        pj, pi = _probe(height, width, step)
+        x, y = t.transform(*_centres(bounds, pi, pj, width, height))
+        return cls(step, height, width, np.asarray(x), np.asarray(y))
+
+    @property
+    def lx(self) -> F64:
+        return self.mx[::2, ::2]
+
+    @property
+    def ly(self) -> F64:
+        return self.my[::2, ::2]
+
+    @property
+    def lattice_finite(self) -> bool:
+        """The lattice transformed (not off a projection's edge)."""
+        return bool(np.isfinite(self.lx).all() and np.isfinite(self.ly).all())
+
+    def error(self, g: Grid) -> float:
+        """The interpolation error, in pixels of ``g``, measured at the lattice's cell
+        centres and edge midpoints (centres alone miss it where the two curvatures
+        cancel there); NaN where a check point did not transform."""
+        h, w, s = self.height, self.width, self.step
+        ax, ay = _bilinear(self.lx, h, w, "mid", s), _bilinear(self.ly, h, w, "mid", s)
+        return max(float(np.abs(ax - self.mx).max()), float(np.abs(ay - self.my).max())) / g.res
+
+
+def _finer_step(step: int, err: float, steps: list[int], width: int, height: int) -> int:
+    """The spacing, ``step`` or finer, with the least expected PROJ work, from the error
+    ``err`` measured at ``step``: a finer lattice costs its check points and shrinks the
+    error with the square of the spacing; each pixel within 4 errors of a pixel edge
+    (about 16 x error of the pixels) is transformed exactly."""
+    if not math.isfinite(err) or err > 0.25:
+        return _STEP
+    best, cost = step, 16 * width * height * err
+    for s in steps:
+        if s < step:
+            c = (
+                len(_mid(height, s)) * len(_mid(width, s))
+                + 16 * width * height * err * (s / step) ** 2
+            )
+            if c < cost:
+                best, cost = s, c
+    return best
 
 
 def _exact_floors(
@@ -358,14 +446,14 @@ def warm_kernels() -> None:
 
 def _compiled_index(
     t: Transformer, bounds: tuple[float, ...], width: int, height: int, lx: F64, ly: F64,
-    g: Grid, k: int, tol: float,
+    g: Grid, k: int, tol: float, step: int = _STEP,
 ) -> TileIndex:  # fmt: skip
     """The NumPy path's result (interpolated floors, near-edge pixels transformed
     exactly), from the compiled kernels."""
     index_kernel = _kernels()
     assert index_kernel is not None
-    kj, tj = _interp(height, "pos")
-    ki, ti = _interp(width, "pos")
+    kj, tj = _interp(height, "pos", step)
+    ki, ti = _interp(width, "pos", step)
     rows, cols, nj, ni = index_kernel.lattice_floors(
         np.ascontiguousarray(lx), np.ascontiguousarray(ly), kj, tj, ki, ti,
         float(g.x0), float(g.y0), float(g.res), float(tol), g.width, g.height,
