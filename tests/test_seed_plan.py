@@ -143,8 +143,9 @@ def test_seeded_tiles_equal_requested_tiles(settings: Settings, tmp_path: Path) 
 def test_seeding_on_dask_equals_requested_tiles_and_resumes(
     settings: Settings, tmp_path: Path
 ) -> None:
-    """``seed`` on a Dask LocalCluster (one worker process): every tile lands in the disk
-    cache byte for byte as rendered on request; a second run finds them all cached."""
+    """``seed`` on a Dask LocalCluster (one worker process), the worker planning its
+    batches: every tile lands in the disk cache byte for byte as rendered on request, the
+    planned ones unrendered; a second run finds them all cached."""
     from sdmatlas.executor import ExecutorOptions
     from sdmatlas.serve.seed import seed
 
@@ -156,12 +157,41 @@ def test_seeding_on_dask_equals_requested_tiles_and_resumes(
         verdicts = build_plan(seeder, jobs, "png", None).verdicts
         seen: list[int] = []
         on_dask = ExecutorOptions(workers=1)
-        first = seed(cached, jobs, "png", {"colormap": None}, 1, seen.append, verdicts, on_dask)
+        # the workers plan their batches themselves: the same verdicts as the plan's
+        first = seed(cached, jobs, "png", {"colormap": None}, 1, seen.append, None, on_dask,
+                     plan=True)  # fmt: skip
         assert sum(seen) == len(jobs) == first.rendered + first.uniform + first.cached
         planned = sum(v.kind != DENSE for v in verdicts.values())
         assert first.cached == 0 and first.rendered and first.uniform == planned > 0
         again = seed(cached, jobs, "png", {"colormap": None}, 1, None, verdicts, on_dask)
         assert again.cached == len(jobs) and again.rendered == again.uniform == 0
+        for job in jobs:
+            layer, tms, z, x, y = job
+            v = seeder.layers.resolve(layer).version
+            got = make_tile(seeder, TileRequest.of(layer, tms, z, x, y, "png", {"v": v}))
+            assert got is not None and got.source.startswith("hit"), job
+            assert got.body == _render(plain, job, "png"), job
+    finally:
+        c.dispose()
+
+
+def test_worker_processes_plan_their_batches_as_the_planner_does(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """With ``plan``, each of 2 worker processes classifies the batches it renders: as
+    many tiles written from the plan and rendered as the serial plan says, and every
+    tile byte for byte as rendered on request."""
+    from sdmatlas.serve.seed import seed
+
+    cached = settings.model_copy(update={"tile_cache": ["disk"], "data_dir": tmp_path})
+    c = Catalog.from_settings(cached)
+    try:
+        seeder, plain = Services.build(cached, c), Services.build(settings, c)
+        jobs = list(plan(seeder, _layers()[1::4], ["WebMercatorQuad"], (5, 9), None))
+        kinds = Counter(v.kind for v in build_plan(seeder, jobs, "png", None).verdicts.values())
+        report = seed(cached, jobs, "png", {"colormap": None}, 2, plan=True)
+        assert (report.rendered, report.uniform) == (kinds[DENSE], kinds[EMPTY] + kinds[UNIFORM])
+        assert kinds[UNIFORM] and kinds[EMPTY] and kinds[DENSE]
         for job in jobs:
             layer, tms, z, x, y = job
             v = seeder.layers.resolve(layer).version

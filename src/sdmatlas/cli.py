@@ -992,7 +992,6 @@ def seed_cmd(
                            processes, target)  # fmt: skip
             return
         jobs = popular_tiles or list(plan(svc, ids, tms, parse_zooms(zoom) if zoom else None, area))
-        verdicts = build_plan(svc, jobs, format, colormap).verdicts
         on_dask = (
             ExecutorOptions(workers=processes, scheduler=scheduler) if dask or scheduler else None
         )
@@ -1006,8 +1005,9 @@ def seed_cmd(
                 bar.update(task, advance=n, refresh=True)
 
             refs = {lid: svc.layers.resolve(lid) for lid in dict.fromkeys(j[0] for j in jobs)}
+            # the workers plan the batches they render (empty and uniform tiles)
             report = seed(settings, jobs, format, {"colormap": colormap}, processes, advance,
-                          verdicts, on_dask, refs)  # fmt: skip
+                          None, on_dask, refs, plan=True)  # fmt: skip
     console.print(
         f"seeded {report.planned} tiles: {report.rendered} rendered, {report.uniform} empty "
         f"or uniform written from the plan, {report.cached} already "
@@ -1106,7 +1106,6 @@ def _seed_archives(
 
     from sdmatlas.serve.archive import ARCHIVE_TMS, check_folder, write_layer
     from sdmatlas.serve.seed import parse_zooms, plan, worker_pool
-    from sdmatlas.serve.seed_plan import build_plan
 
     check_folder(folder)
     zooms = parse_zooms(zoom) if zoom else None
@@ -1118,9 +1117,9 @@ def _seed_archives(
     with worker_pool(settings, processes) as pool, Progress(*columns, console=console) as bar:
         task = bar.add_task(f"archiving {len(refs)} layer(s)", total=total)
         for ref in refs:
-            verdicts = build_plan(svc, plans[ref.id], format, colormap).verdicts
+            # no verdicts: the workers plan the batches they render
             r = write_layer(svc, ref, plans[ref.id], folder, format, {"colormap": colormap},
-                            pool, lambda n: bar.advance(task, n), verdicts, kind)  # fmt: skip
+                            pool, lambda n: bar.advance(task, n), None, kind)  # fmt: skip
             what = {"written": f"{r.tiles} tiles ({r.unique} distinct), {r.empty} empty left out",
                     "current": "already of this layer version",
                     "no data": "no tile with data: no archive"}[r.status]  # fmt: skip

@@ -107,10 +107,13 @@ def archive_version(path: Path) -> str | None:
 
 def _render(
     jobs: list[seeding.Job], fmt: str, params: dict[str, str | None],
-    verdicts: list[Verdict | None], refs: list[LayerRef],
+    verdicts: list[Verdict | None] | None, refs: list[LayerRef],
 ) -> list[bytes | None]:  # fmt: skip
-    """In a seed worker: each tile's body, or None for an empty tile."""
-    return render_batch(seeding.worker_services(refs), jobs, fmt, params, verdicts)
+    """In a seed worker: each tile's body, or None for an empty tile (verdicts None:
+    planned here, :func:`sdmatlas.serve.seed.worker_verdicts`)."""
+    svc = seeding.worker_services(refs)
+    marks = seeding.worker_verdicts(svc, jobs, fmt, params, verdicts)
+    return render_batch(svc, jobs, fmt, params, marks)
 
 
 def render_batch(
@@ -277,7 +280,8 @@ def _rendered(
     """Tile bodies in the order of ``jobs``, rendered by the seed's worker processes."""
     batches = [jobs[i : i + seeding.BATCH] for i in range(0, len(jobs), seeding.BATCH)]
     n = len(batches)
-    marks = [[(verdicts or {}).get(j) for j in b] for b in batches]
+    # no verdicts: each worker plans its batches
+    marks = [None if verdicts is None else [verdicts.get(j) for j in b] for b in batches]
     results = pool.map(_render, batches, [fmt] * n, [params] * n, marks, [[ref]] * n)  # in order
     for batch, bodies in zip(batches, results, strict=True):
         yield from zip(batch, bodies, strict=True)

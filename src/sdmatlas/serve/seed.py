@@ -172,11 +172,30 @@ def batch_refs(batch: list[Job], refs: Mapping[str, LayerRef] | None) -> list[La
     return [refs[lid] for lid in dict.fromkeys(j[0] for j in batch) if lid in refs]
 
 
+def worker_verdicts(
+    svc: Services, jobs: list[Job], fmt: str, params: dict[str, str | None],
+    verdicts: list[Verdict | None] | None,
+) -> list[Verdict | None]:  # fmt: skip
+    """A batch's verdicts: those the caller planned, or (None) the planner's, made here
+    in the worker that renders the batch, so that a seed's planning runs on all its
+    workers at once instead of before them in one process; the worker keeps the
+    planner's aggregate readers and constant tiles for its next batches."""
+    if verdicts is not None:
+        return verdicts
+    from sdmatlas.serve.seed_plan import PlanCaches, build_plan
+
+    caches = _worker.setdefault("plan", PlanCaches())
+    assert isinstance(caches, PlanCaches)
+    planned = build_plan(svc, jobs, fmt, params.get("colormap"), caches=caches).verdicts
+    return [planned.get(j) for j in jobs]
+
+
 def _run(
-    jobs: list[Job], fmt: str, params: dict[str, str | None], verdicts: list[Verdict | None],
-    refs: list[LayerRef],
+    jobs: list[Job], fmt: str, params: dict[str, str | None],
+    verdicts: list[Verdict | None] | None, refs: list[LayerRef],
 ) -> tuple[int, int, int, int]:  # fmt: skip
-    return seed_batch(worker_services(refs), jobs, fmt, params, verdicts)
+    svc = worker_services(refs)
+    return seed_batch(svc, jobs, fmt, params, worker_verdicts(svc, jobs, fmt, params, verdicts))
 
 
 def start_method() -> str:
@@ -210,7 +229,7 @@ class SeedContext:
 
 
 def seed_task(
-    ctx: SeedContext, batch: tuple[list[Job], list[Verdict | None], list[LayerRef]]
+    ctx: SeedContext, batch: tuple[list[Job], list[Verdict | None] | None, list[LayerRef]]
 ) -> tuple[int, int, int, int]:
     """One batch of tiles on a Dask worker: the worker builds its services (catalog
     connection, caches, readers) on its first task and keeps them for the next ones."""
@@ -323,10 +342,13 @@ def seed(
     verdicts: dict[Job, Verdict] | None = None,
     executor: ExecutorOptions | None = None,
     refs: Mapping[str, LayerRef] | None = None,
+    plan: bool = False,
 ) -> SeedReport:
     """Seed ``jobs`` with ``processes`` worker processes (or on Dask: ``executor``) into
     the settings' persistent caches. ``refs``: the layers as the caller resolved them
-    (sent with the batches: a worker then asks the catalog nothing)."""
+    (sent with the batches: a worker then asks the catalog nothing). ``verdicts``: the
+    planner's, made by the caller; or with ``plan``, each worker plans the batches it
+    renders (:func:`worker_verdicts`); else every tile is rendered."""
     if not any(b in ("disk", "redis") for b in settings.tile_cache):
         raise InvalidInputError(
             "seeding needs a disk or redis tile cache (SDMATLAS_TILE_CACHE); memory caches "
@@ -342,6 +364,11 @@ def seed(
     # part of a tile), so seeding a release's 10,000 species builds each map once
     jobs = sorted(jobs, key=lambda j: (j[1], j[2], j[3], j[4], j[0]))
     batches = [jobs[i : i + BATCH] for i in range(0, len(jobs), BATCH)]
+
+    def marks(batch: list[Job]) -> list[Verdict | None] | None:
+        """A batch's verdicts; None: its worker plans it."""
+        return None if plan and verdicts is None else [(verdicts or {}).get(j) for j in batch]
+
     if executor is not None:  # on Dask: a LocalCluster or a running scheduler
         from sdmatlas.executor import open_executor
 
@@ -350,16 +377,14 @@ def seed(
             if progress is not None:
                 progress(r[0] + r[1] + r[3])  # rendered, already cached, from the plan
 
-        items = [(b, [(verdicts or {}).get(j) for j in b], batch_refs(b, refs)) for b in batches]
+        items = [(b, marks(b), batch_refs(b, refs)) for b in batches]
         with open_executor(executor) as ex:
             ex.map(seed_task, SeedContext(settings, fmt, params), items, done)
         report.seconds = time.perf_counter() - t0
         return report
     with worker_pool(settings, processes) as pool:
         futures = {
-            pool.submit(
-                _run, b, fmt, params, [(verdicts or {}).get(j) for j in b], batch_refs(b, refs)
-            ): len(b)
+            pool.submit(_run, b, fmt, params, marks(b), batch_refs(b, refs)): len(b)
             for b in batches
         }
         for f in as_completed(futures):

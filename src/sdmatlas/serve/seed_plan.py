@@ -49,6 +49,7 @@ from sdmatlas.release.layout import CLASS_COUNTS
 from sdmatlas.serve.tiles.tiling import (
     TILE_SIZE,
     get_tms,
+    level_points,
     tile_bounds,
     tms_crs,
     transformer,
@@ -83,16 +84,24 @@ class Window:
         return self.r0 >= 0 and self.c0 >= 0 and self.r1 <= grid.height and self.c1 <= grid.width
 
 
+_EDGE_T = np.linspace(0.0, 1.0, 17)
+
+
 def tile_window(tms_name: str, z: int, x: int, y: int, grid: Grid, n_levels: int) -> Window:
     """The window of level-0 pixels tile (z, x, y) can sample, with a margin."""
     tms = get_tms(tms_name)
+    crs = tms_crs(tms)
     bounds = tile_bounds(tms, z, x, y)
-    level = window_level(tms_crs(tms), bounds, TILE_SIZE, TILE_SIZE, grid, n_levels)
     w, s, e, n = bounds
-    t = np.linspace(0.0, 1.0, 17)
-    xs = np.concatenate([w + (e - w) * t, np.full(17, e), e - (e - w) * t, np.full(17, w)])
-    ys = np.concatenate([np.full(17, n), n - (n - s) * t, np.full(17, s), s + (n - s) * t])
-    gx, gy = (np.asarray(v) for v in transformer(tms_crs(tms), grid.crs).transform(xs, ys))
+    # the level's six points and 17 points a side of the tile's edge, in one transform
+    lx, ly = level_points(bounds, TILE_SIZE, TILE_SIZE)
+    xs = np.concatenate([lx, w + (e - w) * _EDGE_T, np.full(17, e), e - (e - w) * _EDGE_T,
+                         np.full(17, w)])  # fmt: skip
+    ys = np.concatenate([ly, np.full(17, n), n - (n - s) * _EDGE_T, np.full(17, s),
+                         s + (n - s) * _EDGE_T])  # fmt: skip
+    px, py = (np.asarray(v) for v in transformer(crs, grid.crs).transform(xs, ys))
+    level = window_level(crs, bounds, TILE_SIZE, TILE_SIZE, grid, n_levels, (px[:6], py[:6]))
+    gx, gy = px[6:], py[6:]
     if not (np.isfinite(gx).all() and np.isfinite(gy).all()):
         return Window(-1, grid.height + 1, -1, grid.width + 1, level)  # undecidable: dense
     f = 2**level
@@ -145,12 +154,23 @@ class CachedChunks:
             self._items.move_to_end(coords)
             return hit
         data = self.reader.chunk(coords)
+        data.flags.writeable = False  # shared by the regions below (views of it)
         self._items[coords] = data
         if len(self._items) > self.max_items:
             self._items.popitem(last=False)
         return data
 
     def region(self, region: tuple[slice, ...]) -> npt.NDArray[Any]:
+        """``region`` of the array (read-only): a view of one chunk when the region lies
+        in it (a small tile window, most of a seed's), else pasted together."""
+        first = tuple(int(s.start) // n for s, n in zip(region, self.inner, strict=True))
+        ends = ((int(s.stop) - 1) // n for s, n in zip(region, self.inner, strict=True))
+        if all(e == f for e, f in zip(ends, first, strict=True)):
+            local = tuple(
+                slice(int(s.start) - f * n, int(s.stop) - f * n)
+                for s, n, f in zip(region, self.inner, first, strict=True)
+            )
+            return self.chunk(first)[local]
         return assemble(self, region)
 
 
@@ -362,6 +382,16 @@ def constant_tile(
     return render.encode_indexed(indices, render.index_palette(style), fmt)
 
 
+@dataclass
+class PlanCaches:
+    """What a planner keeps between calls in one process: the aggregate readers of each
+    release (their decoded chunks) and the sizes of the constant tiles made. A seed
+    worker that plans its own batches keeps one for all of them."""
+
+    readers: dict[str, AggregateReaders] = field(default_factory=dict)
+    made: dict[tuple[Any, ...], int] = field(default_factory=dict)
+
+
 def build_plan(
     svc: Any,
     jobs: list[tuple[str, str, int, int, int]],
@@ -369,6 +399,7 @@ def build_plan(
     colormap: str | None,
     dense_bytes: float = DENSE_BYTES,
     dense_seconds: float = DENSE_SECONDS,
+    caches: PlanCaches | None = None,
 ) -> Plan:
     """Classify every job (layer, tms, z, x, y) and estimate bytes and time."""
     from sdmatlas.serve.tiles import render
@@ -379,8 +410,8 @@ def build_plan(
     # a class layer is drawn in its classes' colours whatever the seed's colormap
     styles = {lid: layer_style(r, None if r.kind == "classes" else colormap, None)
               for lid, r in refs.items()}  # fmt: skip
-    made: dict[tuple[Any, ...], int] = {}
-    readers: dict[str, AggregateReaders] = {}
+    caches = caches or PlanCaches()
+    made, readers = caches.made, caches.readers
     for (tms, z, x, y), lids in group_by_tile(jobs).items():
         by_release: dict[str, list[str]] = defaultdict(list)
         for lid in lids:

@@ -261,23 +261,40 @@ def tile_index(
     return window_index(tms_crs(tms), bounds, TILE_SIZE, TILE_SIZE, grid, n_levels)
 
 
+@functools.cache
+def _level_pixels(height: int, width: int) -> tuple[F64, F64]:
+    cj, ci, _ = _centre_cell(height, width)
+    lat_j, lat_i = _lattice(height), _lattice(width)
+    rows = np.r_[cj, lat_j[[0, 0, -1, -1]]]
+    cols = np.r_[ci, lat_i[[0, -1, 0, -1]]]
+    rows.flags.writeable = cols.flags.writeable = False
+    return rows, cols
+
+
+def level_points(bounds: tuple[float, ...], width: int, height: int) -> tuple[F64, F64]:
+    """The six points (in the window's CRS) :func:`window_level` transforms: the 16-pixel
+    lattice's centre cell (two), then the lattice's four corners."""
+    rows, cols = _level_pixels(height, width)
+    return _centres(bounds, cols, rows, width, height)
+
+
 def window_level(
-    crs: str, bounds: tuple[float, ...], width: int, height: int, grid: Grid, n_levels: int
-) -> int:
+    crs: str, bounds: tuple[float, ...], width: int, height: int, grid: Grid, n_levels: int,
+    transformed: tuple[F64, F64] | None = None,
+) -> int:  # fmt: skip
     """The pyramid level :func:`window_index` reads for this window, from two transformed
     points (the lattice cell at the window's centre, as there), so that a map drawn in
-    strips reads every strip from the level of the whole map (no seams)."""
+    strips reads every strip from the level of the whole map (no seams). ``transformed``:
+    the :func:`level_points`, already in the grid's CRS (a caller transforming more
+    points at once)."""
     if min(width, height) >= 2 * _STEP:
-        t = transformer(crs, grid.crs)
-        lat_j, lat_i = _lattice(height), _lattice(width)
-        cj, ci = len(lat_j) // 2, min(len(lat_i) // 2, len(lat_i) - 2)
-        ii, jj = lat_i[[ci, ci + 1]], lat_j[[cj, cj]]
-        x, y = (np.asarray(v) for v in t.transform(*_centres(bounds, ii, jj, width, height)))
-        ci4, cj4 = lat_i[[0, -1, 0, -1]], lat_j[[0, 0, -1, -1]]
-        corners = np.asarray(t.transform(*_centres(bounds, ci4, cj4, width, height)))
-        if np.isfinite(x).all() and np.isfinite(y).all() and np.isfinite(corners).all():
-            size = math.hypot(x[1] - x[0], y[1] - y[0]) / (lat_i[ci + 1] - lat_i[ci])
-            return choose_level(grid, n_levels, size)
+        if transformed is None:
+            t = transformer(crs, grid.crs)
+            transformed = t.transform(*level_points(bounds, width, height))
+        x, y = (np.asarray(v) for v in transformed)
+        if np.isfinite(x).all() and np.isfinite(y).all():
+            span = _centre_cell(height, width)[2]
+            return choose_level(grid, n_levels, math.hypot(x[1] - x[0], y[1] - y[0]) / span)
     return int(window_index(crs, bounds, width, height, grid, n_levels).level)  # rare: edges
 
 
