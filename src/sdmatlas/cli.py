@@ -977,11 +977,15 @@ def seed_cmd(
             jobs = popular_tiles or list(
                 plan(svc, ids, names, parse_zooms(zoom) if zoom else None, area)
             )
+            started = time.perf_counter()
             planned = build_plan(svc, jobs, format, colormap)
-            # a seed does all this again before its first tile (the sample aside), and its
+            # a seed's workers plan as they render: this plan's time is spread over them
+            planned.plan_seconds = time.perf_counter() - started
+            # a seed does the rest again before its first tile (the sample aside), and its
             # workers load the compiled index-map kernels (in parallel): timed here too
             warm_kernels()
-            planned.overhead, planned.processes = process_elapsed(), processes
+            planned.overhead = process_elapsed() - planned.plan_seconds
+            planned.processes = processes
             measured = sample_dense(svc, planned, format, colormap, sample)
             if measured is not None:
                 calibrate_plan(planned, measured)
@@ -1083,8 +1087,9 @@ def _print_plan(p: Any, out: Path | None, sample: Any = None) -> None:
         "written without rendering"
     )
     console.print(
-        f"estimated wall time: {p.wall_seconds:.1f} s ({p.overhead:.1f} s to start and plan, "
-        f"then {t.seconds:.1f} s of rendering over {p.processes} process(es))"
+        f"estimated wall time: {p.wall_seconds:.1f} s ({p.overhead:.1f} s to start, then "
+        f"{p.plan_seconds:.1f} s of planning and {t.seconds:.1f} s of rendering over "
+        f"{p.processes} process(es))"
     )
     if out is not None:
         doc = p.as_json()

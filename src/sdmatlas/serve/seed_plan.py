@@ -309,17 +309,19 @@ class Plan:
 
     ``seconds`` (per row and in total) is rendering work, summed over tiles; the wall
     time of a seed is ``overhead`` (what a seed does before its first tile: the process
-    start, imports, the catalog, the tile list and this plan, which is what the planner
-    itself took) plus that work spread over ``processes`` workers."""
+    start, imports, the catalog, the tile list, the workers' start) plus that work and
+    ``plan_seconds`` (this plan's own time: a seed's workers plan the batches they
+    render) spread over ``processes`` workers."""
 
     rows: dict[tuple[str, int], PlanRow] = field(default_factory=lambda: defaultdict(PlanRow))
     verdicts: dict[tuple[str, str, int, int, int], Verdict] = field(default_factory=dict)
     overhead: float = 0.0
     processes: int = 1
+    plan_seconds: float = 0.0
 
     @property
     def wall_seconds(self) -> float:
-        return self.overhead + self.total.seconds / max(1, self.processes)
+        return self.overhead + (self.total.seconds + self.plan_seconds) / max(1, self.processes)
 
     @property
     def total(self) -> PlanRow:
@@ -341,6 +343,7 @@ class Plan:
         return {
             "total": row(self.total),
             "overhead_seconds": round(self.overhead, 2),
+            "plan_seconds": round(self.plan_seconds, 2),
             "processes": self.processes,
             "wall_seconds": round(self.wall_seconds, 2),
             "layers": [
