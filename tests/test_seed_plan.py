@@ -175,12 +175,14 @@ def test_seeding_on_dask_equals_requested_tiles_and_resumes(
         c.dispose()
 
 
-def test_worker_processes_plan_their_batches_as_the_planner_does(
-    settings: Settings, tmp_path: Path
+@pytest.mark.parametrize("where", ["here", "workers"])
+def test_a_seed_plans_batch_by_batch_as_the_planner_does(
+    settings: Settings, tmp_path: Path, where: str
 ) -> None:
-    """With ``plan``, each of 2 worker processes classifies the batches it renders: as
-    many tiles written from the plan and rendered as the serial plan says, and every
-    tile byte for byte as rendered on request."""
+    """With ``plan``, the batches are classified as the seed goes, by this process as it
+    hands them to 2 worker processes or by the workers themselves: as many tiles written
+    from the plan and rendered as the whole plan says, and every tile byte for byte as
+    rendered on request."""
     from sdmatlas.serve.seed import seed
 
     cached = settings.model_copy(update={"tile_cache": ["disk"], "data_dir": tmp_path})
@@ -189,7 +191,8 @@ def test_worker_processes_plan_their_batches_as_the_planner_does(
         seeder, plain = Services.build(cached, c), Services.build(settings, c)
         jobs = list(plan(seeder, _layers()[1::4], ["WebMercatorQuad"], (5, 9), None))
         kinds = Counter(v.kind for v in build_plan(seeder, jobs, "png", None).verdicts.values())
-        report = seed(cached, jobs, "png", {"colormap": None}, 2, plan=True)
+        svc = seeder if where == "here" else None
+        report = seed(cached, jobs, "png", {"colormap": None}, 2, plan=True, svc=svc)
         assert (report.rendered, report.uniform) == (kinds[DENSE], kinds[EMPTY] + kinds[UNIFORM])
         assert kinds[UNIFORM] and kinds[EMPTY] and kinds[DENSE]
         for job in jobs:

@@ -1009,9 +1009,9 @@ def seed_cmd(
                 bar.update(task, advance=n, refresh=True)
 
             refs = {lid: svc.layers.resolve(lid) for lid in dict.fromkeys(j[0] for j in jobs)}
-            # the workers plan the batches they render (empty and uniform tiles)
+            # planned batch by batch as the workers render (empty and uniform tiles)
             report = seed(settings, jobs, format, {"colormap": colormap}, processes, advance,
-                          None, on_dask, refs, plan=True)  # fmt: skip
+                          None, on_dask, refs, plan=True, svc=svc)  # fmt: skip
     console.print(
         f"seeded {report.planned} tiles: {report.rendered} rendered, {report.uniform} empty "
         f"or uniform written from the plan, {report.cached} already "

@@ -46,7 +46,7 @@ from pmtiles.writer import Writer
 
 from sdmatlas.errors import InvalidInputError
 from sdmatlas.serve import seed as seeding
-from sdmatlas.serve.seed_plan import Verdict
+from sdmatlas.serve.seed_plan import PlanCaches, Verdict, build_plan
 from sdmatlas.serve.services import Services
 from sdmatlas.serve.tiles.core import make_tile
 from sdmatlas.serve.tiles.layers import LayerRef
@@ -107,13 +107,10 @@ def archive_version(path: Path) -> str | None:
 
 def _render(
     jobs: list[seeding.Job], fmt: str, params: dict[str, str | None],
-    verdicts: list[Verdict | None] | None, refs: list[LayerRef],
+    verdicts: list[Verdict | None], refs: list[LayerRef],
 ) -> list[bytes | None]:  # fmt: skip
-    """In a seed worker: each tile's body, or None for an empty tile (verdicts None:
-    planned here, :func:`sdmatlas.serve.seed.worker_verdicts`)."""
-    svc = seeding.worker_services(refs)
-    marks = seeding.worker_verdicts(svc, jobs, fmt, params, verdicts)
-    return render_batch(svc, jobs, fmt, params, marks)
+    """In a seed worker: each tile's body, or None for an empty tile."""
+    return render_batch(seeding.worker_services(refs), jobs, fmt, params, verdicts)
 
 
 def render_batch(
@@ -163,7 +160,7 @@ def write_layer(
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as f, _sink(kind, f, tmp) as sink:
-            for (_, _, z, x, y), body in _rendered(pool, ref, jobs, fmt, params, progress,
+            for (_, _, z, x, y), body in _rendered(pool, svc, ref, jobs, fmt, params, progress,
                                                    verdicts):  # fmt: skip
                 if body is None:
                     report.empty += 1
@@ -270,6 +267,7 @@ def _sink(kind: str, f: Any, path: Path) -> Iterator[_PMTilesSink | _MBTilesSink
 
 def _rendered(
     pool: Executor,
+    svc: Services,
     ref: LayerRef,
     jobs: list[seeding.Job],
     fmt: str,
@@ -280,9 +278,18 @@ def _rendered(
     """Tile bodies in the order of ``jobs``, rendered by the seed's worker processes."""
     batches = [jobs[i : i + seeding.BATCH] for i in range(0, len(jobs), seeding.BATCH)]
     n = len(batches)
-    # no verdicts: each worker plans its batches
-    marks = [None if verdicts is None else [verdicts.get(j) for j in b] for b in batches]
-    results = pool.map(_render, batches, [fmt] * n, [params] * n, marks, [[ref]] * n)  # in order
+    caches = PlanCaches()
+
+    def marks(batch: list[seeding.Job]) -> list[Verdict | None]:
+        if verdicts is not None:
+            return [verdicts.get(j) for j in batch]
+        planned = build_plan(svc, batch, fmt, params.get("colormap"), caches=caches).verdicts
+        return [planned.get(j) for j in batch]
+
+    # no verdicts: each batch planned here as it is handed to the workers (map submits
+    # as it goes through this generator), so planning overlaps rendering
+    planned = (marks(b) for b in batches)
+    results = pool.map(_render, batches, [fmt] * n, [params] * n, planned, [[ref]] * n)
     for batch, bodies in zip(batches, results, strict=True):
         yield from zip(batch, bodies, strict=True)
         if progress is not None:

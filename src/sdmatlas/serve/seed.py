@@ -29,7 +29,15 @@ from sdmatlas.classes import ClassScheme
 from sdmatlas.errors import InvalidInputError
 from sdmatlas.executor import ExecutorOptions
 from sdmatlas.serve.cache import Entry
-from sdmatlas.serve.seed_plan import DENSE, EMPTY, Verdict, constant_tile, tile_window
+from sdmatlas.serve.seed_plan import (
+    DENSE,
+    EMPTY,
+    PlanCaches,
+    Verdict,
+    build_plan,
+    constant_tile,
+    tile_window,
+)
 from sdmatlas.serve.services import Services
 from sdmatlas.serve.tiles import render
 from sdmatlas.serve.tiles.core import (
@@ -182,8 +190,6 @@ def worker_verdicts(
     planner's aggregate readers and constant tiles for its next batches."""
     if verdicts is not None:
         return verdicts
-    from sdmatlas.serve.seed_plan import PlanCaches, build_plan
-
     caches = _worker.setdefault("plan", PlanCaches())
     assert isinstance(caches, PlanCaches)
     planned = build_plan(svc, jobs, fmt, params.get("colormap"), caches=caches).verdicts
@@ -343,12 +349,16 @@ def seed(
     executor: ExecutorOptions | None = None,
     refs: Mapping[str, LayerRef] | None = None,
     plan: bool = False,
+    svc: Services | None = None,
 ) -> SeedReport:
     """Seed ``jobs`` with ``processes`` worker processes (or on Dask: ``executor``) into
     the settings' persistent caches. ``refs``: the layers as the caller resolved them
     (sent with the batches: a worker then asks the catalog nothing). ``verdicts``: the
-    planner's, made by the caller; or with ``plan``, each worker plans the batches it
-    renders (:func:`worker_verdicts`); else every tile is rendered."""
+    planner's, made by the caller. Or with ``plan``, the planner runs batch by batch as
+    the seed goes: here (``svc``: this process's services), each batch planned as it is
+    handed to the local workers, so that planning overlaps rendering and the aggregate
+    chunks are decoded once; on Dask or without ``svc``, in the worker that renders the
+    batch (:func:`worker_verdicts`). Without either, every tile is rendered."""
     if not any(b in ("disk", "redis") for b in settings.tile_cache):
         raise InvalidInputError(
             "seeding needs a disk or redis tile cache (SDMATLAS_TILE_CACHE); memory caches "
@@ -365,8 +375,14 @@ def seed(
     jobs = sorted(jobs, key=lambda j: (j[1], j[2], j[3], j[4], j[0]))
     batches = [jobs[i : i + BATCH] for i in range(0, len(jobs), BATCH)]
 
+    here = plan and verdicts is None and svc is not None and executor is None
+    caches = PlanCaches() if here else None
+
     def marks(batch: list[Job]) -> list[Verdict | None] | None:
         """A batch's verdicts; None: its worker plans it."""
+        if caches is not None and svc is not None:
+            planned = build_plan(svc, batch, fmt, params.get("colormap"), caches=caches)
+            return [planned.verdicts.get(j) for j in batch]
         return None if plan and verdicts is None else [(verdicts or {}).get(j) for j in batch]
 
     if executor is not None:  # on Dask: a LocalCluster or a running scheduler
@@ -383,6 +399,8 @@ def seed(
         report.seconds = time.perf_counter() - t0
         return report
     with worker_pool(settings, processes) as pool:
+        # each batch is planned (``marks``) just before it is submitted: the workers
+        # render the first batches while this process plans the next ones
         futures = {
             pool.submit(_run, b, fmt, params, marks(b), batch_refs(b, refs)): len(b)
             for b in batches
