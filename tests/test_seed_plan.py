@@ -112,6 +112,19 @@ def test_uniform_class_tiles(svc: Services) -> None:
     assert got[0].value == 4 and got[0].level == 2
 
 
+def assert_cached_as_requested(
+    seeder: Services, plain: Services, jobs: list[tuple[str, str, int, int, int]]
+) -> None:
+    """Every job's PNG tile is a hit of the seeder's cache, byte for byte the tile
+    rendered on request without a cache."""
+    for job in jobs:
+        layer, tms, z, x, y = job
+        v = seeder.layers.resolve(layer).version
+        got = make_tile(seeder, TileRequest.of(layer, tms, z, x, y, "png", {"v": v}))
+        assert got is not None and got.source.startswith("hit"), job
+        assert got.body == _render(plain, job, "png"), job
+
+
 def test_seeded_tiles_equal_requested_tiles(settings: Settings, tmp_path: Path) -> None:
     """Seeded from the plan into a disk cache: empty, uniform and dense tiles, PNG and
     WebP, byte for byte what a request renders; the uniform and empty ones unrendered."""
@@ -165,12 +178,7 @@ def test_seeding_on_dask_equals_requested_tiles_and_resumes(
         assert first.cached == 0 and first.rendered and first.uniform == planned > 0
         again = seed(cached, jobs, "png", {"colormap": None}, 1, None, verdicts, on_dask)
         assert again.cached == len(jobs) and again.rendered == again.uniform == 0
-        for job in jobs:
-            layer, tms, z, x, y = job
-            v = seeder.layers.resolve(layer).version
-            got = make_tile(seeder, TileRequest.of(layer, tms, z, x, y, "png", {"v": v}))
-            assert got is not None and got.source.startswith("hit"), job
-            assert got.body == _render(plain, job, "png"), job
+        assert_cached_as_requested(seeder, plain, jobs)
     finally:
         c.dispose()
 
@@ -195,12 +203,7 @@ def test_a_seed_plans_batch_by_batch_as_the_planner_does(
         report = seed(cached, jobs, "png", {"colormap": None}, 2, plan=True, svc=svc)
         assert (report.rendered, report.uniform) == (kinds[DENSE], kinds[EMPTY] + kinds[UNIFORM])
         assert kinds[UNIFORM] and kinds[EMPTY] and kinds[DENSE]
-        for job in jobs:
-            layer, tms, z, x, y = job
-            v = seeder.layers.resolve(layer).version
-            got = make_tile(seeder, TileRequest.of(layer, tms, z, x, y, "png", {"v": v}))
-            assert got is not None and got.source.startswith("hit"), job
-            assert got.body == _render(plain, job, "png"), job
+        assert_cached_as_requested(seeder, plain, jobs)
     finally:
         c.dispose()
 

@@ -187,19 +187,24 @@ def test_tiles_equal_a_gdal_warp_of_the_level_they_use(
     assert len(seen_levels) >= 2 and seen_levels <= set(range(n_levels))
 
 
+def assert_exact_map(tms: morecantile.TileMatrixSet, tile: morecantile.Tile, grid: Grid) -> None:
+    """The tile's index map is the exact transform of every pixel centre (PROJ)."""
+    idx = tile_index(tms, tile.z, tile.x, tile.y, grid, 4)
+    gx, gy = exact_grid_xy(tms, tile.z, tile.x, tile.y, grid.crs)
+    g = level_grid(grid, idx.level)
+    with np.errstate(invalid="ignore"):
+        c, r = np.floor((gx - g.x0) / g.res), np.floor((g.y0 - gy) / g.res)
+    ok = (c >= 0) & (c < g.width) & (r >= 0) & (r < g.height)
+    assert np.array_equal(np.where(ok, r, -1), idx.rows), (tms.id, tile)
+    assert np.array_equal(np.where(ok, c, -1), idx.cols), (tms.id, tile)
+
+
 def test_the_fast_index_equals_the_full_transform(grid: Grid) -> None:
     for name in TMS_NAMES:
         tms = morecantile.tms.get(name)
         for z in range(4, 14):
             for tile in tiles_over(grid, tms, z)[:3]:
-                idx = tile_index(tms, tile.z, tile.x, tile.y, grid, 4)
-                gx, gy = exact_grid_xy(tms, tile.z, tile.x, tile.y, grid.crs)
-                g = level_grid(grid, idx.level)
-                with np.errstate(invalid="ignore"):
-                    c, r = np.floor((gx - g.x0) / g.res), np.floor((g.y0 - gy) / g.res)
-                ok = (c >= 0) & (c < g.width) & (r >= 0) & (r < g.height)
-                assert np.array_equal(np.where(ok, r, -1), idx.rows), (name, tile)
-                assert np.array_equal(np.where(ok, c, -1), idx.cols), (name, tile)
+                assert_exact_map(tms, tile, grid)
 
 
 def test_zoomed_in_tiles_use_coarser_lattices_and_still_map_exactly(
@@ -226,14 +231,7 @@ def test_zoomed_in_tiles_use_coarser_lattices_and_still_map_exactly(
             middle = tiles[len(tiles) // 2]
             edge = morecantile.Tile(min(tiles[-1].x + 1, m.matrixWidth - 1), tiles[-1].y, zoom)
             for tile in (tiles[0], middle, tiles[-1], edge):
-                idx = tile_index(tms, tile.z, tile.x, tile.y, grid, 4)
-                gx, gy = exact_grid_xy(tms, tile.z, tile.x, tile.y, grid.crs)
-                g = level_grid(grid, idx.level)
-                with np.errstate(invalid="ignore"):
-                    c, r = np.floor((gx - g.x0) / g.res), np.floor((g.y0 - gy) / g.res)
-                ok = (c >= 0) & (c < g.width) & (r >= 0) & (r < g.height)
-                assert np.array_equal(np.where(ok, r, -1), idx.rows), (name, tile)
-                assert np.array_equal(np.where(ok, c, -1), idx.cols), (name, tile)
+                assert_exact_map(tms, tile, grid)
     assert all(used[(name, 16)] == {64} for name in TMS_NAMES), used
     assert 32 in set().union(*used.values()), used
     mercator = morecantile.tms.get("WebMercatorQuad")
