@@ -979,7 +979,7 @@ def seed_cmd(
             )
             started = time.perf_counter()
             planned = build_plan(svc, jobs, format, colormap)
-            # a seed's workers plan as they render: this plan's time is spread over them
+            # a seed plans batch by batch while its workers render: this time is shared
             planned.plan_seconds = time.perf_counter() - started
             # a seed does the rest again before its first tile (the sample aside), and its
             # workers load the compiled index-map kernels (in parallel): timed here too
@@ -1122,7 +1122,7 @@ def _seed_archives(
     with worker_pool(settings, processes) as pool, Progress(*columns, console=console) as bar:
         task = bar.add_task(f"archiving {len(refs)} layer(s)", total=total)
         for ref in refs:
-            # no verdicts: the workers plan the batches they render
+            # no verdicts: planned batch by batch as the workers render
             r = write_layer(svc, ref, plans[ref.id], folder, format, {"colormap": colormap},
                             pool, lambda n: bar.advance(task, n), None, kind)  # fmt: skip
             what = {"written": f"{r.tiles} tiles ({r.unique} distinct), {r.empty} empty left out",

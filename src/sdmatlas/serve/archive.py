@@ -46,7 +46,7 @@ from pmtiles.writer import Writer
 
 from sdmatlas.errors import InvalidInputError
 from sdmatlas.serve import seed as seeding
-from sdmatlas.serve.seed_plan import PlanCaches, Verdict, build_plan
+from sdmatlas.serve.seed_plan import PlanCaches, Verdict, batch_verdicts
 from sdmatlas.serve.services import Services
 from sdmatlas.serve.tiles.core import make_tile
 from sdmatlas.serve.tiles.layers import LayerRef
@@ -283,8 +283,7 @@ def _rendered(
     def marks(batch: list[seeding.Job]) -> list[Verdict | None]:
         if verdicts is not None:
             return [verdicts.get(j) for j in batch]
-        planned = build_plan(svc, batch, fmt, params.get("colormap"), caches=caches).verdicts
-        return [planned.get(j) for j in batch]
+        return batch_verdicts(svc, batch, fmt, params.get("colormap"), caches)
 
     # no verdicts: each batch planned here as it is handed to the workers (map submits
     # as it goes through this generator), so planning overlaps rendering

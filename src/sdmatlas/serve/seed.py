@@ -34,7 +34,7 @@ from sdmatlas.serve.seed_plan import (
     EMPTY,
     PlanCaches,
     Verdict,
-    build_plan,
+    batch_verdicts,
     constant_tile,
     tile_window,
 )
@@ -192,8 +192,7 @@ def worker_verdicts(
         return verdicts
     caches = _worker.setdefault("plan", PlanCaches())
     assert isinstance(caches, PlanCaches)
-    planned = build_plan(svc, jobs, fmt, params.get("colormap"), caches=caches).verdicts
-    return [planned.get(j) for j in jobs]
+    return batch_verdicts(svc, jobs, fmt, params.get("colormap"), caches)
 
 
 def _run(
@@ -381,8 +380,7 @@ def seed(
     def marks(batch: list[Job]) -> list[Verdict | None] | None:
         """A batch's verdicts; None: its worker plans it."""
         if caches is not None and svc is not None:
-            planned = build_plan(svc, batch, fmt, params.get("colormap"), caches=caches)
-            return [planned.verdicts.get(j) for j in batch]
+            return batch_verdicts(svc, batch, fmt, params.get("colormap"), caches)
         return None if plan and verdicts is None else [(verdicts or {}).get(j) for j in batch]
 
     if executor is not None:  # on Dask: a LocalCluster or a running scheduler

@@ -310,8 +310,8 @@ class Plan:
     ``seconds`` (per row and in total) is rendering work, summed over tiles; the wall
     time of a seed is ``overhead`` (what a seed does before its first tile: the process
     start, imports, the catalog, the tile list, the workers' start) plus that work and
-    ``plan_seconds`` (this plan's own time: a seed's workers plan the batches they
-    render) spread over ``processes`` workers."""
+    ``plan_seconds`` (this plan's own time: a seed plans batch by batch while its
+    workers render) spread over ``processes`` workers."""
 
     rows: dict[tuple[str, int], PlanRow] = field(default_factory=lambda: defaultdict(PlanRow))
     verdicts: dict[tuple[str, str, int, int, int], Verdict] = field(default_factory=dict)
@@ -451,6 +451,15 @@ def build_plan(
                 work = WRITE_SECONDS + (dense_seconds if v.kind == DENSE else 0.0)
                 plan.rows[(lid, z)].add(v.kind, nbytes, work)
     return plan
+
+
+def batch_verdicts(
+    svc: Any, batch: list[tuple[str, str, int, int, int]], fmt: str, colormap: str | None,
+    caches: PlanCaches,
+) -> list[Verdict | None]:  # fmt: skip
+    """The verdicts of a seed's batch of jobs, in its order (a seed planning as it goes)."""
+    planned = build_plan(svc, batch, fmt, colormap, caches=caches).verdicts
+    return [planned.get(j) for j in batch]
 
 
 SAMPLE = 32
