@@ -185,8 +185,8 @@ def worker_verdicts(
     verdicts: list[Verdict | None] | None,
 ) -> list[Verdict | None]:  # fmt: skip
     """A batch's verdicts: those the caller planned, or (None) the planner's, made here
-    in the worker that renders the batch, so that a seed's planning runs on all its
-    workers at once instead of before them in one process; the worker keeps the
+    in the worker that renders the batch (on Dask, whose workers may be on other
+    machines; or when :func:`seed` has no services to plan with); the worker keeps the
     planner's aggregate readers and constant tiles for its next batches."""
     if verdicts is not None:
         return verdicts

@@ -388,8 +388,9 @@ def constant_tile(
 @dataclass
 class PlanCaches:
     """What a planner keeps between calls in one process: the aggregate readers of each
-    release (their decoded chunks) and the sizes of the constant tiles made. A seed
-    worker that plans its own batches keeps one for all of them."""
+    release (their decoded chunks) and the sizes of the constant tiles made. A seed that
+    plans batch by batch (in the seeding process, or in each Dask worker) keeps one for
+    all its batches."""
 
     readers: dict[str, AggregateReaders] = field(default_factory=dict)
     made: dict[tuple[Any, ...], int] = field(default_factory=dict)

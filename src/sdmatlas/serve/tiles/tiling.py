@@ -162,6 +162,13 @@ def _centre_cell(height: int, width: int) -> tuple[F64, F64, float]:
     return lat_j[[cj, cj]], lat_i[[ci, ci + 1]], float(lat_i[ci + 1] - lat_i[ci])
 
 
+def _centre_size(x: F64, y: F64, height: int, width: int) -> float:
+    """The source pixel size at the window's centre, from the centre cell's two points
+    in the grid's CRS (the first two of ``x``, ``y``): the one measure of
+    :func:`window_index` and :func:`window_level`, so that they choose the same level."""
+    return math.hypot(x[1] - x[0], y[1] - y[0]) / _centre_cell(height, width)[2]
+
+
 @functools.cache
 def _interp(n: int, at: str, step: int = _STEP) -> tuple[npt.NDArray[np.intp], F64]:
     lat = _lattice(n, step)
@@ -293,8 +300,7 @@ def window_level(
             transformed = t.transform(*level_points(bounds, width, height))
         x, y = (np.asarray(v) for v in transformed)
         if np.isfinite(x).all() and np.isfinite(y).all():
-            span = _centre_cell(height, width)[2]
-            return choose_level(grid, n_levels, math.hypot(x[1] - x[0], y[1] - y[0]) / span)
+            return choose_level(grid, n_levels, _centre_size(x, y, height, width))
     return int(window_index(crs, bounds, width, height, grid, n_levels).level)  # rare: edges
 
 
@@ -314,9 +320,9 @@ def window_index(
         return _exact_index(crs, bounds, width, height, grid, n_levels, level)
     t = transformer(crs, grid.crs)
     # source pixel size at the window centre: the level that fits the zoom
-    cj, ci, span = _centre_cell(height, width)
+    cj, ci, _ = _centre_cell(height, width)
     cx, cy = (np.asarray(v) for v in t.transform(*_centres(bounds, ci, cj, width, height)))
-    size = math.hypot(cx[1] - cx[0], cy[1] - cy[0]) / span
+    size = _centre_size(cx, cy, height, width)
     # windows zoomed in past the grid's pixels start from the coarsest lattice
     steps = [s for s in _STEPS if min(width, height) >= 2 * s] if size <= grid.res / 2 else []
     probe = _Probe.of(t, bounds, width, height, steps[0] if steps else _STEP)
