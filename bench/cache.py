@@ -15,8 +15,9 @@ disk; seeding against gdal2tiles.
   pixels: the worst case for writing tiles from the plan), twice: of that release at
   zooms 5 to 11 (its native zoom 7 and the 4 a seed may go past it: ~1,700 tiles, where
   start-up weighs much), and of a 250 m slice of 64 species on the same square
-  (bench/tiles.py ``ensure_fine_release``) at zooms 5 to 13 (~27,000 tiles), viridis,
-  2 processes each:
+  (bench/tiles.py ``ensure_fine_release``) at zooms 5 to 13 (~15,700 tiles), viridis,
+  2 processes each, ``--seed-runs`` times (3) each, alternately, each run into a new
+  folder, none deleted before the end (common.Scratch says why); medians:
   ``sdmatlas seed`` into an empty disk cache, against ``gdal2tiles.py
   --processes=2 --exclude`` (Debian's gdal-bin) on the layer exported as a COG and
   coloured with the API's own palette beforehand into an RGBA GeoTIFF (not timed, which
@@ -38,7 +39,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -160,42 +160,49 @@ http {{
             "sdmatlas_over_nginx": ratio}  # fmt: skip
 
 
-def seeding_vs_gdal2tiles(db: str, rel: Path, sid: int, zooms: str) -> dict[str, Any]:
+def seeding_vs_gdal2tiles(
+    db: str, rel: Path, sid: int, zooms: str, runs: int, scratch: common.Scratch
+) -> dict[str, Any]:
+    """``runs`` seeds of one layer on each side, alternately, each into a new folder
+    (:class:`common.Scratch`: none deleted before the benchmark ends); medians."""
     from sdmatlas.publish.export import export_cog
     from sdmatlas.storage import open_release
     from seed import colour, visible_in_cache, visible_in_folder  # (bench/seed.py imports us)
 
-    cache_dir = OUT / "seed-cache"
-    shutil.rmtree(cache_dir, ignore_errors=True)
     opened = open_release(rel)
     layer = f"{opened.manifest.release_id}:species:{sid}"
-    ours = seed(layer, zooms, env_for(db, cache_dir, '["disk"]'))
-    # tiles with something to see, on both sides (gdal2tiles --exclude leaves out fully
-    # transparent tiles: a species at p = 0 on a whole tile fades to clear)
-    n, clear = visible_in_cache(cache_dir)
-    ours |= {"tiles": n, "transparent": clear, "visible": n - clear,
-             "tiles_per_s": round((n - clear) / ours["wall_s"], 1)}  # fmt: skip
-    shutil.rmtree(cache_dir)
-    work = Path(tempfile.mkdtemp(prefix="g2t-", dir=OUT))
+    work = scratch.folder("g2t-input")
     cog = work / "layer.tif"
     export_cog(opened, f"species/{sid}", cog)
     # coloured with the API's own palette (the gdaldem color-relief recipe used before gave
     # alpha 0 on every pixel: it did not match the codes), as bench/seed.py does
     rgba = work / "rgba.tif"
     colour(cog, rgba, "species", str(sid), opened)
-    out_dir = work / "tiles"
-    t = time.perf_counter()
-    subprocess.run(["gdal2tiles.py", "--processes=2", "--exclude", "-z", zooms, "-w", "none",
-                    "-r", "near", "--xyz", str(rgba), str(out_dir)], check=True,
-                   capture_output=True)  # fmt: skip
-    wall = time.perf_counter() - t
-    n, clear = visible_in_folder(out_dir)
-    shutil.rmtree(work)
-    theirs = {"tiles": n, "transparent": clear, "visible": n - clear, "wall_s": round(wall, 2),
-              "tiles_per_s": round((n - clear) / wall, 1)}  # fmt: skip
-    ratio = round(ours["tiles_per_s"] / theirs["tiles_per_s"], 2)
-    return {"layer": layer, "zooms": zooms, "sdmatlas": ours, "gdal2tiles": theirs,
-            "sdmatlas_over_gdal2tiles": ratio}  # fmt: skip
+    mine: list[dict[str, Any]] = []
+    theirs: list[dict[str, Any]] = []
+    for _ in range(runs):
+        cache_dir = scratch.folder("sdmatlas")
+        run = seed(layer, zooms, env_for(db, cache_dir, '["disk"]'))
+        # tiles with something to see, on both sides (gdal2tiles --exclude leaves out fully
+        # transparent tiles: a species at p = 0 on a whole tile fades to clear)
+        n, clear = visible_in_cache(cache_dir)
+        mine.append(run | {"tiles": n, "transparent": clear, "visible": n - clear})
+        out_dir = scratch.folder("gdal2tiles") / "tiles"
+        t = time.perf_counter()
+        subprocess.run(["gdal2tiles.py", "--processes=2", "--exclude", "-z", zooms, "-w", "none",
+                        "-r", "near", "--xyz", str(rgba), str(out_dir)], check=True,
+                       capture_output=True)  # fmt: skip
+        wall = time.perf_counter() - t
+        n, clear = visible_in_folder(out_dir)
+        theirs.append({"tiles": n, "transparent": clear, "visible": n - clear, "wall_s": wall})
+    ours_s, theirs_s = (common.median([r["wall_s"] for r in rs]) for rs in (mine, theirs))
+    a = mine[-1] | {"wall_s": round(ours_s, 2), "runs_wall_s": [r["wall_s"] for r in mine],
+                    "tiles_per_s": round(mine[-1]["visible"] / ours_s, 1)}  # fmt: skip
+    b = theirs[-1] | {"wall_s": round(theirs_s, 2),
+                      "runs_wall_s": [round(r["wall_s"], 2) for r in theirs],
+                      "tiles_per_s": round(theirs[-1]["visible"] / theirs_s, 1)}  # fmt: skip
+    return {"layer": layer, "zooms": zooms, "runs": runs, "sdmatlas": a, "gdal2tiles": b,
+            "sdmatlas_over_gdal2tiles": round(a["tiles_per_s"] / b["tiles_per_s"], 2)}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -203,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--requests", type=int, default=4000)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--part", choices=["all", "cached", "seeding"], default="all")
+    ap.add_argument("--seed-runs", type=int, default=3, help="seeds of each layer, each side")
     return ap
 
 
@@ -232,10 +240,11 @@ def main() -> None:
     if args.part in ("all", "seeding"):
         fine = ensure_fine_release()
         fine_db = catalog_url(fine, OUT / "fine-catalog.sqlite")
-        results["seeding"] = [  # the densest species of each: drawn on ~70 % of the land
-            seeding_vs_gdal2tiles(db, rel, densest_species(rel), ZOOMS),
-            seeding_vs_gdal2tiles(fine_db, fine, densest_species(fine), FINE_ZOOMS),
-        ]
+        with common.Scratch(OUT / "seeding") as scratch:
+            results["seeding"] = [  # the densest species of each: drawn on ~70 % of the land
+                seeding_vs_gdal2tiles(url, r, densest_species(r), zooms, args.seed_runs, scratch)
+                for url, r, zooms in ((db, rel, ZOOMS), (fine_db, fine, FINE_ZOOMS))
+            ]
         for s in results["seeding"]:
             print(f"seeding {s['layer']} z{s['zooms']}: sdmatlas {s['sdmatlas']['tiles_per_s']} "
                   f"tiles/s, gdal2tiles {s['gdal2tiles']['tiles_per_s']} tiles/s: "

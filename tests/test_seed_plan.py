@@ -87,6 +87,28 @@ def test_verdicts_agree_with_the_rendered_tiles(svc: Services) -> None:
     assert cls[EMPTY] and cls[DENSE], cls
 
 
+def test_windows_of_a_batch_are_those_of_each_tile(svc: Services) -> None:
+    """The planner computes a batch's windows with one PROJ call: the same windows as one
+    tile at a time, in order, in both matrix sets and at every zoom (the level each
+    reads too), tiles over the grid's edge included."""
+    import morecantile
+
+    from sdmatlas.serve.seed_plan import tile_windows
+
+    ref = svc.layers.resolve(f"{KEY}:species:1")
+    rel = svc.open(ref).release
+    assert ref.bbox is not None
+    for name in TMS:
+        zooms = list(range(2, 16))
+        tiles = [(t.z, t.x, t.y) for t in morecantile.tms.get(name).tiles(*ref.bbox, zooms)]
+        assert len(tiles) > 200 and len({z for z, _, _ in tiles}) == len(zooms)
+        batch = tile_windows(name, tiles, rel.grid, rel.n_levels)
+        alone = [tile_windows(name, [t], rel.grid, rel.n_levels)[0] for t in tiles]
+        assert batch == alone
+        assert len({w.level for w in batch}) > 1
+        assert any(not w.inside(rel.grid) for w in batch) and any(w.inside(rel.grid) for w in batch)
+
+
 def test_uniform_class_tiles(svc: Services) -> None:
     """A class layer's tile is uniform exactly when one class fills every block of its
     window (all territory); any other mix is dense; no territory is empty."""

@@ -216,13 +216,13 @@ def test_zoomed_in_tiles_use_coarser_lattices_and_still_map_exactly(
     from sdmatlas.serve.tiles import tiling
 
     used: dict[tuple[str, int], set[int]] = {}
-    of = tiling._Probe.of
 
-    def spy(t: Any, bounds: Any, width: int, height: int, step: int) -> Any:
-        used.setdefault((name, zoom), set()).add(step)
-        return of(t, bounds, width, height, step)
+    class Spy(tiling._Probe):  # records the spacing of every lattice a map is built on
+        def __init__(self, step: int, *rest: Any) -> None:
+            used.setdefault((name, zoom), set()).add(step)
+            super().__init__(step, *rest)
 
-    monkeypatch.setattr(tiling._Probe, "of", spy)
+    monkeypatch.setattr(tiling, "_Probe", Spy)
     for name in TMS_NAMES:
         tms = morecantile.tms.get(name)
         for zoom in range(5, 17):
@@ -413,6 +413,65 @@ def test_png_and_webp_tiles_show_the_codes_through_the_palette(
             assert (img[codes == NODATA, 3] == 0).all()
             fades = cmap != "viridis_opaque"
             assert (img[codes == 0, 3] == (0 if fades else 255)).all(), (fmt, cmap)
+
+
+def _pillow_png(indices: np.ndarray, palette: np.ndarray, level: int) -> bytes:
+    """The reference: Pillow's palette PNG (as render.encode_indexed wrote it before)."""
+    h, w = indices.shape
+    img = Image.frombytes("P", (w, h), np.ascontiguousarray(indices).tobytes())
+    img.putpalette(palette[:, :3].tobytes(), rawmode="RGB")
+    buf = io.BytesIO()
+    img.save(buf, "PNG", compress_level=level, transparency=palette[:, 3].tobytes())
+    return buf.getvalue()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    h=st.integers(1, 300),
+    w=st.integers(1, 300),
+    kind=st.sampled_from(["noise", "steps", "flat"]),
+    level=st.sampled_from([1, 6, 9]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_palette_pngs_are_pillows_but_for_the_deflate(
+    h: int, w: int, kind: str, level: int, seed: int
+) -> None:
+    """png.palette_png with zlib's deflate writes the bytes Pillow writes (the API's PNGs
+    before ISA-L), for any size and content; with ISA-L's (the tiles'), Pillow decodes
+    the same indices, palette and alpha."""
+    from sdmatlas.serve.tiles.png import palette_png, zlib_deflate
+
+    rng = np.random.default_rng(seed)
+    palette = rng.integers(0, 256, (256, 4), dtype=np.uint8)
+    if kind == "noise":
+        idx = rng.integers(0, 256, (h, w), dtype=np.uint8)
+    elif kind == "steps":
+        idx = (np.add.outer(np.arange(h), np.arange(w)) // 7 % 255).astype(np.uint8)
+    else:
+        idx = np.full((h, w), int(rng.integers(0, 256)), np.uint8)
+    assert palette_png(idx, palette, zlib_deflate(level)) == _pillow_png(idx, palette, level)
+    back = Image.open(io.BytesIO(palette_png(idx, palette)))
+    assert back.mode == "P" and np.array_equal(np.asarray(back), idx)
+    assert back.getpalette("RGB") == palette[:, :3].ravel().tolist()
+    assert back.info["transparency"] == palette[:, 3].tobytes()
+    rgba = np.asarray(back.convert("RGBA"))
+    assert np.array_equal(rgba, palette[idx])
+
+
+def test_large_palette_pngs_split_their_data_as_pillow_does() -> None:
+    """Wide images (a WMS GetMap) and data past one 64 KiB IDAT chunk: Pillow's chunks,
+    and with ISA-L's deflate the same pixels."""
+    from sdmatlas.serve.tiles.png import palette_png, zlib_deflate
+
+    rng = np.random.default_rng(7)
+    palette = rng.integers(0, 256, (256, 4), dtype=np.uint8)
+    for shape in [(512, 512), (40, 20_000), (1024, 700)]:
+        idx = rng.integers(0, 256, shape, dtype=np.uint8)
+        got = palette_png(idx, palette, zlib_deflate(1))
+        assert got.count(b"IDAT") > 1 and got == _pillow_png(idx, palette, 1)
+        fast = palette_png(idx, palette)
+        assert fast.count(b"IDAT") > 1
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(fast))), idx)
 
 
 def test_species_maps_fade_in_from_zero_and_indicators_stay_opaque() -> None:

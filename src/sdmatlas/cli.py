@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -1019,6 +1020,7 @@ def seed_cmd(
         f"({report.tiles_per_s:.0f} tiles/s rendered) into "
         f"{', '.join(b for b in settings.tile_cache if b != 'memory')}"
     )
+    _may_exit_at_once("seed")  # its workers joined, the catalog closed
 
 
 def _popular(
@@ -1279,5 +1281,29 @@ def _demo_catalog(settings: Settings, species_csv: Path, release: Path) -> None:
         )
 
 
-def main() -> None:  # pragma: no cover
-    app()
+_finished: list[str] = []
+"""Commands that ended having closed everything they opened (:func:`_may_exit_at_once`)."""
+
+
+def _may_exit_at_once(command: str) -> None:
+    """Mark ``command`` as done: the ``sdmatlas`` program (:func:`main`) may then leave
+    without the interpreter's teardown, which frees every module and the compiled numba
+    kernels one by one: 0.3-0.6 s measured after a seed (2-core VM, 2026-12-03), as long
+    as a small seed's own work. Only for commands whose pools, catalogs and files are
+    closed by then; in-process callers (tests, CliRunner) are unaffected."""
+    _finished.append(command)
+
+
+def main() -> None:  # pragma: no cover (the console script; tests call ``app``)
+    import os
+    import sys
+
+    try:
+        app()
+    except SystemExit as exc:
+        if not _finished or exc.code not in (0, None):
+            raise
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

@@ -44,6 +44,11 @@ def make_engine(url: str, pool_size: int = 5, timeout: float = 3.0) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if backend == "postgresql":
+        # GeoAlchemy2 registers DDL listeners when imported, which must be in place
+        # before any table is created (they pair up around CREATE TABLE); only
+        # PostgreSQL needs it, so it is imported here, not with the schema
+        import geoalchemy2  # noqa: F401
+
         return create_engine(
             url,
             pool_size=pool_size,

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter, OrderedDict, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +49,7 @@ from sdmatlas.release.layout import CLASS_COUNTS
 from sdmatlas.serve.tiles.tiling import (
     TILE_SIZE,
     get_tms,
-    level_points,
+    level_pixels,
     tile_bounds,
     tms_crs,
     transformer,
@@ -85,32 +85,53 @@ class Window:
 
 
 _EDGE_T = np.linspace(0.0, 1.0, 17)
+_POINTS = 6 + 4 * 17  # a tile's points: the level's six, 17 a side of its edge
 
 
 def tile_window(tms_name: str, z: int, x: int, y: int, grid: Grid, n_levels: int) -> Window:
     """The window of level-0 pixels tile (z, x, y) can sample, with a margin."""
+    return tile_windows(tms_name, [(z, x, y)], grid, n_levels)[0]
+
+
+def tile_windows(
+    tms_name: str, tiles: Sequence[tuple[int, int, int]], grid: Grid, n_levels: int
+) -> list[Window]:
+    """:func:`tile_window` of each tile (z, x, y), with one PROJ call for all of them: a
+    planner's batch of 64 tiles made 64 calls, each costing more in pyproj's Python than
+    in PROJ (the same points, the same arithmetic: the same windows)."""
+    if not tiles:
+        return []
     tms = get_tms(tms_name)
     crs = tms_crs(tms)
-    bounds = tile_bounds(tms, z, x, y)
-    w, s, e, n = bounds
-    # the level's six points and 17 points a side of the tile's edge, in one transform
-    lx, ly = level_points(bounds, TILE_SIZE, TILE_SIZE)
-    xs = np.concatenate([lx, w + (e - w) * _EDGE_T, np.full(17, e), e - (e - w) * _EDGE_T,
-                         np.full(17, w)])  # fmt: skip
-    ys = np.concatenate([ly, np.full(17, n), n - (n - s) * _EDGE_T, np.full(17, s),
-                         s + (n - s) * _EDGE_T])  # fmt: skip
-    px, py = (np.asarray(v) for v in transformer(crs, grid.crs).transform(xs, ys))
-    level = window_level(crs, bounds, TILE_SIZE, TILE_SIZE, grid, n_levels, (px[:6], py[:6]))
-    gx, gy = px[6:], py[6:]
-    if not (np.isfinite(gx).all() and np.isfinite(gy).all()):
-        return Window(-1, grid.height + 1, -1, grid.width + 1, level)  # undecidable: dense
-    f = 2**level
-    res = grid.res * f
-    rk0 = math.floor((grid.y0 - gy.max()) / res) - 1
-    rk1 = math.floor((grid.y0 - gy.min()) / res) + 2
-    ck0 = math.floor((gx.min() - grid.x0) / res) - 1
-    ck1 = math.floor((gx.max() - grid.x0) / res) + 2
-    return Window(rk0 * f, rk1 * f, ck0 * f, ck1 * f, level)
+    bounds = [tile_bounds(tms, z, x, y) for z, x, y in tiles]
+    w, s, e, n = (np.asarray(v)[:, None] for v in zip(*bounds, strict=True))
+    # per tile: the level's six points, then 17 points a side of the tile's edge
+    rows, cols = level_pixels(TILE_SIZE, TILE_SIZE)
+    lx = w + (cols + 0.5) * (e - w) / TILE_SIZE
+    ly = n - (rows + 0.5) * (n - s) / TILE_SIZE
+    ones = np.ones(17)
+    xs = np.concatenate([lx, w + (e - w) * _EDGE_T, e * ones, e - (e - w) * _EDGE_T, w * ones],
+                        axis=1)  # fmt: skip
+    ys = np.concatenate([ly, n * ones, n - (n - s) * _EDGE_T, s * ones, s + (n - s) * _EDGE_T],
+                        axis=1)  # fmt: skip
+    px, py = transformer(crs, grid.crs).transform(xs.ravel(), ys.ravel())
+    px = np.asarray(px).reshape(len(tiles), _POINTS)
+    py = np.asarray(py).reshape(len(tiles), _POINTS)
+    out = []
+    for k, b in enumerate(bounds):
+        level = window_level(crs, b, TILE_SIZE, TILE_SIZE, grid, n_levels, (px[k, :6], py[k, :6]))
+        gx, gy = px[k, 6:], py[k, 6:]
+        if not (np.isfinite(gx).all() and np.isfinite(gy).all()):
+            out.append(Window(-1, grid.height + 1, -1, grid.width + 1, level))  # undecidable
+            continue
+        f = 2**level
+        res = grid.res * f
+        rk0 = math.floor((grid.y0 - gy.max()) / res) - 1
+        rk1 = math.floor((grid.y0 - gy.min()) / res) + 2
+        ck0 = math.floor((gx.min() - grid.x0) / res) - 1
+        ck1 = math.floor((gx.max() - grid.x0) / res) + 2
+        out.append(Window(rk0 * f, rk1 * f, ck0 * f, ck1 * f, level))
+    return out
 
 
 def _edge(win: Window) -> int:
@@ -120,17 +141,19 @@ def _edge(win: Window) -> int:
 
 @dataclass
 class TileAggregates:
-    """The block aggregates under one tile's window (clipped to the grid). The per-species
-    and per-indicator ones are read only for a window wholly in the territory (the only
-    case where they decide anything)."""
+    """The block aggregates under one tile's window (clipped to the grid). The per-species,
+    per-indicator and per-class ones are read only for a window wholly in the territory
+    (the only case where they decide anything), and only those the tile's layers need:
+    the species rows ``first_row`` to ``first_row + vmax.shape[1]``."""
 
     edge: int
     count: npt.NDArray[np.int64]  # [blocks]
     full: npt.NDArray[np.int64]  # [blocks]: pixels of each block inside the grid
-    vmax: npt.NDArray[Any] | None = None  # [blocks, S]
-    vsum: npt.NDArray[Any] | None = None  # [blocks, S]
+    vmax: npt.NDArray[Any] | None = None  # [blocks, species rows]
+    vsum: npt.NDArray[Any] | None = None  # [blocks, species rows]
     ind: npt.NDArray[np.float64] | None = None  # [blocks, I, 4]
     classes: npt.NDArray[Any] | None = None  # [blocks, class columns]: pixels of each class
+    first_row: int = 0
 
     @property
     def whole(self) -> bool:
@@ -189,9 +212,14 @@ class AggregateReaders:
 
 
 def window_aggregates(
-    rel: Release, win: Window, readers: AggregateReaders | None = None
-) -> TileAggregates | None:
-    """The aggregates of the blocks the window touches; None when it misses the grid."""
+    rel: Release, win: Window, readers: AggregateReaders | None = None,
+    rows: Sequence[int] | None = None, indicators: bool = True, classes: bool = True,
+) -> TileAggregates | None:  # fmt: skip
+    """The aggregates of the blocks the window touches; None when it misses the grid.
+    ``rows``: the species rows wanted (None: all); ``indicators``, ``classes``: whether
+    those are wanted. Only the span of species rows asked for is read: one layer's
+    column lies in one chunk, a view of it, where all 10,000 species' would be pasted
+    together from several for every tile."""
     g = rel.grid
     r0, r1 = max(win.r0, 0), min(win.r1, g.height)
     c0, c1 = max(win.c0, 0), min(win.c1, g.width)
@@ -208,12 +236,19 @@ def window_aggregates(
     out = TileAggregates(e, count.reshape(n), full.reshape(n))
     if not (win.inside(g) and out.whole):
         return out  # empty or partly outside: no per-layer aggregate decides anything
-    s = len(rel.species_ids)
-    out.vmax = agg(e, "max").region((by, bx, slice(0, s))).reshape(n, s)
-    out.vsum = agg(e, "sum").region((by, bx, slice(0, s))).reshape(n, s)
-    ind = agg(e, "indicators")
-    out.ind = ind.region((by, bx, slice(0, ind.shape[2]), slice(0, 4))).reshape(n, -1, 4)
-    if rel.manifest.class_layers:
+    lo, hi = (
+        (0, len(rel.species_ids))
+        if rows is None
+        else (min(rows, default=0), max(rows, default=-1) + 1)
+    )
+    if hi > lo:
+        out.first_row = lo
+        out.vmax = agg(e, "max").region((by, bx, slice(lo, hi))).reshape(n, hi - lo)
+        out.vsum = agg(e, "sum").region((by, bx, slice(lo, hi))).reshape(n, hi - lo)
+    if indicators:
+        ind = agg(e, "indicators")
+        out.ind = ind.region((by, bx, slice(0, ind.shape[2]), slice(0, 4))).reshape(n, -1, 4)
+    if classes and rel.manifest.class_layers:
         cls = agg(e, CLASS_COUNTS)
         out.classes = cls.region((by, bx, slice(0, cls.shape[2]))).reshape(n, -1)
     return out
@@ -263,11 +298,12 @@ def classify(
         e = Verdict(EMPTY, level=win.level)
         return [e] * len(species_rows), [e] * len(indicators)
     dense = Verdict(DENSE, level=win.level)
-    if not (win.inside(rel.grid) and agg.whole) or agg.vmax is None or agg.vsum is None:
+    if not (win.inside(rel.grid) and agg.whole):
         return [dense] * len(species_rows), [dense] * len(indicators)
     sp: list[Verdict] = []
     if species_rows:
-        rows = np.asarray(species_rows)
+        assert agg.vmax is not None and agg.vsum is not None  # read for these rows
+        rows = np.asarray(species_rows) - agg.first_row
         mx = agg.vmax[:, rows].astype(np.int64)
         sm = agg.vsum[:, rows].astype(np.int64)
         same = (mx.min(axis=0) == mx.max(axis=0)) & (sm == mx * agg.count[:, None]).all(axis=0)
@@ -277,8 +313,8 @@ def classify(
         ]
     order = rel.manifest.indicator_order
     ind: list[Verdict] = []
-    assert agg.ind is not None  # read with vmax and vsum
     for name in indicators:
+        assert agg.ind is not None  # read for these indicators
         i = order.index(name)
         cnt, lo, hi = agg.ind[:, i, 0], agg.ind[:, i, 2], agg.ind[:, i, 3]
         v = float(lo[0])
@@ -416,21 +452,24 @@ def build_plan(
               for lid, r in refs.items()}  # fmt: skip
     caches = caches or PlanCaches()
     made, readers = caches.made, caches.readers
-    for (tms, z, x, y), lids in group_by_tile(jobs).items():
+    tiles = group_by_tile(jobs)
+    windows = _windows(svc, refs, tiles)
+    for (tms, z, x, y), lids in tiles.items():
         by_release: dict[str, list[str]] = defaultdict(list)
         for lid in lids:
             by_release[refs[lid].release].append(lid)
         for release_lids in by_release.values():
             opened = svc.open(refs[release_lids[0]])
             rel: Release = opened.release
-            win = tile_window(tms, z, x, y, rel.grid, rel.n_levels)
-            agg = window_aggregates(rel, win, readers.setdefault(rel.id, AggregateReaders(rel)))
+            win = windows[(rel.id, tms, z, x, y)]
             sp = [lid for lid in release_lids if refs[lid].kind == "species"]
             ind = [lid for lid in release_lids if refs[lid].kind == "indicator"]
+            cl = [lid for lid in release_lids if refs[lid].kind == "classes"]
             rows = [opened.species_row(int(refs[lid].species_id)) for lid in sp]
+            reader = readers.setdefault(rel.id, AggregateReaders(rel))
+            agg = window_aggregates(rel, win, reader, rows, bool(ind), bool(cl))
             vs, vi = classify(rel, win, agg, rows, [str(refs[lid].indicator) for lid in ind])
             verdicts = dict(zip(sp + ind, vs + vi, strict=True))
-            cl = [lid for lid in release_lids if refs[lid].kind == "classes"]
             vc = classify_classes(rel, win, agg, [str(refs[lid].indicator) for lid in cl])
             verdicts.update(zip(cl, vc, strict=True))
             for lid in release_lids:
@@ -452,6 +491,23 @@ def build_plan(
                 work = WRITE_SECONDS + (dense_seconds if v.kind == DENSE else 0.0)
                 plan.rows[(lid, z)].add(v.kind, nbytes, work)
     return plan
+
+
+def _windows(
+    svc: Any, refs: dict[str, Any], tiles: dict[tuple[str, int, int, int], list[str]]
+) -> dict[tuple[str, str, int, int, int], Window]:
+    """The window of every tile over each release of its layers, keyed (release id, tms,
+    z, x, y): one :func:`tile_windows` call per release and matrix set."""
+    wanted: dict[tuple[str, str], tuple[Release, list[tuple[int, int, int]]]] = {}
+    for (tms, z, x, y), lids in tiles.items():
+        for ref in {refs[lid].release: refs[lid] for lid in lids}.values():
+            rel: Release = svc.open(ref).release
+            wanted.setdefault((rel.id, tms), (rel, []))[1].append((z, x, y))
+    out: dict[tuple[str, str, int, int, int], Window] = {}
+    for (rid, tms), (rel, zxy) in wanted.items():
+        for t, win in zip(zxy, tile_windows(tms, zxy, rel.grid, rel.n_levels), strict=True):
+            out[(rid, tms, *t)] = win
+    return out
 
 
 def batch_verdicts(

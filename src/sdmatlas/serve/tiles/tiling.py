@@ -162,6 +162,19 @@ def _centre_cell(height: int, width: int) -> tuple[F64, F64, float]:
     return lat_j[[cj, cj]], lat_i[[ci, ci + 1]], float(lat_i[ci + 1] - lat_i[ci])
 
 
+@functools.cache
+def _centre_and_probe(height: int, width: int, step: int | None) -> tuple[F64, F64]:
+    """(rows, columns) of the centre cell's two points, then (``step``: not None) the
+    ``step`` lattice's :func:`_probe` points, flattened: one PROJ call for both."""
+    cj, ci, _ = _centre_cell(height, width)
+    if step is None:
+        return cj, ci
+    pj, pi = _probe(height, width, step)
+    rows, cols = np.r_[cj, pj.ravel()], np.r_[ci, pi.ravel()]
+    rows.flags.writeable = cols.flags.writeable = False
+    return rows, cols
+
+
 def _centre_size(x: F64, y: F64, height: int, width: int) -> float:
     """The source pixel size at the window's centre, from the centre cell's two points
     in the grid's CRS (the first two of ``x``, ``y``): the one measure of
@@ -269,7 +282,7 @@ def tile_index(
 
 
 @functools.cache
-def _level_pixels(height: int, width: int) -> tuple[F64, F64]:
+def level_pixels(height: int, width: int) -> tuple[F64, F64]:
     cj, ci, _ = _centre_cell(height, width)
     lat_j, lat_i = _lattice(height), _lattice(width)
     rows = np.r_[cj, lat_j[[0, 0, -1, -1]]]
@@ -281,7 +294,7 @@ def _level_pixels(height: int, width: int) -> tuple[F64, F64]:
 def level_points(bounds: tuple[float, ...], width: int, height: int) -> tuple[F64, F64]:
     """The six points (in the window's CRS) :func:`window_level` transforms: the 16-pixel
     lattice's centre cell (two), then the lattice's four corners."""
-    rows, cols = _level_pixels(height, width)
+    rows, cols = level_pixels(height, width)
     return _centres(bounds, cols, rows, width, height)
 
 
@@ -319,13 +332,19 @@ def window_index(
     if min(width, height) < 2 * _STEP:  # a lattice would save nothing
         return _exact_index(crs, bounds, width, height, grid, n_levels, level)
     t = transformer(crs, grid.crs)
-    # source pixel size at the window centre: the level that fits the zoom
-    cj, ci, _ = _centre_cell(height, width)
+    # source pixel size at the window centre (the level that fits the zoom), with the
+    # coarsest lattice's points in the same PROJ call where the window has room for it
+    coarse = _STEPS[0] if min(width, height) >= 2 * _STEPS[0] else None
+    cj, ci = _centre_and_probe(height, width, coarse)
     cx, cy = (np.asarray(v) for v in t.transform(*_centres(bounds, ci, cj, width, height)))
     size = _centre_size(cx, cy, height, width)
     # windows zoomed in past the grid's pixels start from the coarsest lattice
     steps = [s for s in _STEPS if min(width, height) >= 2 * s] if size <= grid.res / 2 else []
-    probe = _Probe.of(t, bounds, width, height, steps[0] if steps else _STEP)
+    if steps and steps[0] == coarse:
+        shape = _probe(height, width, coarse)[0].shape
+        probe = _Probe(coarse, height, width, cx[2:].reshape(shape), cy[2:].reshape(shape))
+    else:
+        probe = _Probe.of(t, bounds, width, height, steps[0] if steps else _STEP)
     if not (probe.lattice_finite and math.isfinite(size)):
         if probe.step == _STEP:  # a projection's edge
             return _exact_index(crs, bounds, width, height, grid, n_levels, level)
