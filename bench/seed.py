@@ -13,7 +13,8 @@ planner's estimate against the real seed.
   --exclude -r near --xyz`` on the layer exported as a COG and coloured with the API's
   own palette beforehand, as an RGBA GeoTIFF (export and colouring not timed, which
   favours gdal2tiles); layer after layer, its wall times summed.
-* Both leave out fully transparent tiles; tiles/s counts the tiles each writes.
+* Both leave out fully transparent tiles; tiles/s counts the tiles each writes. Both
+  write into new folders, deleted only at the end (common.Scratch says why).
 * The planner (``seed --plan``, timed) against the real seed: tiles, bytes, time.
 
 Results go to bench/results/seed-<date>.json.
@@ -26,10 +27,8 @@ import json
 import os
 import platform
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -61,11 +60,10 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
     return subprocess.run(cmd, env=full, capture_output=True, text=True, check=True)
 
 
-def ours(layers: list[str], zooms: str | None, db: str) -> dict[str, Any]:
-    cache_dir = OUT / "cache"
-    shutil.rmtree(cache_dir, ignore_errors=True)
+def ours(layers: list[str], zooms: str | None, db: str, scratch: common.Scratch) -> dict[str, Any]:
+    cache_dir = scratch.folder("sdmatlas")
     env = env_for(db, cache_dir, '["disk"]')
-    plan_file = OUT / "plan.json"
+    plan_file = scratch.root / "plan.json"
     zoom = ["--zoom", zooms] if zooms else []
     t = time.perf_counter()
     _run(["seed", *layers, *zoom, "--plan", "--plan-json", str(plan_file)], env)
@@ -168,12 +166,12 @@ def colour(cog: Path, out: Path, kind: str, key: str, rel: Any) -> None:
         dst.colorinterp = [ci.red, ci.green, ci.blue, ci.alpha]
 
 
-def theirs(layers: list[str], zooms: str) -> dict[str, Any]:
+def theirs(layers: list[str], zooms: str, scratch: common.Scratch) -> dict[str, Any]:
     from sdmatlas.publish.export import export_cog
     from sdmatlas.storage import open_release
 
     rel = open_release(WORK / "tiles" / "releases" / KEY)
-    work = Path(tempfile.mkdtemp(prefix="g2t-", dir=OUT))
+    work = scratch.folder("g2t")
     total_wall, tiles, clear = 0.0, 0, 0
     for lid in layers:
         kind, key = lid.split(":")[1:]
@@ -188,10 +186,7 @@ def theirs(layers: list[str], zooms: str) -> dict[str, Any]:
                        capture_output=True)  # fmt: skip
         total_wall += time.perf_counter() - t
         n, c = visible_in_folder(out_dir)
-        tiles, clear = tiles + n, clear + c
-        shutil.rmtree(out_dir)
-        cog.unlink()
-        rgba.unlink()
+        tiles, clear = tiles + n, clear + c  # the tiles stay until the end (common.Scratch)
     return {
         "tiles": tiles,
         "transparent": clear,  # left in despite --exclude (none expected)
@@ -205,17 +200,23 @@ def main() -> None:
     args = build_parser().parse_args()
     out = output_path(args)
     apt({"gdal-bin": "gdal2tiles.py"})
-    shutil.rmtree(OUT, ignore_errors=True)
-    OUT.mkdir(parents=True)
+    with common.Scratch(OUT) as scratch:
+        results = run(args, scratch)
+    print(json.dumps({k: results[k] for k in ("sdmatlas_over_gdal2tiles", "plan_over_real")}))
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+def run(args: argparse.Namespace, scratch: common.Scratch) -> dict[str, Any]:
     rel = ensure_release()
     db = catalog_url(rel)
     ids = random.Random(20).sample(range(1, 10_001), args.species)
     layers = [f"{KEY}:species:{i}" for i in sorted(ids)] + [
         f"{KEY}:indicator:{n}" for n in INDICATORS
     ]
-    a = ours(layers, args.zooms, db)
+    a = ours(layers, args.zooms, db, scratch)
     print("sdmatlas", json.dumps(a))
-    b = theirs(layers, args.zooms or a["zooms"])
+    b = theirs(layers, args.zooms or a["zooms"], scratch)
     print("gdal2tiles", json.dumps(b))
     results = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
@@ -227,9 +228,7 @@ def main() -> None:
             "wall_s": round(a["plan"]["estimated_wall_s"] / a["wall_s"], 3),
         },
     }  # fmt: skip
-    print(json.dumps({k: results[k] for k in ("sdmatlas_over_gdal2tiles", "plan_over_real")}))
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}")
+    return results
 
 
 if __name__ == "__main__":
