@@ -330,7 +330,7 @@ def seed_batch(
         if entry is not None:
             planned += 1
         else:
-            entry = render_entry(svc, t.ref, None, t.req, t.style, Timer())
+            entry = render_entry(svc, t.ref, None, t.req, t.style, Timer(), observe=False)
             rendered += 1
         svc.tiles.put(ns, t.key, entry)  # versioned: never expires by TTL
         empty += entry.empty
