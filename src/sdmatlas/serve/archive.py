@@ -120,8 +120,9 @@ def render_batch(
     """Each tile's body (None: empty): made from the planner's verdict for empty and
     uniform tiles, rendered for the others."""
     out: list[bytes | None] = []
+    layers: dict[str, seeding.SeedLayer] = {}
     for i, job in enumerate(jobs):
-        t = seeding.seed_tile(svc, job, fmt, params)
+        t = seeding.seed_tile(svc, job, fmt, params, layers)
         made = seeding.planned_entry(svc, t, verdicts[i] if verdicts else None)
         if made is not None:
             out.append(None if made.empty else made.body)
