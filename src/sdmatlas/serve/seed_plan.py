@@ -31,6 +31,7 @@ each zoom's dense tiles, each zoom its own mean), or without a sample the consta
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections import Counter, OrderedDict, defaultdict
@@ -155,8 +156,9 @@ class TileAggregates:
     classes: npt.NDArray[Any] | None = None  # [blocks, class columns]: pixels of each class
     first_row: int = 0
 
-    @property
+    @functools.cached_property
     def whole(self) -> bool:
+        """Every block wholly territory (asked up to three times a tile: computed once)."""
         return bool((self.count == self.full).all())
 
 

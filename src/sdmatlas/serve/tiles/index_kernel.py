@@ -85,14 +85,22 @@ def lattice_floors(
 
 @numba.njit(cache=True, nogil=True)
 def index_arrays(
-    rows: Any, cols: Any, width: int, height: int
-) -> tuple[Any, int, int, int, int, Any]:
-    """Completes :class:`TileIndex`'s arrays in place from clamped rows and columns: -1 in
-    both where a pixel is outside the level (``width`` x ``height`` pixels); returns the
-    inside mask, the window of the level touched (r0, c0, h, w: h = 0 when nothing is
-    inside) and the flat offsets (int64) of the inside pixels, in C order, in that
-    window. The first pass is branch-free (selects: LLVM vectorises it); a window wholly
-    inside the level (most tiles) then takes no compaction."""
+    rows: Any, cols: Any, width: int, height: int, near_j: Any, near_i: Any, fc: F64, fr: F64
+) -> tuple[Any, int, int, int, int, Any, Any]:
+    """Completes :class:`TileIndex`'s arrays in place from clamped rows and columns:
+    first the near-edge pixels (``near_j``, ``near_i``) get their exact floors ``fc``,
+    ``fr`` (NaN or inf: outside); then -1 in both where a pixel is outside the level
+    (``width`` x ``height`` pixels). Returns the inside mask, the window of the level
+    touched (r0, c0, h, w: h = 0 when nothing is inside) and the flat offsets of the
+    inside pixels, in C order, in that window: int32 where the window has fewer than
+    2**31 pixels (the second array then empty), else int64 (the first empty).
+
+    The main pass is branch-free (selects: LLVM vectorises it); a window wholly inside
+    the level (most tiles) then takes no compaction."""
+    for k in range(near_j.shape[0]):
+        c, r = fc[k], fr[k]
+        cols[near_j[k], near_i[k]] = np.int32(min(max(c, -1.0), width)) if np.isfinite(c) else -1
+        rows[near_j[k], near_i[k]] = np.int32(min(max(r, -1.0), height)) if np.isfinite(r) else -1
     ht, wt = rows.shape
     inside = np.empty((ht, wt), np.bool_)
     r0, c0, r1, c1, n = height, width, -1, -1, 0
@@ -109,21 +117,27 @@ def index_arrays(
     if n == 0:
         rows[:] = -1
         cols[:] = -1
-        return inside, 0, 0, 0, 0, np.zeros(0, np.int64)
+        return inside, 0, 0, 0, 0, np.zeros(0, np.int32), np.zeros(0, np.int64)
     h, w = r1 - r0 + 1, c1 - c0 + 1
-    offsets = np.empty(n, np.int64)  # the caller narrows it to int32 when it fits
-    if n == ht * wt:
+    narrow = np.int64(h) * w < 2**31
+    off32 = np.empty(n if narrow else 0, np.int32)
+    off64 = np.empty(0 if narrow else n, np.int64)
+    if n == ht * wt and narrow:  # every pixel inside: no compaction (vectorised)
         for j in range(ht):
             for i in range(wt):
-                offsets[j * wt + i] = (np.int64(rows[j, i]) - r0) * w + (cols[j, i] - c0)
-        return inside, r0, c0, h, w, offsets
+                off32[j * wt + i] = np.int32((rows[j, i] - r0) * w + (cols[j, i] - c0))
+        return inside, r0, c0, h, w, off32, off64
     k = 0
     for j in range(ht):
         for i in range(wt):
-            if inside[j, i]:
-                offsets[k] = (np.int64(rows[j, i]) - r0) * w + (cols[j, i] - c0)
-                k += 1
-            else:
+            if not inside[j, i]:
                 rows[j, i] = -1
                 cols[j, i] = -1
-    return inside, r0, c0, h, w, offsets
+                continue
+            o = (np.int64(rows[j, i]) - r0) * w + (cols[j, i] - c0)
+            if narrow:
+                off32[k] = np.int32(o)
+            else:
+                off64[k] = o
+            k += 1
+    return inside, r0, c0, h, w, off32, off64

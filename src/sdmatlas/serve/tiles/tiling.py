@@ -500,15 +500,16 @@ def _compiled_index(
         np.ascontiguousarray(lx), np.ascontiguousarray(ly), kj, tj, ki, ti,
         float(g.x0), float(g.y0), float(g.res), float(tol), g.width, g.height,
     )  # fmt: skip
-    if len(nj):
-        fc, fr = _exact_floors(t, bounds, nj, ni, width, height, g)
-        with np.errstate(invalid="ignore"):  # inf or NaN off a projection's edge: outside
-            cols[nj, ni] = np.where(np.isfinite(fc), np.clip(fc, -1, g.width), -1)
-            rows[nj, ni] = np.where(np.isfinite(fr), np.clip(fr, -1, g.height), -1)
-    inside, r0, c0, h, w, offsets = index_kernel.index_arrays(rows, cols, g.width, g.height)
-    if 0 < h * w < 2**31:  # as TileIndex.build: int32 offsets where they fit
-        offsets = offsets.astype(np.int32)
+    fc, fr = _exact_floors(t, bounds, nj, ni, width, height, g) if len(nj) else (_NONE, _NONE)
+    inside, r0, c0, h, w, off32, off64 = index_kernel.index_arrays(
+        rows, cols, g.width, g.height, nj, ni, fc, fr
+    )
+    # as TileIndex.build: int32 offsets where they fit (the kernel wrote those)
+    offsets = off64 if h == 0 or h * w >= 2**31 else off32
     return TileIndex(k, rows, cols, inside, int(r0), int(c0), int(h), int(w), offsets)
+
+
+_NONE = np.zeros(0)
 
 
 def _outside(height: int, width: int) -> tuple[I32, I32]:
