@@ -50,7 +50,7 @@ from sdmatlas.release.layout import CLASS_COUNTS
 from sdmatlas.serve.tiles.tiling import (
     TILE_SIZE,
     get_tms,
-    level_pixels,
+    level_points,
     tile_bounds,
     tms_crs,
     transformer,
@@ -107,9 +107,7 @@ def tile_windows(
     bounds = [tile_bounds(tms, z, x, y) for z, x, y in tiles]
     w, s, e, n = (np.asarray(v)[:, None] for v in zip(*bounds, strict=True))
     # per tile: the level's six points, then 17 points a side of the tile's edge
-    rows, cols = level_pixels(TILE_SIZE, TILE_SIZE)
-    lx = w + (cols + 0.5) * (e - w) / TILE_SIZE
-    ly = n - (rows + 0.5) * (n - s) / TILE_SIZE
+    lx, ly = level_points((w, s, e, n), TILE_SIZE, TILE_SIZE)
     ones = np.ones(17)
     xs = np.concatenate([lx, w + (e - w) * _EDGE_T, e * ones, e - (e - w) * _EDGE_T, w * ones],
                         axis=1)  # fmt: skip

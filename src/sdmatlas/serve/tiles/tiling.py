@@ -105,7 +105,7 @@ def tile_bounds(tms: morecantile.TileMatrixSet, z: int, x: int, y: int) -> tuple
 
 
 def _centres(
-    bounds: tuple[float, ...], i: F64, j: F64, width: int = TILE_SIZE, height: int = TILE_SIZE
+    bounds: tuple[Any, ...], i: F64, j: F64, width: int = TILE_SIZE, height: int = TILE_SIZE
 ) -> tuple[F64, F64]:
     left, bottom, right, top = bounds
     return (
@@ -282,7 +282,7 @@ def tile_index(
 
 
 @functools.cache
-def level_pixels(height: int, width: int) -> tuple[F64, F64]:
+def _level_pixels(height: int, width: int) -> tuple[F64, F64]:
     cj, ci, _ = _centre_cell(height, width)
     lat_j, lat_i = _lattice(height), _lattice(width)
     rows = np.r_[cj, lat_j[[0, 0, -1, -1]]]
@@ -291,10 +291,11 @@ def level_pixels(height: int, width: int) -> tuple[F64, F64]:
     return rows, cols
 
 
-def level_points(bounds: tuple[float, ...], width: int, height: int) -> tuple[F64, F64]:
+def level_points(bounds: tuple[Any, ...], width: int, height: int) -> tuple[F64, F64]:
     """The six points (in the window's CRS) :func:`window_level` transforms: the 16-pixel
-    lattice's centre cell (two), then the lattice's four corners."""
-    rows, cols = level_pixels(height, width)
+    lattice's centre cell (two), then the lattice's four corners. ``bounds``: floats, or
+    columns of many windows' bounds (n x 1 arrays: n x 6 points)."""
+    rows, cols = _level_pixels(height, width)
     return _centres(bounds, cols, rows, width, height)
 
 
@@ -504,8 +505,8 @@ def _compiled_index(
     inside, r0, c0, h, w, off32, off64 = index_kernel.index_arrays(
         rows, cols, g.width, g.height, nj, ni, fc, fr
     )
-    # as TileIndex.build: int32 offsets where they fit (the kernel wrote those)
-    offsets = off64 if h == 0 or h * w >= 2**31 else off32
+    # as TileIndex.build: int32 offsets where they fit (the kernel filled one of the two)
+    offsets = off32 if off32.size else off64
     return TileIndex(k, rows, cols, inside, int(r0), int(c0), int(h), int(w), offsets)
 
 
